@@ -1,1 +1,80 @@
-"""sparse_optax."""
+"""sparse_optax: compressed-sensing sparse training as composable Optax transforms.
+
+Primitives (each usable alone inside any ``optax.chain``):
+
+* :func:`scale_by_timescale_momentum` — momentum on a fixed time scale.
+* :func:`dual_averaging` — the dual-averaging accumulator; ``center="params"``
+  is the xRDA interpolation, ``center="initial"`` Xiao's RDA.
+* :func:`log_l1_weights`, :func:`uniform_l1_weights` — l1 weights (adaptive
+  log-l1: unstructured, kernel, channel).
+* :func:`accumulated_threshold` — the dual-averaged threshold :math:`\\lambda B`.
+* :func:`soft_threshold` — the proximal step.
+* :func:`freeze_zeros` — zero weights stay zero.
+
+Named optimizers :func:`xrda`, :func:`rda`, :func:`prox_sgd` are chains of
+them; :func:`sparsity_summary` and friends measure the result.
+"""
+
+from sparse_optax._alias import prox_sgd, rda, xrda
+from sparse_optax._base import Weighting
+from sparse_optax._dual_averaging import DualAveragingState, dual_averaging
+from sparse_optax._masking import FreezeZerosState, freeze_zeros
+from sparse_optax._metrics import (
+    compression_ratio,
+    count_nonzeros,
+    density,
+    sparsity_summary,
+)
+from sparse_optax._momentum import (
+    ScaleByTimescaleMomentumState,
+    scale_by_timescale_momentum,
+)
+from sparse_optax._prox import (
+    AccumulatedThresholdState,
+    SoftThresholdState,
+    accumulated_threshold,
+    soft_threshold,
+)
+from sparse_optax._reweighting import (
+    STRUCTURES,
+    LogL1WeightsState,
+    log_l1_weights,
+    uniform_l1_weights,
+)
+from sparse_optax._schedules import (
+    cosine_averaging,
+    cosine_decay,
+    rda_averaging,
+    rda_step_size,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AccumulatedThresholdState",
+    "DualAveragingState",
+    "FreezeZerosState",
+    "LogL1WeightsState",
+    "STRUCTURES",
+    "ScaleByTimescaleMomentumState",
+    "SoftThresholdState",
+    "Weighting",
+    "accumulated_threshold",
+    "compression_ratio",
+    "cosine_averaging",
+    "cosine_decay",
+    "count_nonzeros",
+    "density",
+    "dual_averaging",
+    "freeze_zeros",
+    "log_l1_weights",
+    "prox_sgd",
+    "rda",
+    "rda_averaging",
+    "rda_step_size",
+    "scale_by_timescale_momentum",
+    "soft_threshold",
+    "sparsity_summary",
+    "uniform_l1_weights",
+    "xrda",
+)

@@ -1,0 +1,190 @@
+"""Named optimizers: short chains of the public primitives."""
+
+from __future__ import annotations
+
+import optax
+
+from sparse_optax import _base
+from sparse_optax._dual_averaging import dual_averaging
+from sparse_optax._momentum import scale_by_timescale_momentum
+from sparse_optax._prox import accumulated_threshold, soft_threshold
+from sparse_optax._reweighting import log_l1_weights
+from sparse_optax._schedules import rda_averaging, rda_step_size
+
+
+def xrda(
+    learning_rate: optax.ScalarOrSchedule,
+    averaging: optax.ScalarOrSchedule,
+    l1: optax.ScalarOrSchedule,
+    *,
+    momentum_timescale: optax.ScalarOrSchedule,
+    maximum_factor: optax.ScalarOrSchedule | None = None,
+    beta: optax.ScalarOrSchedule | None = None,
+    magnitude_timescale: optax.ScalarOrSchedule | None = None,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    structure: str = "unstructured",
+) -> optax.GradientTransformationExtraArgs:
+  r"""xRDA with momentum and adaptive log-l1 (paper 000), as the authors ran it.
+
+  Per leaf, at step :math:`n`:
+
+  .. math::
+    g &\leftarrow g_n + \text{wd}\,\theta_n \\
+    r &\leftarrow \mu' r + (1-\mu')\,\mathrm{mag}(\theta_n), \quad \mu' = e^{-s_n/T_b} \\
+    w &= cF / (1 + (F-1)\, r/\max r) \\
+    B &\leftarrow \alpha_n B + s_n w \\
+    z &\leftarrow \alpha_n z + (1-\alpha_n)\theta_n, \quad
+    v \leftarrow \mu v + (1-\mu) g, \quad \mu = e^{-s_n/T} \\
+    z &\leftarrow z - s_n v \\
+    \theta_{n+1} &= \operatorname{sign}(z)\max(|z| - \lambda B, 0)
+
+  The chain: ``add_decayed_weights(wd)``, :func:`scale_by_timescale_momentum`,
+  ``scale_by_learning_rate``, :func:`dual_averaging`, :func:`soft_threshold`
+  of :func:`accumulated_threshold` of :func:`log_l1_weights`. State: four
+  buffers of parameter size in unstructured mode (:math:`v, z, r, B`); in
+  kernel/channel mode :math:`r` and :math:`B` are per kernel / channel.
+
+  Args:
+    learning_rate: :math:`s_n` (float or schedule; paper: ``cosine_decay``).
+    averaging: :math:`\alpha_n \in [0,1]` (paper: :func:`cosine_averaging`).
+    l1: :math:`\lambda \ge 0`.
+    momentum_timescale: :math:`T > 0`.
+    maximum_factor: :math:`F` (default 500); or ``beta`` (:math:`F = (\beta+1)/\beta`).
+    beta: see ``maximum_factor``; give one, not both.
+    magnitude_timescale: :math:`T_b`; ``None`` means :math:`T`.
+    weight_decay: coupled L2 on every leaf (paper: 5e-4).
+    structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, sparse_optax as so
+    >>> n = 100
+    >>> tx = so.xrda(so.cosine_decay(0.5, n), so.cosine_averaging(n), l1=0.05,
+    ...              momentum_timescale=1.0)
+    >>> params = {"w": jnp.array([[1.0, 0.01, -2.0]])}
+    >>> loss = lambda p: jnp.sum((p["w"] - jnp.array([[1.0, 0.0, -2.0]])) ** 2)
+    >>> state = tx.init(params)
+    >>> for _ in range(n):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params["w"][0, 1]  # the small weight is exactly zero
+    Array(0., dtype=float32)
+
+  References:
+    Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
+  """
+  _base.check_hparam("weight_decay", weight_decay)
+  weights = log_l1_weights(
+      learning_rate,
+      momentum_timescale if magnitude_timescale is None else magnitude_timescale,
+      maximum_factor=maximum_factor,
+      beta=beta,
+      structure=structure,
+  )
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      scale_by_timescale_momentum(learning_rate, momentum_timescale),
+      optax.scale_by_learning_rate(learning_rate),
+      dual_averaging(averaging),
+      soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights)),
+  )
+
+
+def rda(
+    gamma: optax.ScalarOrSchedule,
+    l1: optax.ScalarOrSchedule,
+    *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weights: _base.Weighting | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Xiao's regularized dual averaging around the initial point (paper 001).
+
+  .. math::
+    G_n = \sum_{k \le n} g_k, \quad \beta_n = \gamma\sqrt{n}, \quad
+    \theta_{n+1} = \operatorname{soft}\!\left(\theta_0 - G_n/\beta_n,\;
+    \lambda n/\beta_n\right),
+
+  i.e. :func:`dual_averaging` with ``center="initial"``,
+  :math:`\alpha_n = \sqrt{(n-1)/n}` and :math:`s_n = 1/(\gamma\sqrt n)`, and the
+  same :math:`\alpha, s` in :func:`accumulated_threshold` (so the threshold is
+  :math:`\lambda\sqrt{n}/\gamma`). Initialise away from zero (zero init
+  cannot train). Follow with :func:`freeze_zeros` for adaptive sparse
+  retraining.
+
+  Args:
+    gamma: :math:`\gamma > 0`.
+    l1: :math:`\lambda \ge 0`.
+    weight_decay: coupled L2 on every leaf.
+    weights: l1 weights (default: :func:`uniform_l1_weights`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = so.rda(gamma=1.0, l1=0.1)
+    >>> params = jnp.array([[0.05, 1.0]])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.zeros((1, 2)), state, params)
+    >>> optax.apply_updates(params, updates)  # soft(θ0, λ·1/γ)
+    Array([[0. , 0.9]], dtype=float32)
+
+  References:
+    Xiao, Dual Averaging Methods for Regularized Stochastic Learning, 2010;
+    Jia et al., Make l1 Regularization Effective in Training Sparse CNN, 2020.
+  """
+  _base.check_hparam("weight_decay", weight_decay)
+  step, alpha = rda_step_size(gamma), rda_averaging()
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.scale_by_learning_rate(step),
+      dual_averaging(alpha, center="initial"),
+      soft_threshold(accumulated_threshold(l1, step, alpha, weights)),
+  )
+
+
+def prox_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    l1: optax.ScalarOrSchedule,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weights: _base.Weighting | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Proximal SGD: an ``optax.sgd`` step, then soft-thresholding by :math:`\lambda s_n w`.
+
+  .. math::
+    \theta_{n+1} = \operatorname{soft}(\theta_n + u_n,\; \lambda s_n w_n),
+
+  with :math:`u_n` the (momentum) SGD step and :math:`w` the l1 weights (plain
+  l1 on leaves with ``ndim >= 2`` by default).
+
+  Args:
+    learning_rate: :math:`s_n`.
+    l1: :math:`\lambda \ge 0`.
+    momentum: heavy-ball momentum of ``optax.sgd`` (``None``: none).
+    nesterov: Nesterov momentum.
+    weight_decay: coupled L2 on every leaf.
+    weights: l1 weights (e.g. :func:`log_l1_weights`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = so.prox_sgd(0.1, l1=1.0)
+    >>> params = jnp.array([[0.05, 1.0]])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.zeros((1, 2)), state, params)
+    >>> optax.apply_updates(params, updates)
+    Array([[0. , 0.9]], dtype=float32)
+  """
+  _base.check_hparam("weight_decay", weight_decay)
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
+      soft_threshold(accumulated_threshold(l1, learning_rate, 0.0, weights)),
+  )

@@ -1,0 +1,79 @@
+"""Momentum on a fixed time scale (paper 000, §3.3)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparse_optax import _base
+
+
+class ScaleByTimescaleMomentumState(NamedTuple):
+  count: jax.Array  # int32
+  velocity: optax.Updates
+
+
+def scale_by_timescale_momentum(
+    learning_rate: optax.ScalarOrSchedule,
+    timescale: optax.ScalarOrSchedule,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Exponential moving average of the updates over a fixed time scale.
+
+  .. math::
+    \mu_n = e^{-s_n / T}, \qquad v_{n+1} = \mu_n v_n + (1 - \mu_n)\, g_n,
+
+  and the output is :math:`v_{n+1}`. Because :math:`\mu` depends on the step
+  size, the gradients are averaged over a fixed span of "time" :math:`T`
+  rather than a fixed number of steps; follow it with
+  ``optax.scale_by_learning_rate(learning_rate)`` for the step itself.
+
+  Args:
+    learning_rate: the step size :math:`s_n` (float or schedule of the count).
+    timescale: :math:`T > 0` (float or schedule).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = optax.chain(so.scale_by_timescale_momentum(0.5, 1.0),
+    ...                  optax.scale_by_learning_rate(0.5))
+    >>> params = jnp.array([1.0, -2.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([1.0, 1.0]), state, params)
+    >>> updates  # -s (1 - e^{-s/T}) g
+    Array([-0.19673467, -0.19673467], dtype=float32)
+
+  References:
+    Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
+  """
+  _base.check_hparam("learning_rate", learning_rate)
+  _base.check_hparam("timescale", timescale, positive=True)
+
+  def init_fn(params):
+    return ScaleByTimescaleMomentumState(
+        count=jnp.zeros([], jnp.int32), velocity=optax.tree.zeros_like(params)
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    _base.check_tree_match(
+        "scale_by_timescale_momentum", "updates", updates, state.velocity
+    )
+    s = _base.value_at(learning_rate, state.count)
+    mu = jnp.exp(-s / _base.value_at(timescale, state.count))
+
+    def step(g, v):
+      m = mu.astype(v.dtype)
+      return (m * v + (1 - m) * g).astype(v.dtype)
+
+    velocity = jax.tree.map(step, updates, state.velocity)
+    new_state = ScaleByTimescaleMomentumState(
+        count=optax.safe_increment(state.count), velocity=velocity
+    )
+    return velocity, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

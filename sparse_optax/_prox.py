@@ -1,0 +1,160 @@
+"""The accumulated l1 threshold and the soft-threshold proximal step."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparse_optax import _base
+from sparse_optax import _reweighting
+
+
+class AccumulatedThresholdState(NamedTuple):
+  count: jax.Array  # int32
+  accumulated: optax.Params  # B, one array per leaf of the weights' shape
+  weights: Any  # the inner Weighting's state
+
+
+def accumulated_threshold(
+    l1: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    averaging: optax.ScalarOrSchedule = 0.0,
+    weights: _base.Weighting | None = None,
+) -> _base.Weighting:
+  r"""The dual average of a (time-varying) weighted l1 penalty, as a threshold.
+
+  .. math::
+    B_{n+1} = \alpha_n B_n + s_n w_n, \quad B_0 = 0, \qquad
+    \text{threshold} = \lambda_n B_{n+1}
+
+  The weight of *each* step is folded into :math:`B`: the exact dual average of
+  a regularizer that changes over time. With the same :math:`\alpha` as
+  :func:`dual_averaging` this is the xRDA threshold; ``averaging=0`` gives the
+  proximal-gradient threshold :math:`\lambda s_n w_n`.
+
+  Args:
+    l1: strength :math:`\lambda \ge 0` (float or schedule).
+    learning_rate: step size :math:`s_n`.
+    averaging: :math:`\alpha_n \in [0, 1]`.
+    weights: a :class:`Weighting` giving :math:`w_n`; default
+      :func:`uniform_l1_weights` (plain l1 on all leaves with ``ndim >= 2``).
+
+  Returns:
+    A :class:`Weighting` to pass to :func:`soft_threshold`.
+
+  Example:
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> thr = so.accumulated_threshold(l1=0.1, learning_rate=2.0, averaging=1.0)
+    >>> params = jnp.ones((2, 2))
+    >>> state = thr.init(params)
+    >>> t, state = thr.update(state, params)
+    >>> t, _ = thr.update(state, params)
+    >>> t  # λ (s + s)
+    Array(0.4, dtype=float32)
+  """
+  _base.check_hparam("l1", l1)
+  _base.check_hparam("learning_rate", learning_rate)
+  _base.check_hparam("averaging", averaging, at_most_one=True)
+  inner = _reweighting.uniform_l1_weights() if weights is None else weights
+
+  def init_fn(params):
+    inner_state = inner.init(params)
+    shapes = jax.eval_shape(lambda: inner.update(inner_state, params)[0])
+    accumulated = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    return AccumulatedThresholdState(jnp.zeros([], jnp.int32), accumulated, inner_state)
+
+  def update_fn(state, params):
+    w, inner_state = inner.update(state.weights, params)
+    s = _base.value_at(learning_rate, state.count)
+    alpha = _base.value_at(averaging, state.count)
+    lam = _base.value_at(l1, state.count)
+
+    def step(b, wi):
+      return (alpha.astype(b.dtype) * b + s.astype(b.dtype) * wi).astype(b.dtype)
+
+    accumulated = jax.tree.map(step, state.accumulated, w)
+    threshold = jax.tree.map(lambda b: (lam.astype(b.dtype) * b), accumulated)
+    new_state = AccumulatedThresholdState(
+        optax.safe_increment(state.count), accumulated, inner_state
+    )
+    return threshold, new_state
+
+
+  return _base.Weighting(init_fn, update_fn)
+
+
+class SoftThresholdState(NamedTuple):
+  count: jax.Array  # int32
+  threshold: Any  # the Weighting's state, () for a scalar threshold
+
+
+def _soft(x: jax.Array, t: jax.Array) -> jax.Array:
+  t = jnp.asarray(t, x.dtype)
+  return jnp.sign(x) * jnp.maximum(jnp.abs(x) - t, 0)
+
+
+def soft_threshold(
+    threshold: optax.ScalarOrSchedule | _base.Weighting,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Soft-threshold proximal step, the prox of :math:`\sum_i t_i |\theta_i|`.
+
+  .. math::
+    \hat\theta = \theta_n + u_n, \qquad
+    \theta_{n+1} = \operatorname{sign}(\hat\theta)\,\max(|\hat\theta| - t_n, 0),
+
+  and the output is :math:`\theta_{n+1} - \theta_n`. Weights it zeroes are
+  exactly zero after ``optax.apply_updates``.
+
+  ``threshold`` is a float or schedule (the same :math:`t_n` for every element
+  of every leaf), or a :class:`Weighting` computed from :math:`\theta_n`:
+  :func:`accumulated_threshold` with :func:`uniform_l1_weights` (plain l1) or
+  :func:`log_l1_weights` (adaptive log-l1).
+
+  * After ``optax.sgd(s)`` with ``threshold = lambda n: l1 * s(n)``: proximal SGD.
+  * After :func:`dual_averaging` with the same :math:`\alpha` in
+    :func:`accumulated_threshold`: xRDA / RDA.
+
+  Args:
+    threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``; put it
+    last in a chain.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = optax.chain(optax.sgd(0.1), so.soft_threshold(0.05))
+    >>> params = jnp.array([1.0, 0.02, -0.5])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.zeros(3), state, params)
+    >>> optax.apply_updates(params, updates)
+    Array([ 0.95,  0.  , -0.45], dtype=float32)
+  """
+  is_weighting = isinstance(threshold, _base.Weighting)
+  if not is_weighting:
+    _base.check_hparam("threshold", threshold)
+
+  def init_fn(params):
+    inner = threshold.init(params) if is_weighting else ()
+    return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    _base.require_params(params, "soft_threshold")
+    _base.check_tree_match("soft_threshold", "updates", updates, params)
+    if is_weighting:
+      t, inner = threshold.update(state.threshold, params)
+    else:
+      value = _base.value_at(threshold, state.count)
+      t, inner = jax.tree.map(lambda _: value, params), ()
+
+    def step(p, u, ti):
+      return (_soft(p + u, ti) - p).astype(p.dtype)
+
+    out = jax.tree.map(step, params, updates, t)
+    return out, SoftThresholdState(optax.safe_increment(state.count), inner)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,177 @@
+"""l1 weights: uniform, and the adaptive log-l1 reweighting (unstructured, kernel, channel)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparse_optax import _base
+
+STRUCTURES = ("unstructured", "kernel", "channel")
+
+
+def _reduced_axes(ndim: int, structure: str) -> tuple[int, ...] | None:
+  """Axes a leaf's magnitude is averaged over; None for leaves without l1."""
+  if ndim < 2:
+    return None  # biases, BatchNorm scales and shifts
+  if ndim == 4 and structure == "kernel":
+    return (0, 1)  # HWIO: each (in, out) kernel
+  if ndim == 4 and structure == "channel":
+    return (0, 1, 2)  # each output channel
+  return ()
+
+
+def _weight_shape(shape: tuple[int, ...], axes: tuple[int, ...] | None):
+  if axes is None:
+    return ()
+  return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def uniform_l1_weights() -> _base.Weighting:
+  r"""Plain l1: weight 1 on every leaf with ``ndim >= 2``, 0 on biases and BatchNorm.
+
+  The weights are one scalar per leaf, so a threshold accumulated from them
+  costs no parameter-sized state.
+
+  Example:
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> w = so.uniform_l1_weights()
+    >>> params = {"b": jnp.zeros(3), "w": jnp.ones((2, 3))}
+    >>> weights, _ = w.update(w.init(params), params)
+    >>> weights
+    {'b': Array(0., dtype=float32), 'w': Array(1., dtype=float32)}
+  """
+
+  def init_fn(params):
+    del params
+    return ()
+
+  def update_fn(state, params):
+    weights = jax.tree.map(
+        lambda x: jnp.asarray(1.0 if jnp.ndim(x) >= 2 else 0.0, x.dtype), params
+    )
+    return weights, state
+
+  return _base.Weighting(init_fn, update_fn)
+
+
+class LogL1WeightsState(NamedTuple):
+  count: jax.Array  # int32
+  magnitude: optax.Params  # running average r (reduced shape per structure)
+
+
+def log_l1_weights(
+    learning_rate: optax.ScalarOrSchedule,
+    timescale: optax.ScalarOrSchedule,
+    *,
+    maximum_factor: optax.ScalarOrSchedule | None = None,
+    beta: optax.ScalarOrSchedule | None = None,
+    structure: str = "unstructured",
+) -> _base.Weighting:
+  r"""Adaptive log-l1 reweighting of paper 000, per leaf.
+
+  .. math::
+    \mu' = e^{-s_n/T_b}, \quad r \leftarrow \mu' r + (1-\mu')\,\mathrm{mag}(\theta_n), \quad
+    w = \frac{c\,F}{1 + (F-1)\, r/\max r}
+
+  with :math:`F = (\beta+1)/\beta` the maximum factor: a weight that is on
+  average zero gets :math:`cF`, the largest one :math:`c`. :math:`w` is the
+  derivative of the log penalty :math:`M\log(\beta + |\theta|/M)` (times
+  :math:`\beta + 1`), evaluated at a running average of the magnitudes.
+
+  * ``"unstructured"``: :math:`\mathrm{mag} = |\theta|`, :math:`c = 1`.
+  * ``"kernel"`` (4-D HWIO leaves): mean :math:`|\theta|` over each (in, out)
+    kernel's :math:`H \times W`, :math:`c = \sqrt{HW}`; whole kernels vanish.
+  * ``"channel"`` (4-D leaves): mean over :math:`H, W, I` of each output
+    channel, :math:`c = \sqrt{HWI}`; whole filters vanish.
+
+  Other leaves with ``ndim >= 2`` use the unstructured rule; leaves with
+  ``ndim < 2`` (biases, BatchNorm) get :math:`w = 0`, as does a leaf whose
+  running magnitude is all zero. Kernel and channel weights keep the reduced
+  shape (size-1 axes), broadcasting against the leaf.
+
+  Args:
+    learning_rate: step size :math:`s_n` (float or schedule).
+    timescale: :math:`T_b > 0` of the magnitude average.
+    maximum_factor: :math:`F > 1` (default 500). Give this or ``beta``, not both.
+    beta: :math:`\beta > 0`, i.e. :math:`F = (\beta+1)/\beta`.
+    structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``.
+
+  Returns:
+    A :class:`Weighting`.
+
+  Example:
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> w = so.log_l1_weights(1.0, 1.0, maximum_factor=3.0)
+    >>> params = {"w": jnp.array([[0.0, 1.0, 2.0]])}
+    >>> weights, _ = w.update(w.init(params), params)
+    >>> weights["w"]  # 3 / (1 + 2 r / max r)
+    Array([[3. , 1.5, 1. ]], dtype=float32)
+
+  References:
+    Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
+  """
+  if structure not in STRUCTURES:
+    raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}.")
+  if beta is not None and maximum_factor is not None:
+    raise ValueError(
+        "Give either beta or maximum_factor, not both (maximum_factor = (beta + 1) / beta)."
+    )
+  _base.check_hparam("learning_rate", learning_rate)
+  _base.check_hparam("timescale", timescale, positive=True)
+  if beta is not None:
+    _base.check_hparam("beta", beta, positive=True)
+  else:
+    maximum_factor = 500.0 if maximum_factor is None else maximum_factor
+    _base.check_hparam("maximum_factor", maximum_factor, positive=True)
+    if not callable(maximum_factor) and not isinstance(maximum_factor, jax.core.Tracer):
+      if float(jnp.min(jnp.asarray(maximum_factor))) < 1.0:
+        raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")
+
+  def init_fn(params):
+    magnitude = jax.tree.map(
+        lambda x: jnp.zeros(
+            _weight_shape(x.shape, _reduced_axes(x.ndim, structure)), x.dtype
+        ),
+        params,
+    )
+    return LogL1WeightsState(count=jnp.zeros([], jnp.int32), magnitude=magnitude)
+
+  def update_fn(state, params):
+    _base.require_params(params, "log_l1_weights")
+    _base.check_tree_match(
+        "log_l1_weights", "params", params, state.magnitude, shapes=False
+    )
+    s = _base.value_at(learning_rate, state.count)
+    mu = jnp.exp(-s / _base.value_at(timescale, state.count))
+    if beta is not None:
+      b = _base.value_at(beta, state.count)
+      factor = (b + 1) / b
+    else:
+      factor = _base.value_at(maximum_factor, state.count)
+
+    def leaf(x, r):
+      axes = _reduced_axes(x.ndim, structure)
+      if axes is None:
+        return jnp.zeros((), x.dtype), r
+      m = mu.astype(x.dtype)
+      mag = jnp.mean(jnp.abs(x), axis=axes, keepdims=True) if axes else jnp.abs(x)
+      r = (m * r + (1 - m) * mag).astype(x.dtype)
+      c = math.sqrt(math.prod(x.shape[i] for i in axes))
+      rmax = jnp.max(r)
+      f = factor.astype(x.dtype)
+      w = c * f / (1 + (f - 1) * r / jnp.where(rmax > 0, rmax, 1))
+      return jnp.where(rmax > 0, w, 0).astype(x.dtype), r
+
+    pairs = jax.tree.map(leaf, params, state.magnitude)
+    outer = jax.tree.structure(params)
+    weights, magnitude = jax.tree.transpose(
+        outer, jax.tree.structure((0, 0)), pairs
+    )
+    return weights, LogL1WeightsState(optax.safe_increment(state.count), magnitude)
+
+  return _base.Weighting(init_fn, update_fn)
