@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sparse_optax import _base
@@ -129,7 +130,7 @@ def log_l1_weights(
     maximum_factor = 500.0 if maximum_factor is None else maximum_factor
     _base.check_hparam("maximum_factor", maximum_factor, positive=True)
     if not callable(maximum_factor) and not isinstance(maximum_factor, jax.core.Tracer):
-      if float(jnp.min(jnp.asarray(maximum_factor))) < 1.0:
+      if np.min(np.asarray(maximum_factor, np.float64)) < 1.0:
         raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")
 
   def init_fn(params):
