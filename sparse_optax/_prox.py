@@ -67,6 +67,10 @@ def accumulated_threshold(
     return AccumulatedThresholdState(jnp.zeros([], jnp.int32), accumulated, inner_state)
 
   def update_fn(state, params):
+    _base.require_params(params, "accumulated_threshold")
+    _base.check_tree_match(
+        "accumulated_threshold", "params", params, state.accumulated, shapes=False
+    )
     w, inner_state = inner.update(state.weights, params)
     s = _base.value_at(learning_rate, state.count)
     alpha = _base.value_at(averaging, state.count)
@@ -81,7 +85,6 @@ def accumulated_threshold(
         optax.safe_increment(state.count), accumulated, inner_state
     )
     return threshold, new_state
-
 
   return _base.Weighting(init_fn, update_fn)
 

@@ -1,0 +1,103 @@
+"""Bad input gets a clear error naming the problem; NaN gradients are detectable."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sparse_optax as so
+
+KW = dict(learning_rate=0.1, averaging=0.5, l1=1e-3, momentum_timescale=1.0)
+PARAMS = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+
+
+@pytest.mark.parametrize("tx", [
+    so.xrda(**KW), so.rda(1.0, 1e-3), so.prox_sgd(0.1, 1e-3),
+    so.dual_averaging(0.5), so.soft_threshold(0.1), so.freeze_zeros(),
+], ids=["xrda", "rda", "prox_sgd", "dual_averaging", "soft_threshold", "freeze_zeros"])
+def test_missing_params(tx):
+  state = tx.init(PARAMS)
+  # optax's own add_decayed_weights speaks first in the aliases; both name the params
+  with pytest.raises(ValueError, match="needs the current params|not passing `params`"):
+    tx.update(PARAMS, state)
+
+
+@pytest.mark.parametrize("name,bad,match", [
+    ("l1", -1.0, "l1 must be non-negative"),
+    ("l1", math.nan, "l1 must not be NaN"),
+    ("learning_rate", -0.1, "learning_rate must be non-negative"),
+    ("learning_rate", jnp.nan, "learning_rate must not be NaN"),
+    ("momentum_timescale", 0.0, "timescale must be positive"),
+    ("momentum_timescale", -2.0, "timescale must be positive"),
+    ("magnitude_timescale", math.nan, "timescale must not be NaN"),
+    ("averaging", 1.5, r"averaging must lie in \[0, 1\]"),
+    ("averaging", -0.1, "averaging must be non-negative"),
+    ("weight_decay", -5e-4, "weight_decay must be non-negative"),
+    ("maximum_factor", 0.5, "maximum_factor must be >= 1"),
+    ("beta", 0.0, "beta must be positive"),
+    ("l1", "big", "l1 must be a number"),
+])
+def test_bad_hyperparameters(name, bad, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    so.xrda(**{**KW, name: bad})
+
+
+def test_beta_and_maximum_factor_both_given():
+  with pytest.raises(ValueError, match="either beta or maximum_factor, not both"):
+    so.xrda(**KW, beta=0.002, maximum_factor=500.0)
+
+
+def test_unknown_structure():
+  with pytest.raises(ValueError, match="structure must be one of"):
+    so.xrda(**KW, structure="filter")
+
+
+def test_bad_schedules_and_center():
+  with pytest.raises(ValueError, match="total_steps must be positive"):
+    so.cosine_averaging(0)
+  with pytest.raises(TypeError, match="total_steps must be an int"):
+    so.cosine_decay(1.0, 10.5)
+  with pytest.raises(ValueError, match="gamma must be positive"):
+    so.rda(0.0, 1e-3)
+  with pytest.raises(ValueError, match="center must be one of"):
+    so.dual_averaging(0.5, center="origin")
+
+
+@pytest.mark.parametrize("tx", [so.xrda(**KW), so.rda(1.0, 1e-3), so.prox_sgd(0.1, 1e-3)],
+                         ids=["xrda", "rda", "prox_sgd"])
+def test_trees_that_do_not_match_the_state(tx):
+  state = tx.init(PARAMS)
+  other = {"w": jnp.ones((2, 3)), "c": jnp.zeros(3)}
+  with pytest.raises(ValueError, match="do not match the tree the state was initialised with"):
+    tx.update(other, state, other)
+
+
+@pytest.mark.parametrize("tx", [so.xrda(**KW), so.rda(1.0, 1e-3)], ids=["xrda", "rda"])
+def test_leaf_shapes_that_do_not_match_the_state(tx):
+  state = tx.init(PARAMS)
+  wrong_shape = {"w": jnp.ones((3, 2)), "b": jnp.zeros(3)}
+  with pytest.raises(ValueError, match=r"\['w'\] has shape \(3, 2\)"):
+    tx.update(wrong_shape, state, wrong_shape)
+
+
+def test_nan_gradient_poisons_params_unless_guarded_by_apply_if_finite():
+  """Documented behaviour: a NaN gradient propagates into v, z and the params (as in optax.sgd);
+  optax.apply_if_finite skips the step and counts it."""
+  grads = {"w": jnp.full((2, 3), jnp.nan), "b": jnp.zeros(3)}
+  tx = so.xrda(**KW)
+  u, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+  assert np.isnan(np.asarray(optax.apply_updates(PARAMS, u)["w"])).all()
+
+  safe = optax.apply_if_finite(so.xrda(**KW), max_consecutive_errors=3)
+  state = safe.init(PARAMS)
+  step = jax.jit(safe.update)
+  u, state = step(grads, state, PARAMS)
+  assert not bool(state.last_finite) and int(state.notfinite_count) == 1
+  np.testing.assert_array_equal(optax.apply_updates(PARAMS, u)["w"], PARAMS["w"])
+  good = {"w": jnp.full((2, 3), 0.5), "b": jnp.zeros(3)}
+  u, state = step(good, state, PARAMS)
+  assert bool(state.last_finite)
+  assert np.all(np.isfinite(np.asarray(optax.apply_updates(PARAMS, u)["w"])))
