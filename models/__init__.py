@@ -1,0 +1,60 @@
+"""Flax NNX models of the sparse-training papers, NHWC inputs, HWIO conv kernels.
+
+Every model takes ``num_classes`` and the keyword arguments ``input_shape``
+(``(H, W, C)`` of one example), ``init`` (``"normal"``: He / N(0, 0.01²) init, or
+``"uniform"``: U(±sqrt(3/fan_in))), ``init_scale`` (factor on every kernel draw)
+and ``rngs``. BatchNorm models start in training mode; ``model.eval()`` switches
+BatchNorm to its running averages and ``model.train()`` back.
+
+>>> from flax import nnx
+>>> model = get_model("lenet5", 10, rngs=nnx.Rngs(0))
+>>> type(model).__name__
+'LeNet5'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flax import nnx
+
+from models.initializers import INITS
+from models.lenet import LeNet5, LeNet5Tiny, LeNet300100, LeNet300100Tiny
+from models.resnet import BasicBlock, ResNet, ResNet18, ResNet20, ResNet32, ResNet56, ResNetTiny
+from models.vgg import VGG, VGG11, VGG16, VGG19, VGGTiny
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {
+    "lenet300100": LeNet300100,
+    "lenet5": LeNet5,
+    "vgg11": VGG11,
+    "vgg16": VGG16,
+    "vgg19": VGG19,
+    "resnet18": ResNet18,
+    "resnet20": ResNet20,
+    "resnet32": ResNet32,
+    "resnet56": ResNet56,
+    # Tiny variants, for tests.
+    "lenet300100_tiny": LeNet300100Tiny,
+    "lenet5_tiny": LeNet5Tiny,
+    "vgg_tiny": VGGTiny,
+    "resnet_tiny": ResNetTiny,
+}
+
+
+def get_model(name: str, num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
+  """Builds the registered model ``name`` (see ``MODELS``) with ``num_classes`` outputs.
+
+  ``kwargs`` go to the model's constructor (``input_shape``, ``init``, ``init_scale``).
+  Raises ``ValueError`` for an unknown name.
+  """
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}.")
+  return MODELS[name](num_classes, rngs=rngs, **kwargs)
+
+
+__all__ = [
+    "INITS", "MODELS", "get_model",
+    "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19",
+    "BasicBlock", "ResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet56",
+    "LeNet300100Tiny", "LeNet5Tiny", "VGGTiny", "ResNetTiny",
+]
