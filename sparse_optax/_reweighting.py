@@ -32,6 +32,21 @@ def _weight_shape(shape: tuple[int, ...], axes: tuple[int, ...] | None):
   return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
+def _mean_magnitude(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  """Mean of |x| over ``axes``, keeping dims."""
+  if not axes:
+    return jnp.abs(x)
+  if axes == (0, 1):
+    # A sum of the H*W slices: XLA:CPU reduces over two leading axes ~50x slower.
+    h, w = x.shape[:2]
+    flat = jnp.abs(x).reshape(h * w, *x.shape[2:])
+    total = flat[0]
+    for k in range(1, h * w):
+      total = total + flat[k]
+    return (total / (h * w))[None, None]
+  return jnp.mean(jnp.abs(x), axis=axes, keepdims=True)
+
+
 def uniform_l1_weights() -> _base.Weighting:
   r"""Plain l1: weight 1 on every leaf with ``ndim >= 2``, 0 on biases and BatchNorm.
 
@@ -160,7 +175,7 @@ def log_l1_weights(
       if axes is None:
         return jnp.zeros((), x.dtype), r
       m = mu.astype(x.dtype)
-      mag = jnp.mean(jnp.abs(x), axis=axes, keepdims=True) if axes else jnp.abs(x)
+      mag = _mean_magnitude(x, axes)
       r = (m * r + (1 - m) * mag).astype(x.dtype)
       c = math.sqrt(math.prod(x.shape[i] for i in axes))
       rmax = jnp.max(r)
