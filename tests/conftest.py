@@ -3,3 +3,6 @@
 import jax
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Sets XLA_FLAGS at import; it runs only as a subprocess of test_multidevice.py.
+collect_ignore = ["multidevice_check.py"]
