@@ -11,13 +11,23 @@ Primitives (each usable alone inside any ``optax.chain``):
 * :func:`soft_threshold` — the proximal step.
 * :func:`freeze_zeros` — zero weights stay zero.
 
+Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
+:func:`polynomial_sparsity` (Han; Zhu & Gupta), :func:`scale_by_affine_scaling`
+(re-weighted l1/l2, FOCUSS), :func:`lobster`.
+
 Named optimizers :func:`xrda`, :func:`rda`, :func:`prox_sgd` are chains of
 them; :func:`sparsity_summary` and friends measure the result.
 """
 
+from sparse_optax._affine_scaling import (
+    METHODS as AFFINE_SCALING_METHODS,
+    AffineScalingState,
+    scale_by_affine_scaling,
+)
 from sparse_optax._alias import prox_sgd, rda, xrda
 from sparse_optax._base import Weighting
 from sparse_optax._dual_averaging import DualAveragingState, dual_averaging
+from sparse_optax._lobster import LobsterState, lobster
 from sparse_optax._masking import FreezeZerosState, freeze_zeros
 from sparse_optax._metrics import (
     compression_ratio,
@@ -28,6 +38,12 @@ from sparse_optax._metrics import (
 from sparse_optax._momentum import (
     ScaleByTimescaleMomentumState,
     scale_by_timescale_momentum,
+)
+from sparse_optax._pruning import (
+    SCOPES as PRUNING_SCOPES,
+    PruneByMagnitudeState,
+    polynomial_sparsity,
+    prune_by_magnitude,
 )
 from sparse_optax._prox import (
     AccumulatedThresholdState,
@@ -51,7 +67,12 @@ from sparse_optax._schedules import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "AFFINE_SCALING_METHODS",
     "AccumulatedThresholdState",
+    "AffineScalingState",
+    "LobsterState",
+    "PRUNING_SCOPES",
+    "PruneByMagnitudeState",
     "DualAveragingState",
     "FreezeZerosState",
     "LogL1WeightsState",
@@ -67,11 +88,15 @@ __all__ = (
     "density",
     "dual_averaging",
     "freeze_zeros",
+    "lobster",
     "log_l1_weights",
+    "polynomial_sparsity",
     "prox_sgd",
+    "prune_by_magnitude",
     "rda",
     "rda_averaging",
     "rda_step_size",
+    "scale_by_affine_scaling",
     "scale_by_timescale_momentum",
     "soft_threshold",
     "sparsity_summary",

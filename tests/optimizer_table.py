@@ -1,4 +1,7 @@
-"""Every exported optimizer, as (name, factory, kwargs): the table the common checks run over."""
+"""Every exported optimizer, as (name, factory, kwargs): the table the common checks run over.
+
+Transforms that need a base optimizer enter as small factories of their usual chain.
+`EXACT_ZEROS` names the ones whose own update produces exact zeros."""
 
 import optax
 
@@ -28,7 +31,32 @@ OPTIMIZERS = [
           weight_decay=1e-4)),
 ]
 
+
+
+def gmp(learning_rate, final_sparsity):
+  return optax.chain(
+      optax.sgd(learning_rate, momentum=0.9),
+      so.prune_by_magnitude(so.polynomial_sparsity(final_sparsity, 0, TOTAL // 2),
+                            end_step=TOTAL // 2, frequency=10))
+
+
+def affine_scaling(learning_rate, tau):
+  return optax.chain(so.scale_by_affine_scaling("l1", tau=tau, period=20),
+                     optax.sgd(learning_rate))
+
+
+def lobster_sgd(learning_rate, strength):
+  return so.lobster(optax.sgd(learning_rate), strength)
+
+
+OPTIMIZERS += [
+    ("gmp", gmp, dict(learning_rate=0.05, final_sparsity=0.5)),
+    ("affine_scaling", affine_scaling, dict(learning_rate=0.1, tau=1.0)),
+    ("lobster", lobster_sgd, dict(learning_rate=0.1, strength=1e-3)),
+]
+
 IDS = [name for name, _, _ in OPTIMIZERS]
+EXACT_ZEROS = {name for name in IDS if name not in ("affine_scaling", "lobster")}
 
 
 def build(factory, kwargs):

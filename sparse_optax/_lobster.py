@@ -1,0 +1,73 @@
+"""LOBSTER: loss-based sensitivity shrinkage (paper 003), wrapped around any optimizer."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparse_optax import _base
+
+
+class LobsterState(NamedTuple):
+  inner: Any
+
+
+def lobster(
+    inner: optax.GradientTransformation,
+    strength: optax.ScalarOrSchedule,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Shrink weights whose loss gradient is small, after each step of ``inner``.
+
+  With :math:`g` the raw gradient and :math:`\theta' = \theta_n + u_n` the
+  params after the inner optimizer's step:
+
+  .. math::
+    \theta_{n+1} = \theta' - \lambda\,\theta' \max(0,\, 1 - |g|),
+
+  as the authors' code does (raw :math:`|g|`). Weights become small, not zero:
+  the prune-on-plateau procedure of the training loop removes them, and
+  :func:`prune_by_magnitude` or :func:`freeze_zeros` pins them.
+
+  Args:
+    inner: the optimizer (paper: ``optax.sgd(0.1)``).
+    strength: :math:`\lambda \ge 0` (paper: 1e-4).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = so.lobster(optax.sgd(0.0), strength=0.5)
+    >>> params = jnp.array([2.0, 2.0])
+    >>> updates, _ = tx.update(jnp.array([0.0, 3.0]), tx.init(params), params)
+    >>> optax.apply_updates(params, updates)  # |g| >= 1 is not shrunk
+    Array([1., 2.], dtype=float32)
+
+  References:
+    Tartaglione et al., LOBSTER: Loss-Based Sensitivity Regularization, 2020.
+  """
+  _base.check_hparam("strength", strength)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return LobsterState(inner=(jnp.zeros([], jnp.int32), inner.init(params)))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    _base.require_params(params, "lobster")
+    _base.check_tree_match("lobster", "updates", updates, params)
+    count, inner_state = state.inner
+    u, inner_state = inner.update(updates, inner_state, params, **extra_args)
+    lam = _base.value_at(strength, count)
+
+    def leaf(p, ui, g):
+      stepped = p + ui
+      shrink = lam.astype(p.dtype) * stepped * jnp.maximum(0, 1 - jnp.abs(g))
+      return (ui - shrink).astype(p.dtype)
+
+    out = jax.tree.map(leaf, params, u, updates)
+    return out, LobsterState(inner=(optax.safe_increment(count), inner_state))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,152 @@
+"""Magnitude pruning (Han et al.) and gradual magnitude pruning (Zhu & Gupta) as a mask transform."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparse_optax import _base
+
+SCOPES = ("layer", "global")
+
+
+def polynomial_sparsity(
+    final_sparsity: float,
+    begin_step: int,
+    end_step: int,
+    *,
+    initial_sparsity: float = 0.0,
+    power: float = 3.0,
+) -> optax.Schedule:
+  r"""Zhu & Gupta's sparsity schedule (cubic for ``power=3``).
+
+  .. math::
+    s_t = s_f + (s_i - s_f)\left(1 - \frac{t - t_0}{t_1 - t_0}\right)^{p},
+    \quad t \in [t_0, t_1], \text{ clipped outside.}
+
+  Example:
+    >>> import sparse_optax as so
+    >>> s = so.polynomial_sparsity(0.9, 0, 10)
+    >>> [round(float(s(t)), 4) for t in (0, 5, 10, 20)]
+    [0.0, 0.7875, 0.9, 0.9]
+  """
+  _base.check_hparam("final_sparsity", final_sparsity, at_most_one=True, allow_schedule=False)
+  _base.check_hparam("initial_sparsity", initial_sparsity, at_most_one=True,
+                     allow_schedule=False)
+  if not 0 <= begin_step < end_step:
+    raise ValueError(f"need 0 <= begin_step < end_step; got {begin_step}, {end_step}.")
+
+  def schedule(count):
+    frac = jnp.clip((count - begin_step) / (end_step - begin_step), 0.0, 1.0)
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1 - frac) ** power
+
+  return schedule
+
+
+class PruneByMagnitudeState(NamedTuple):
+  count: jax.Array  # int32
+  keep: optax.Params  # bool mask, True where the weight is alive
+
+
+def _kth_smallest_magnitude(values: jax.Array, k: jax.Array) -> jax.Array:
+  """The k-th smallest |value| (k >= 1), or -1 when k == 0 (prune nothing)."""
+  ordered = jnp.sort(jnp.abs(values.reshape(-1)))
+  return jnp.where(k > 0, ordered[jnp.clip(k - 1, 0, ordered.size - 1)], -1.0)
+
+
+def prune_by_magnitude(
+    sparsity: optax.ScalarOrSchedule,
+    *,
+    begin_step: int = 0,
+    end_step: int | None = None,
+    frequency: int = 1,
+    scope: str = "layer",
+    min_ndim: int = 2,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Magnitude pruning with a mask that only shrinks; pruned weights stay exactly zero.
+
+  At every pruning step :math:`t` (``begin_step <= t <= end_step`` and
+  :math:`(t - t_0) \bmod` ``frequency`` :math:`= 0`), the smallest-magnitude
+  fraction :math:`s_t` of the weights of each leaf (``scope="layer"``) or of all
+  prunable leaves together (``scope="global"``) is removed from the mask; at
+  every step the update of masked weights is :math:`-\theta` so that
+  ``optax.apply_updates`` gives 0. Put it last in a chain.
+
+  * Han et al. (prune once, fine-tune with the mask):
+    ``prune_by_magnitude(0.9, begin_step=t, end_step=t)``.
+  * Zhu & Gupta (gradual):
+    ``prune_by_magnitude(polynomial_sparsity(0.9, t0, t1), begin_step=t0, end_step=t1, frequency=100)``.
+
+  Args:
+    sparsity: fraction to prune, in [0, 1] (float or schedule).
+    begin_step: first pruning step.
+    end_step: last pruning step (default: no end).
+    frequency: steps between pruning steps.
+    scope: ``"layer"`` or ``"global"``.
+    min_ndim: only leaves with at least this many dims are pruned (not biases, BatchNorm).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = optax.chain(optax.sgd(0.0), so.prune_by_magnitude(0.5))
+    >>> params = jnp.array([[0.1, -3.0, 0.2, 4.0]])
+    >>> updates, _ = tx.update(jnp.zeros((1, 4)), tx.init(params), params)
+    >>> optax.apply_updates(params, updates)
+    Array([[ 0., -3.,  0.,  4.]], dtype=float32)
+  """
+  _base.check_hparam("sparsity", sparsity, at_most_one=True)
+  if scope not in SCOPES:
+    raise ValueError(f"scope must be one of {SCOPES}; got {scope!r}.")
+  if not isinstance(frequency, int) or frequency < 1:
+    raise ValueError(f"frequency must be a positive int; got {frequency!r}.")
+  if end_step is not None and end_step < begin_step:
+    raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
+  prunable = lambda x: x.ndim >= min_ndim
+
+  def init_fn(params):
+    keep = jax.tree.map(lambda x: jnp.ones(x.shape if prunable(x) else (), bool), params)
+    return PruneByMagnitudeState(jnp.zeros([], jnp.int32), keep)
+
+  def new_mask(params, keep, s):
+    # Weights already pruned count as the smallest, so the mask only shrinks.
+    live = jax.tree.map(lambda p, k: jnp.where(k, p, 0) if prunable(p) else p, params, keep)
+    if scope == "global":
+      flat = [x.reshape(-1) for x in jax.tree.leaves(live) if prunable(x)]
+      if not flat:
+        return keep
+      values = jnp.concatenate(flat)
+      k = jnp.floor(s * values.size).astype(jnp.int32)
+      thr = _kth_smallest_magnitude(values, k)
+      return jax.tree.map(
+          lambda p, m: m & (jnp.abs(p) > thr) if prunable(p) else m, live, keep)
+
+    def leaf(p, m):
+      if not prunable(p):
+        return m
+      k = jnp.floor(s * p.size).astype(jnp.int32)
+      return m & (jnp.abs(p) > _kth_smallest_magnitude(p, k))
+
+    return jax.tree.map(leaf, live, keep)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    _base.require_params(params, "prune_by_magnitude")
+    _base.check_tree_match("prune_by_magnitude", "updates", updates, params)
+    _base.check_tree_match("prune_by_magnitude", "params", params, state.keep, shapes=False)
+    t = state.count
+    due = (t >= begin_step) & ((t - begin_step) % frequency == 0)
+    if end_step is not None:
+      due = due & (t <= end_step)
+    s = _base.value_at(sparsity, t)
+    keep = jax.lax.cond(due, lambda: new_mask(params, state.keep, s), lambda: state.keep)
+    out = jax.tree.map(
+        lambda p, u, m: jnp.where(m, u, -p).astype(p.dtype) if prunable(p) else u,
+        params, updates, keep)
+    return out, PruneByMagnitudeState(optax.safe_increment(t), keep)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
