@@ -15,13 +15,10 @@ import pathlib
 import sys
 import time
 
+import ipykernel.kernelspec as ipykernel_kernelspec
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat", reason="needs the test extra: pip install -e '.[test]'")
-nbclient = pytest.importorskip("nbclient", reason="needs the test extra: pip install -e '.[test]'")
-ipykernel_kernelspec = pytest.importorskip(
-    "ipykernel.kernelspec", reason="needs the test extra: pip install -e '.[test]'"
-)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
