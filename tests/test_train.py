@@ -1,0 +1,271 @@
+"""End-to-end tests of the training loop (train/train.py, train/main.py, train/configs).
+
+Tiny models on ``tfds.testing.mock_data``; one subprocess with 4 fake CPU devices
+(the device count is fixed when JAX starts); a short real-MNIST run when the
+offline raw data is there. Run as a script, this file is that subprocess's worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_EXAMPLES = 128  # per mock split: 4 train steps of 32 per epoch
+METRIC_KEYS = {
+    "epoch", "step", "learning_rate", "train_loss", "train_accuracy", "test_loss",
+    "test_accuracy", "density", "compression", "nonzeros", "total", "kernels", "zero_kernels",
+    "channels", "zero_channels", "epoch_time_s", "layers",
+}
+
+
+def _config(**overrides):
+  from train.configs import default
+  config = default.get_config()
+  config.model = "vgg_tiny"  # BatchNorm, convs
+  config.dataset = "cifar10"  # augmentation path
+  config.num_epochs = 2
+  config.batch_size = 32
+  config.eval_batch_size = 48  # 128 test examples: a padded last batch
+  config.prepare_data = False
+  config.learning_rate = 0.5
+  config.l1 = 1e-3
+  config.max_checkpoints_to_keep = 5
+  config.progress_bar = False
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _run(workdir, hooks=(), **overrides):
+  import tensorflow_datasets as tfds
+  from train import input_pipeline, train
+  input_pipeline.clear_cache()
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    return train.train_and_evaluate(_config(**overrides), workdir, hooks=hooks)
+
+
+def _latest_checkpoint(workdir):
+  """(step, state as numpy arrays) of the latest checkpoint, whatever device count wrote it."""
+  import jax
+  import orbax.checkpoint as ocp
+  manager = ocp.CheckpointManager(Path(workdir) / "checkpoints")
+  step = manager.latest_step()
+  path = Path(workdir) / "checkpoints" / str(step) / "default"
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata.tree)
+  return step, jax.tree.map(np.asarray, checkpointer.restore(path, target))
+
+
+def _worker(workdir: str) -> None:
+  """4 fake devices: the baseline run, and a batch size that does not divide."""
+  import jax
+  assert jax.device_count() == 4, jax.devices()
+  try:
+    _run(os.path.join(workdir, "bad"), batch_size=30)
+  except ValueError as e:
+    assert "multiple of the device count (4)" in str(e), e
+    assert not os.path.exists(os.path.join(workdir, "bad")), "validation must precede any work"
+  else:
+    raise AssertionError("batch_size=30 on 4 devices must raise ValueError")
+  _run(os.path.join(workdir, "run"))
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, str(REPO))
+  _worker(sys.argv[1])
+  sys.exit(0)
+
+
+# ----------------------------------------------------------------------------- tests
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from train import train  # noqa: E402
+from train.configs import default  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+  """An uninterrupted run on one device: (workdir, final metrics)."""
+  workdir = tmp_path_factory.mktemp("baseline")
+  return workdir, _run(workdir)
+
+
+def _records(workdir):
+  return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_end_to_end_mock_data(baseline):
+  workdir, final = baseline
+  records = _records(workdir)
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert [r["step"] for r in records] == [4, 8]
+  for record in records:
+    assert set(record) == METRIC_KEYS
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and np.isfinite(record["test_loss"])
+    assert record["total"] == 1610  # vgg_tiny, 10 classes
+    assert set(record["layers"]) >= {"stages/0/0/conv/kernel", "stages/0/0/bn/scale",
+                                     "classifier/kernel"}
+    assert record["compression"] == pytest.approx(1 / record["density"], rel=1e-5)
+  # xRDA makes weights exactly zero, more of them as training goes on.
+  assert records[-1]["density"] < records[0]["density"] <= 1.0
+  assert records[-1]["density"] < 0.9
+  assert final == records[-1]
+  config = json.loads((Path(workdir) / "config.json").read_text())
+  assert config["model"] == "vgg_tiny" and config["optimizer"] == "xrda"
+  assert list(Path(workdir).glob("events.out.tfevents.*"))  # TensorBoard
+  step, state = _latest_checkpoint(workdir)
+  assert step == 8 and int(state["step"]) == 8
+  assert set(state) == {"step", "params", "batch_stats", "opt_state"}
+
+
+def test_rerun_of_finished_run_only_evaluates(baseline, tmp_path):
+  import shutil
+  workdir = tmp_path / "copy"
+  shutil.copytree(baseline[0], workdir)
+  final = _run(workdir)
+  assert final["step"] == 8
+  assert final["test_accuracy"] == baseline[1]["test_accuracy"]
+  assert len(_records(workdir)) == 2  # nothing trained, nothing appended
+
+
+@pytest.mark.parametrize("interrupt_at", [6])  # mid-way through the second epoch
+def test_resume_after_interrupt_is_exact(baseline, tmp_path, interrupt_at):
+  def hook(step):
+    if step == interrupt_at:
+      raise KeyboardInterrupt
+
+  workdir = tmp_path / "interrupted"
+  with pytest.raises(KeyboardInterrupt):
+    _run(workdir, hooks=[hook])
+  step, _ = _latest_checkpoint(workdir)
+  assert step == interrupt_at  # saved on the way out
+
+  final = _run(workdir)  # the same command again: resumes
+  assert final["step"] == 8
+  _, resumed = _latest_checkpoint(workdir)
+  _, expected = _latest_checkpoint(baseline[0])
+  jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+  assert final["test_accuracy"] == baseline[1]["test_accuracy"]
+  assert final["density"] == baseline[1]["density"]
+
+
+def test_one_device_vs_four_devices(baseline, tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+  proc = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  workdir = tmp_path / "run"
+  for four, one in zip(_records(workdir), _records(baseline[0]), strict=True):
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "density"):
+      assert four[key] == pytest.approx(one[key], rel=1e-3, abs=1e-4), key
+  _, four = _latest_checkpoint(workdir)
+  _, one = _latest_checkpoint(baseline[0])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), four, one)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model", "resnet1000", r"Unknown model 'resnet1000'.*lenet5.*resnet56"),
+    ("dataset", "imagenet", r"Unknown dataset 'imagenet'.*cifar10.*mnist"),
+    ("optimizer", "adam", r"Unknown optimizer 'adam'.*prox_sgd.*xrda"),
+    ("structure", "rows", r"Unknown structure 'rows'"),
+    ("batch_size", 0, r"batch_size=0 must be a positive multiple"),
+])
+def test_bad_config_values(tmp_path, field, value, match):
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(_config(**{field: value}), tmp_path / "w")
+  assert not (tmp_path / "w").exists()  # rejected before any work
+
+
+def test_batch_not_divisible_by_device_count(tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda: 4)
+  with pytest.raises(ValueError, match=r"batch_size=30 must be .* device count \(4\)"):
+    train.train_and_evaluate(_config(batch_size=30), tmp_path / "w")
+
+
+def test_unknown_config_key():
+  config = _config()
+  assert config.is_locked
+  with pytest.raises(AttributeError, match="learning_rat"):
+    config.learning_rat = 0.1  # a typo in a config file
+  with config.unlocked():
+    config.learning_rat = 0.1
+  with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
+    train.validate_config(config)
+
+
+def test_unknown_config_flag(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "train.main", "--config=train/configs/lenet5_mnist_xrda.py",
+       f"--workdir={tmp_path / 'w'}", "--config.learning_rat=0.1"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert proc.returncode != 0
+  assert "learning_rat" in proc.stderr
+  assert not (tmp_path / "w").exists()
+
+
+CONFIGS = sorted(p.stem for p in (REPO / "train" / "configs").glob("*.py")
+                 if p.stem not in ("__init__",))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_are_valid(name):
+  module = importlib.import_module(f"train.configs.{name}")
+  config = module.get_config()
+  assert config.is_locked
+  train.validate_config(config)
+  assert f"--config=train/configs/{name}.py" in module.__doc__
+
+
+def test_published_hyperparameters():
+  vgg = importlib.import_module("train.configs.vgg16_cifar10_xrda").get_config()
+  assert (vgg.batch_size, vgg.num_epochs, vgg.learning_rate, vgg.l1) == (128, 600, 1.0, 1e-6)
+  assert vgg.momentum_timescale == 9.5 and vgg.maximum_factor == 500.0
+  resnet = importlib.import_module("train.configs.resnet56_cifar10_xrda").get_config()
+  assert (resnet.learning_rate, resnet.l1, resnet.momentum_timescale) == (0.25, 1.3e-6, 12.37)
+  for config in (vgg, resnet):
+    assert config.weight_decay == 5e-4
+    assert (config.lr_schedule, config.averaging) == ("cosine", "cosine")
+
+
+@pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
+def test_create_optimizer(optimizer):
+  config = default.get_config()
+  config.optimizer = optimizer
+  tx = train.create_optimizer(config, total_steps=10, steps_per_epoch=5)
+  params = {"w": jax.numpy.ones((3, 3, 2, 2)), "b": jax.numpy.zeros(2)}
+  updates, _ = tx.update(params, tx.init(params), params)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+def _raw_mnist() -> Path | None:
+  root = Path(os.environ.get("SPARSE_OPTAX_RAW_DATA", REPO.parent / "shared" / "data"))
+  return root if (root / "mnist").is_dir() else None
+
+
+@pytest.mark.skipif(_raw_mnist() is None,
+                    reason="no raw MNIST (../shared/data or $SPARSE_OPTAX_RAW_DATA)")
+def test_real_mnist_short_run(tmp_path):
+  from train import input_pipeline
+  input_pipeline.clear_cache()
+  config = importlib.import_module("train.configs.lenet5_mnist_xrda").get_config()
+  config.num_epochs = 1
+  config.train_split = "train[:6400]"  # 50 steps of 128
+  config.eval_split = "test[:2000]"
+  config.l1 = 1e-4
+  config.progress_bar = False
+  final = train.train_and_evaluate(config, tmp_path)
+  input_pipeline.clear_cache()
+  assert final["test_accuracy"] > 0.85
+  assert final["density"] < 1.0

@@ -1,0 +1,72 @@
+"""Defaults shared by every training config; the other configs override a few fields.
+
+The returned ConfigDict is locked: a config file (or a ``--config.key=value`` flag)
+that sets a key which does not exist here raises an error instead of being ignored.
+
+Run::
+
+  python -m train.main --config=train/configs/default.py --workdir=/tmp/sparse_default
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Caffe LeNet-5 on MNIST with xRDA; see the other configs for the published setups."""
+  config = ml_collections.ConfigDict()
+
+  # Model (models.get_model) and its initialisation (SPEC §1, §2).
+  config.model = "lenet5"
+  config.init = "normal"  # "normal": He conv / N(0, 0.01²) linear; "uniform": U(±sqrt(3/fan_in))
+  config.init_scale = 1.0  # factor on every kernel draw (RDA's scaled init)
+
+  # Data (train/input_pipeline.py).
+  config.dataset = "mnist"
+  config.data_dir = config_dict.placeholder(str)  # TFDS data dir; None: TFDS's default
+  config.prepare_data = True  # build the TFDS data from local raw files when offline
+  config.train_split = "train"
+  config.eval_split = "test"
+  config.batch_size = 128  # global, over all devices and hosts
+  config.eval_batch_size = 1000
+
+  # Optimizer: "xrda", "rda", "prox_sgd" or "sgd" (dense baseline); see train.create_optimizer.
+  config.optimizer = "xrda"
+  config.num_epochs = 5
+  config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd)
+  config.lr_schedule = "cosine"  # "cosine": s = s_0 (1 + cos(π (n+1)/N)) / 2; or "constant"
+  config.averaging = "cosine"  # xrda α_n: "cosine" α = (1 − cos(π (n+1)/N)) / 2, "zero", "one"
+  config.l1 = 1e-6  # λ (xrda, rda, prox_sgd)
+  config.momentum_timescale = 9.5  # T (xrda)
+  config.magnitude_timescale = config_dict.placeholder(float)  # T_b (xrda); None: T
+  config.maximum_factor = 500.0  # F (xrda): log-l1 weights range over [1, F]
+  config.structure = "unstructured"  # xrda: "unstructured", "kernel" or "channel"
+  config.weight_decay = 5e-4  # coupled L2 on every parameter
+  config.momentum = 0.9  # sgd, prox_sgd (0: none)
+  config.nesterov = False  # sgd, prox_sgd
+  config.rda_gamma = 1.0  # γ (rda): step 1/(γ sqrt n)
+  # Adaptive sparse retraining: from this epoch on, weights that are zero stay zero.
+  config.freeze_zeros_epoch = config_dict.placeholder(int)
+
+  # Run.
+  config.seed = 0
+  config.max_checkpoints_to_keep = 2
+  config.distributed = False  # jax.distributed.initialize() (also when $JAX_COORDINATOR_ADDRESS is set)
+  config.progress_bar = True  # tqdm bar when stdout is a terminal
+
+  config.lock()
+  return config
+
+
+def sgd_baseline(config: ml_collections.ConfigDict, learning_rate: float = 0.1
+                 ) -> ml_collections.ConfigDict:
+  """The dense baseline of a sparse config: same model, data and epochs; SGD with
+  momentum 0.9, weight decay 5e-4 and a cosine learning rate (no l1)."""
+  config.optimizer = "sgd"
+  config.learning_rate = learning_rate
+  config.lr_schedule = "cosine"
+  config.momentum = 0.9
+  config.nesterov = False
+  config.weight_decay = 5e-4
+  config.l1 = 0.0
+  return config

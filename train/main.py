@@ -1,0 +1,39 @@
+r"""Trains a sparse network: ``python -m train.main --config=CONFIG --workdir=DIR``.
+
+For example (the README's command, a few minutes on a laptop CPU)::
+
+  python -m train.main --config=train/configs/lenet5_mnist_xrda.py --workdir=runs/lenet5_mnist_xrda
+
+Any config field can be overridden, ``--config.num_epochs=2``; unknown fields are
+an error. Rerunning the same command resumes from the latest checkpoint in
+``--workdir``; Ctrl-C saves a checkpoint first.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from train import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # orbax logs every checkpoint step at INFO
+    logging.set_verbosity(logging.WARNING)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except KeyboardInterrupt:
+    logging.warning("Interrupted; rerun the same command to resume.")
+    print("\nInterrupted: checkpoint saved; rerun the same command to resume.", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  app.run(main)
