@@ -1,0 +1,39 @@
+"""LOBSTER's plateau detection and threshold bisection on cases computed by hand."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from train import lobster
+
+
+def test_plateau_after_patience_epochs_without_one_percent_gain():
+  d = lobster.PlateauDetector(patience=3, tolerance=0.01)
+  losses = [1.0, 0.9, 0.895, 0.894, 0.893]  # gains after 0.9 are < 1%
+  assert [d.update(x) for x in losses] == [False, False, False, False, True]
+  d.reset()
+  assert not d.update(0.5)
+  with pytest.raises(ValueError, match="patience must be >= 1"):
+    lobster.PlateauDetector(patience=0)
+
+
+def test_bisection_finds_largest_threshold_within_tolerance():
+  params = {"w": jnp.array([[0.1, 0.2, 0.3, 0.4, 5.0]]), "b": jnp.array([0.05])}
+
+  def val_loss(p):  # loss grows with the pruned magnitude
+    return 1.0 + float(jnp.sum(params["w"] - p["w"]))
+
+  # TWT 0.35 allows pruning 0.1 + 0.2 (loss 1.3) but not also 0.3 (1.6)
+  t, pruned, info = lobster.bisect_threshold(params, val_loss, 0.35, iterations=30)
+  assert 0.2 < t <= float(jnp.float32(0.3))  # 0.3 itself is kept
+  np.testing.assert_array_equal(pruned["w"], [[0, 0, 0.3, 0.4, 5.0]])
+  assert float(pruned["b"][0]) == pytest.approx(0.05)  # biases are not pruned
+  assert info["loss_before"] == 1.0 and info["loss_after"] == pytest.approx(1.3)
+
+
+def test_zero_tolerance_prunes_only_what_costs_nothing():
+  params = {"w": jnp.array([[0.0, 0.0, 1.0, 2.0]])}
+  t, pruned, _ = lobster.bisect_threshold(
+      params, lambda p: 1.0 + float(jnp.sum(jnp.abs(params["w"] - p["w"]))), 0.0)
+  assert t <= 1.0
+  np.testing.assert_array_equal(pruned["w"], params["w"])

@@ -1,0 +1,89 @@
+"""LOBSTER's prune-on-plateau procedure (paper 003, SPEC §4), as a hook of the training loop.
+
+Training alternates a regularization phase (the `sparse_optax.lobster` shrinkage) with a pruning
+phase. The regularization phase lasts until the validation loss plateaus: no relative improvement
+of at least `tolerance` (1%) for `patience` (PWE) epochs. The pruning phase bisects a global
+magnitude threshold T, keeping the largest T whose pruned model has validation loss at most
+(1 + TWT) times the loss before pruning; the pruned weights are then pinned at zero for good
+(`sparse_optax.freeze_zeros` in the optimizer chain keeps them there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass
+class PlateauDetector:
+  """Says when a validation loss has not improved by `tolerance` (relative) for `patience` epochs."""
+
+  patience: int
+  tolerance: float = 0.01
+  best: float = float("inf")
+  epochs_without_improvement: int = 0
+
+  def __post_init__(self):
+    if self.patience < 1:
+      raise ValueError(f"patience must be >= 1 epoch; got {self.patience}.")
+    if not 0 <= self.tolerance < 1:
+      raise ValueError(f"tolerance must lie in [0, 1); got {self.tolerance}.")
+
+  def update(self, val_loss: float) -> bool:
+    """Records one epoch's loss; True when the plateau is reached."""
+    if val_loss < self.best * (1 - self.tolerance):
+      self.best = val_loss
+      self.epochs_without_improvement = 0
+    else:
+      self.epochs_without_improvement += 1
+    return self.epochs_without_improvement >= self.patience
+
+  def reset(self) -> None:
+    self.best, self.epochs_without_improvement = float("inf"), 0
+
+
+def _prunable(x: jax.Array, min_ndim: int) -> bool:
+  return x.ndim >= min_ndim
+
+
+def prune_below(params: Any, threshold: float, *, min_ndim: int = 2) -> Any:
+  """Zero every weight (leaves with ndim >= min_ndim) with |θ| < threshold."""
+  return jax.tree.map(
+      lambda x: jnp.where(jnp.abs(x) < threshold, 0, x).astype(x.dtype)
+      if _prunable(x, min_ndim) else x, params)
+
+
+def bisect_threshold(
+    params: Any,
+    val_loss: Callable[[Any], float],
+    worsening_tolerance: float,
+    *,
+    iterations: int = 16,
+    min_ndim: int = 2,
+) -> tuple[float, Any, dict[str, float]]:
+  """Largest global threshold T with val_loss(prune_below(params, T)) <= (1 + TWT)·val_loss(params).
+
+  Bisection over [0, max |θ|] (the loss is taken as monotone in T, as the paper does).
+
+  Returns:
+    (T, pruned params, {"loss_before", "loss_after", "threshold"}).
+  """
+  if worsening_tolerance < 0:
+    raise ValueError(f"worsening_tolerance must be >= 0; got {worsening_tolerance}.")
+  base = float(val_loss(params))
+  limit = (1 + worsening_tolerance) * base
+  leaves = [x for x in jax.tree.leaves(params) if _prunable(x, min_ndim)]
+  lo, hi = 0.0, float(max(jnp.max(jnp.abs(x)) for x in leaves)) if leaves else 0.0
+  best_loss = base
+  for _ in range(iterations):
+    mid = 0.5 * (lo + hi)
+    loss = float(val_loss(prune_below(params, mid, min_ndim=min_ndim)))
+    if loss <= limit:
+      lo, best_loss = mid, loss
+    else:
+      hi = mid
+  pruned = prune_below(params, lo, min_ndim=min_ndim)
+  return lo, pruned, {"loss_before": base, "loss_after": best_loss, "threshold": lo}
