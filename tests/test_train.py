@@ -168,10 +168,12 @@ def test_one_device_vs_four_devices(baseline, tmp_path):
   workdir = tmp_path / "run"
   for four, one in zip(_records(workdir), _records(baseline[0]), strict=True):
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "density"):
-      assert four[key] == pytest.approx(one[key], rel=1e-3, abs=1e-4), key
+      assert four[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
+  # Same params, BatchNorm statistics and optimizer state up to float reassociation
+  # (measured: 1.5e-8 on params, 4e-6 on the rest).
   _, four = _latest_checkpoint(workdir)
   _, one = _latest_checkpoint(baseline[0])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), four, one)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), four, one)
 
 
 @pytest.mark.parametrize("field,value,match", [

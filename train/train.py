@@ -400,8 +400,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} "
                      f"training examples of {config.dataset}.")
   total_steps = config.num_epochs * steps_per_epoch
-  eval_steps = math.ceil(info.num_test / config.eval_batch_size)
+  # Every process runs the same number of eval steps: enough for the largest shard.
   local_eval_batch = config.eval_batch_size // jax.process_count()
+  eval_steps = math.ceil(math.ceil(info.num_test / jax.process_count()) / local_eval_batch)
 
   # Model, optimizer, state; replicated over a 1-D data mesh.
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
@@ -476,8 +477,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         f.write(json.dumps(record) + "\n")
     writer.write_scalars(record["step"], _scalars_for_tensorboard(record))
     writer.flush()
-    logging.info("%s", _format_record(record))
-    if is_chief and not show_bar:
+    if is_chief:
       print(_format_record(record), flush=True)
 
   try:

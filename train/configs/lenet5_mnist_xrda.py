@@ -1,6 +1,9 @@
 r"""Caffe LeNet-5 on MNIST with xRDA + adaptive log-l1: the README's quick run.
 
-A few minutes on a 2-core CPU; ~99% test accuracy with most weights exactly zero.
+About 5 minutes on a 2-core CPU. Measured (seed 0): 99.0% test accuracy with 1.6% of
+the weights non-zero (61× compression). λ is ~20× the paper's CIFAR value because
+the accumulated threshold λ·B grows with the summed step size, and this schedule is
+~60× shorter (3,744 steps instead of 234,000).
 
   python -m train.main --config=train/configs/lenet5_mnist_xrda.py --workdir=runs/lenet5_mnist_xrda
 """
@@ -14,9 +17,9 @@ def get_config():
   config.model = "lenet5"
   config.dataset = "mnist"
   config.optimizer = "xrda"
-  config.num_epochs = 5
+  config.num_epochs = 8
   config.batch_size = 128
   config.learning_rate = 0.5
   config.momentum_timescale = 9.5
-  config.l1 = 1e-6
+  config.l1 = 2e-5
   return config
