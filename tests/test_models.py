@@ -20,8 +20,8 @@ def lenet5():
 
 
 @pytest.fixture(scope="module")
-def resnet20():
-  return models.get_model("resnet20", 10, rngs=nnx.Rngs(0))
+def resnet_tiny():
+  return models.get_model("resnet_tiny", 10, rngs=nnx.Rngs(0))
 
 
 def _abstract(name, num_classes=10, **kwargs):
@@ -96,9 +96,9 @@ def test_tiny_models_accept_other_input_shapes(name, input_shape):
   assert nnx.eval_shape(forward).shape == (2, 4)
 
 
-def test_resnet_shortcuts(resnet20):
-  assert not resnet20.blocks[3].use_projection  # zero-pad (option A)
-  assert resnet20.blocks[3].conv1.kernel.shape == (3, 3, 16, 32)
+def test_resnet_shortcuts(resnet_tiny):
+  assert not resnet_tiny.blocks[1].use_projection  # zero-pad (option A), as ResNet-20/32/56
+  assert resnet_tiny.blocks[1].conv1.kernel.shape == (3, 3, 8, 16)
   projection = nnx.eval_shape(lambda: resnet.ResNetTiny(3, shortcut="projection", rngs=nnx.Rngs(0)))
   assert projection.blocks[1].use_projection
   assert projection.blocks[1].projection.kernel.shape == (1, 1, 8, 16)
@@ -137,27 +137,27 @@ def _kernels(model):
   return [(path, var.get_value()) for path, var in flat if path[-1] == "kernel"]
 
 
-def test_normal_init_statistics(lenet5, resnet20):
-  model = resnet20
-  checked = 0
-  for path, kernel in _kernels(model):
-    if kernel.ndim == 4 and kernel.size >= 9_000:
-      fan_in = math.prod(kernel.shape[:-1])
-      expected = math.sqrt(2.0 / fan_in)
-      assert abs(float(jnp.std(kernel)) / expected - 1) < 0.05, path
-      assert abs(float(jnp.mean(kernel))) < 0.05 * expected, path
-      checked += 1
-  assert checked >= 10
-  # Untruncated normal: some draws beyond 2σ (a truncated normal has none).
-  big = model.blocks[-1].conv2.kernel.get_value()
-  assert float(jnp.max(jnp.abs(big))) > 3 * math.sqrt(2.0 / (9 * 64))
+@pytest.mark.parametrize("shape", [(3, 3, 64, 64), (3, 3, 16, 32), (1, 1, 256, 128)])
+def test_conv_init_statistics(shape):
+  kernel = initializers.conv_init()(jax.random.key(0), shape)
+  expected = math.sqrt(2.0 / math.prod(shape[:-1]))
+  assert abs(float(jnp.std(kernel)) / expected - 1) < 0.03
+  assert abs(float(jnp.mean(kernel))) < 0.03 * expected
+  # Untruncated normal: draws beyond 3σ exist (a truncated normal stops at 2σ).
+  assert float(jnp.max(jnp.abs(kernel))) > 3 * expected
 
-  assert abs(float(jnp.std(lenet5.fc1.kernel.get_value())) / 0.01 - 1) < 0.02
+
+def test_model_init_statistics(lenet5, resnet_tiny):
+  # The models use those initialisers: conv N(0, 2/fan_in), linear N(0, 0.01²).
   assert abs(float(jnp.std(lenet5.conv2.kernel.get_value())) / math.sqrt(2 / 500) - 1) < 0.03
+  assert abs(float(jnp.std(lenet5.fc1.kernel.get_value())) / 0.01 - 1) < 0.02
+  assert abs(float(jnp.std(lenet5.fc2.kernel.get_value())) / 0.01 - 1) < 0.05
+  kernel = resnet_tiny.blocks[1].conv2.kernel.get_value()  # (3, 3, 16, 16)
+  assert abs(float(jnp.std(kernel)) / math.sqrt(2 / 144) - 1) < 0.05
 
 
-def test_biases_zero_and_batchnorm_identity(lenet5, resnet20):
-  for model in (lenet5, resnet20):
+def test_biases_zero_and_batchnorm_identity(lenet5, resnet_tiny):
+  for model in (lenet5, resnet_tiny):
     _check_biases_and_batchnorm(model)
 
 
@@ -172,27 +172,34 @@ def _check_biases_and_batchnorm(model):
     np.testing.assert_array_equal(var.get_value(), 0.0 if path[-1] == "mean" else 1.0)
 
 
-def test_uniform_init_and_scale():
-  model = models.get_model("lenet5", 10, init="uniform", rngs=nnx.Rngs(0))
-  for _, kernel in _kernels(model):
-    fan_in = math.prod(kernel.shape[:-1])
-    limit = math.sqrt(3.0 / fan_in)
-    assert float(jnp.max(jnp.abs(kernel))) <= limit
-    assert float(jnp.max(jnp.abs(kernel))) > 0.95 * limit
-    if kernel.size > 10_000:
-      assert abs(float(jnp.std(kernel)) / math.sqrt(1.0 / fan_in) - 1) < 0.03
-  # init_scale multiplies every kernel draw (and leaves biases at 0), in both schemes.
-  for init in models.INITS:
-    kwargs = dict(input_shape=(4, 4, 1), init=init)
-    base = models.get_model("lenet300100_tiny", 10, rngs=nnx.Rngs(3), **kwargs)
-    scaled = models.get_model("lenet300100_tiny", 10, init_scale=2.5, rngs=nnx.Rngs(3), **kwargs)
-    for (path, a), (_, b) in zip(_kernels(base), _kernels(scaled)):
-      np.testing.assert_allclose(b, 2.5 * a, rtol=1e-6, err_msg=str(path))
-    np.testing.assert_array_equal(scaled.layers[-1].bias.get_value(), 0.0)
-    for shape in [(3, 3, 4, 8), (16, 8)]:
-      key = jax.random.key(0)
-      np.testing.assert_allclose(initializers.conv_init(init, 0.5)(key, shape),
-                                 0.5 * initializers.conv_init(init)(key, shape), rtol=1e-6)
+@pytest.mark.parametrize("make,shape", [
+    (initializers.conv_init, (3, 3, 64, 64)),
+    (initializers.linear_init, (784, 300)),
+])
+def test_uniform_init_statistics(make, shape):
+  kernel = make("uniform")(jax.random.key(0), shape)
+  fan_in = math.prod(shape[:-1])
+  limit = math.sqrt(3.0 / fan_in)
+  assert 0.99 * limit < float(jnp.max(jnp.abs(kernel))) <= limit
+  assert abs(float(jnp.std(kernel)) / math.sqrt(1.0 / fan_in) - 1) < 0.03
+
+
+@pytest.mark.parametrize("init", models.INITS)
+def test_init_scale_multiplies_kernels(init):
+  for make in (initializers.conv_init, initializers.linear_init):
+    key, shape = jax.random.key(0), (3, 3, 4, 8)
+    np.testing.assert_allclose(make(init, 0.5)(key, shape), 0.5 * make(init)(key, shape),
+                               rtol=1e-6)
+
+
+def test_models_take_init_and_init_scale():
+  kwargs = dict(input_shape=(4, 4, 1), init="uniform")
+  base = models.get_model("lenet300100_tiny", 10, rngs=nnx.Rngs(3), **kwargs)
+  scaled = models.get_model("lenet300100_tiny", 10, init_scale=2.5, rngs=nnx.Rngs(3), **kwargs)
+  for (path, a), (_, b) in zip(_kernels(base), _kernels(scaled), strict=True):
+    assert float(jnp.max(jnp.abs(a))) <= math.sqrt(3.0 / a.shape[0])  # uniform, not normal
+    np.testing.assert_allclose(b, 2.5 * a, rtol=1e-6, err_msg=str(path))
+  np.testing.assert_array_equal(scaled.layers[-1].bias.get_value(), 0.0)
 
 
 def test_unknown_init():
