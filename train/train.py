@@ -42,10 +42,12 @@ from jax.sharding import PartitionSpec as P
 
 import models
 import sparse_optax as so
-from train import input_pipeline, prepare_data
+from train import input_pipeline, lobster, prepare_data
 
 DATASETS = input_pipeline.DATASETS
-OPTIMIZERS = ("xrda", "rda", "prox_sgd", "sgd")
+OPTIMIZERS = ("xrda", "rda", "prox_sgd", "sgd", "affine_scaling", "lobster")
+L1_WEIGHTS = ("log", "uniform")
+PRUNINGS = ("none", "once", "gradual")
 LR_SCHEDULES = ("cosine", "constant")
 AVERAGINGS = ("cosine", "zero", "one")
 
@@ -93,6 +95,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_name("averaging", config.averaging, AVERAGINGS)
   check_name("structure", config.structure, so.STRUCTURES)
   check_name("init", config.init, models.INITS)
+  check_name("l1_weights", config.l1_weights, L1_WEIGHTS)
+  check_name("pruning", config.pruning, PRUNINGS)
+  check_name("pruning_scope", config.pruning_scope, so.PRUNING_SCOPES)
+  check_name("affine_method", config.affine_method, so.AFFINE_SCALING_METHODS)
+  if config.pruning == "gradual" and config.pruning_end_epoch <= config.pruning_begin_epoch:
+    raise ValueError("config.pruning='gradual' needs pruning_end_epoch > pruning_begin_epoch; got "
+                     f"{config.pruning_begin_epoch} and {config.pruning_end_epoch}.")
+  if config.optimizer == "lobster" and config.validation_split is None:
+    raise ValueError("config.optimizer='lobster' prunes on the validation loss: set "
+                     "config.validation_split (held out of config.train_split).")
 
   devices, processes = jax.device_count(), jax.process_count()
   for field in ("batch_size", "eval_batch_size"):
@@ -129,9 +141,14 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   * ``rda``: Xiao's RDA around the initial point (paper 001).
   * ``prox_sgd``: (momentum) SGD then soft-thresholding by λ·s.
   * ``sgd``: the dense baseline, SGD with momentum and coupled weight decay.
+  * ``affine_scaling``: SGD preconditioned by ω² (re-weighted l1/l2, FOCUSS; paper 002).
+  * ``lobster``: SGD with LOBSTER's shrinkage, zeros pinned (the loop prunes on plateaus).
 
+  ``config.l1_weights="uniform"`` swaps xrda's log-l1 for plain l1 (the ablation).
   ``config.freeze_zeros_epoch`` appends :func:`sparse_optax.freeze_zeros`
   (adaptive sparse retraining: from that epoch on, zero weights stay zero).
+  ``config.pruning`` appends :func:`sparse_optax.prune_by_magnitude` (Han et al. /
+  Zhu & Gupta).
   """
   if config.lr_schedule == "cosine":
     learning_rate = so.cosine_decay(config.learning_rate, total_steps)
@@ -141,7 +158,16 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
       config.averaging]
   momentum = config.momentum or None
 
-  if config.optimizer == "xrda":
+  sgd = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                    optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov))
+  if config.optimizer == "xrda" and config.l1_weights == "uniform":
+    tx = optax.chain(  # xrda with every log-l1 weight replaced by 1
+        optax.add_decayed_weights(config.weight_decay),
+        so.scale_by_timescale_momentum(learning_rate, config.momentum_timescale),
+        optax.scale_by_learning_rate(learning_rate),
+        so.dual_averaging(averaging),
+        so.soft_threshold(so.accumulated_threshold(config.l1, learning_rate, averaging)))
+  elif config.optimizer == "xrda":
     tx = so.xrda(
         learning_rate, averaging, config.l1,
         momentum_timescale=config.momentum_timescale,
@@ -155,14 +181,30 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     tx = so.prox_sgd(learning_rate, config.l1, momentum=momentum, nesterov=config.nesterov,
                      weight_decay=config.weight_decay)
   elif config.optimizer == "sgd":
+    tx = sgd
+  elif config.optimizer == "affine_scaling":
     tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay),
+        so.scale_by_affine_scaling(config.affine_method, tau=config.affine_tau, p=config.affine_p,
+                                   period=config.affine_period_epochs * steps_per_epoch),
         optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov))
+  elif config.optimizer == "lobster":
+    tx = optax.chain(so.lobster(sgd, config.lobster_strength), so.freeze_zeros())
   else:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}.")
 
   if config.freeze_zeros_epoch is not None:
     tx = optax.chain(tx, so.freeze_zeros(start_step=config.freeze_zeros_epoch * steps_per_epoch))
+  if config.pruning != "none":
+    begin = config.pruning_begin_epoch * steps_per_epoch
+    if config.pruning == "once":
+      sparsity, end, frequency = config.pruning_sparsity, begin, 1
+    else:
+      end = config.pruning_end_epoch * steps_per_epoch
+      sparsity = so.polynomial_sparsity(config.pruning_sparsity, begin, end)
+      frequency = config.pruning_frequency
+    tx = optax.chain(tx, so.prune_by_magnitude(sparsity, begin_step=begin, end_step=end,
+                                               frequency=frequency, scope=config.pruning_scope))
   return tx
 
 
@@ -402,7 +444,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   total_steps = config.num_epochs * steps_per_epoch
   # Every process runs the same number of eval steps: enough for the largest shard.
   local_eval_batch = config.eval_batch_size // jax.process_count()
-  eval_steps = math.ceil(math.ceil(info.num_test / jax.process_count()) / local_eval_batch)
+
+  def steps_for(num_examples: int) -> int:
+    return math.ceil(math.ceil(num_examples / jax.process_count()) / local_eval_batch)
+
+  eval_steps = {config.eval_split: steps_for(info.num_test)}
+  if config.validation_split is not None:
+    eval_steps[config.validation_split] = steps_for(input_pipeline.get_info(
+        config.dataset, data_dir=config.data_dir, eval_split=config.validation_split).num_test)
 
   # Model, optimizer, state; replicated over a 1-D data mesh.
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
@@ -436,18 +485,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   show_bar = config.progress_bar and is_chief and sys.stdout.isatty()
   record: dict[str, Any] = {}
 
-  def evaluate(state, epoch: int, train_metrics: Sequence[Mapping[str, jax.Array]],
-               epoch_time: float) -> dict[str, Any]:
+  def eval_split(state, split: str) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``state`` on ``split``."""
     sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
     batches = input_pipeline.create_split(
-        config.dataset, config.eval_split, config.eval_batch_size, train=False,
+        config.dataset, split, config.eval_batch_size, train=False,
         seed=config.seed, data_dir=config.data_dir, drop_remainder=False)
-    for batch in _padded_eval_batches(iter(batches), local_eval_batch, eval_steps):
+    for batch in _padded_eval_batches(iter(batches), local_eval_batch, eval_steps[split]):
       out = p_eval_step(state, _global_batch(batch, data_sharding))
       if block_each_step:
         jax.block_until_ready(out)
       sums = jax.tree.map(lambda a, b: a + b, sums, out)
     sums = _to_python(sums)
+    return sums["loss"] / sums["count"], sums["correct"] / sums["count"]
+
+  def evaluate(state, epoch: int, train_metrics: Sequence[Mapping[str, jax.Array]],
+               epoch_time: float) -> dict[str, Any]:
+    test_loss, test_accuracy = eval_split(state, config.eval_split)
+    validation = {}
+    if config.validation_split is not None:
+      validation = dict(zip(("val_loss", "val_accuracy"),
+                            eval_split(state, config.validation_split)))
     sparsity = _to_python(p_sparsity(state["params"]))
     train = _to_python(train_metrics)
     step = int(jax.device_get(state["step"]))
@@ -457,8 +515,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         "learning_rate": learning_rate_at(config, max(step - 1, 0), total_steps),
         "train_loss": float(np.mean([m["loss"] for m in train])) if train else float("nan"),
         "train_accuracy": float(np.mean([m["accuracy"] for m in train])) if train else float("nan"),
-        "test_loss": sums["loss"] / sums["count"],
-        "test_accuracy": sums["correct"] / sums["count"],
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        **validation,
         "density": sparsity["density"],
         "compression": sparsity["compression"],
         "nonzeros": sparsity["nonzeros"],
@@ -479,6 +538,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     writer.flush()
     if is_chief:
       print(_format_record(record), flush=True)
+
+  plateau = None
+  if config.optimizer == "lobster":
+    plateau = lobster.PlateauDetector(config.lobster_patience)
+    if is_chief and (workdir / "metrics.jsonl").exists():  # resume the detector as it was
+      lines = (workdir / "metrics.jsonl").read_text().splitlines()
+      if lines and "lobster" in json.loads(lines[-1]):
+        last = json.loads(lines[-1])["lobster"]
+        plateau.best, plateau.epochs_without_improvement = last["best"], last["waiting"]
+
+  def lobster_phase(state, record: dict[str, Any], train_metrics) -> tuple[dict, dict]:
+    """LOBSTER's pruning phase when the validation loss has plateaued (SPEC §4).
+
+    Pruned weights are zeroed here and pinned by the optimizer's freeze_zeros; the
+    epoch's record then describes the pruned model.
+    """
+    if plateau.update(record["val_loss"]):
+      _, params, info = lobster.bisect_threshold(
+          state["params"], lambda p: eval_split({**state, "params": p}, config.validation_split)[0],
+          config.lobster_tolerance)
+      state = {**state, "params": jax.device_put(params, replicated)}
+      plateau.reset()
+      record = {**evaluate(state, record["epoch"], train_metrics, record["epoch_time_s"]),
+                "lobster_pruned": info}
+    record["lobster"] = {"best": plateau.best, "waiting": plateau.epochs_without_improvement}
+    return state, record
 
   try:
     first_epoch = step // steps_per_epoch
@@ -513,6 +598,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise RuntimeError(f"Epoch {epoch} of {config.dataset} gave {step - epoch * steps_per_epoch}"
                            f" batches of {config.batch_size}, expected {steps_per_epoch}.")
       record = evaluate(state, epoch + 1, train_metrics, time.time() - start)
+      if plateau is not None:
+        state, record = lobster_phase(state, record, train_metrics)
       log(record)
       _save(manager, state)
   except KeyboardInterrupt:

@@ -27,10 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.prepare_data = True  # build the TFDS data from local raw files when offline
   config.train_split = "train"
   config.eval_split = "test"
+  # Held out of train_split for methods that tune on it (LOBSTER), e.g. train "train[:54000]"
+  # and validation "train[54000:]"; None: no validation evaluation.
+  config.validation_split = config_dict.placeholder(str)
   config.batch_size = 128  # global, over all devices and hosts
   config.eval_batch_size = 1000
 
-  # Optimizer: "xrda", "rda", "prox_sgd" or "sgd" (dense baseline); see train.create_optimizer.
+  # Optimizer: "xrda", "rda", "prox_sgd", "sgd" (dense baseline), "affine_scaling" or
+  # "lobster"; see train.create_optimizer.
   config.optimizer = "xrda"
   config.num_epochs = 5
   config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd)
@@ -45,8 +49,31 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9  # sgd, prox_sgd (0: none)
   config.nesterov = False  # sgd, prox_sgd
   config.rda_gamma = 1.0  # γ (rda): step 1/(γ sqrt n)
+  config.l1_weights = "log"  # xrda: "log" (adaptive log-l1) or "uniform" (plain l1 ablation)
   # Adaptive sparse retraining: from this epoch on, weights that are zero stay zero.
   config.freeze_zeros_epoch = config_dict.placeholder(int)
+
+  # Magnitude pruning appended to any optimizer: "none", "once" (Han et al.: prune at
+  # pruning_begin_epoch, then fine-tune with the mask) or "gradual" (Zhu & Gupta: cubic
+  # schedule from pruning_begin_epoch to pruning_end_epoch, every pruning_frequency steps).
+  config.pruning = "none"
+  config.pruning_sparsity = 0.9  # final fraction of weights (ndim >= 2) pruned
+  config.pruning_scope = "layer"  # "layer" or "global"
+  config.pruning_begin_epoch = 0
+  config.pruning_end_epoch = 0
+  config.pruning_frequency = 100  # steps between gradual pruning steps
+
+  # Affine scaling (paper 002): θ ← θ − s·ω²·g, ω refreshed every affine_period_epochs.
+  config.affine_method = "l1"  # "l1", "l2" or "focuss"
+  config.affine_tau = 1e-2
+  config.affine_p = 0.5  # FOCUSS exponent
+  config.affine_period_epochs = 1
+
+  # LOBSTER (paper 003): shrinkage λ after every SGD step; prune when the validation loss
+  # has not improved by 1% for lobster_patience epochs (PWE), with a worsening tolerance TWT.
+  config.lobster_strength = 1e-4
+  config.lobster_patience = 20
+  config.lobster_tolerance = 0.05
 
   # Run.
   config.seed = 0

@@ -1,0 +1,70 @@
+"""The comparison methods inside the training loop: LOBSTER's prune-on-plateau, magnitude
+pruning once and gradually, affine scaling, and the xrda ablations; on tfds mock data."""
+
+import json
+
+import pytest
+
+from tests.test_train import _run
+
+SPLITS = dict(train_split="train[:96]", validation_split="train[96:]")
+
+
+def _records(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lobster_prunes_on_plateau_and_pins(tmp_path):
+  # patience 1: every epoch without a 1% gain in validation loss is a plateau
+  _run(tmp_path, optimizer="lobster", lobster_patience=1, lobster_tolerance=0.5,
+       num_epochs=3, learning_rate=0.01, lr_schedule="constant", **SPLITS)
+  records = _records(tmp_path)
+  assert all("val_loss" in r and "lobster" in r for r in records)
+  pruned = [r for r in records if "lobster_pruned" in r]
+  assert pruned, records
+  first = pruned[0]
+  assert first["density"] < 1.0
+  info = first["lobster_pruned"]
+  assert info["loss_after"] <= 1.5 * info["loss_before"] + 1e-6
+  # pinned: non-zeros never grow again after a pruning phase
+  after = records[records.index(first):]
+  assert all(b["nonzeros"] <= a["nonzeros"] for a, b in zip(after, after[1:]))
+
+
+def test_lobster_needs_a_validation_split(tmp_path):
+  with pytest.raises(ValueError, match="set config.validation_split"):
+    _run(tmp_path, optimizer="lobster")
+
+
+@pytest.mark.parametrize("pruning,extra", [
+    ("once", dict(pruning_begin_epoch=1)),
+    ("gradual", dict(pruning_begin_epoch=0, pruning_end_epoch=1, pruning_frequency=1)),
+])
+def test_magnitude_pruning_reaches_target_sparsity(tmp_path, pruning, extra):
+  _run(tmp_path, optimizer="sgd", pruning=pruning, pruning_sparsity=0.8, learning_rate=0.05,
+       **extra)
+  final = _records(tmp_path)[-1]
+  weights = {k: v for k, v in final["layers"].items() if k.endswith("kernel")}
+  for name, layer in weights.items():
+    assert layer["density"] == pytest.approx(0.2, abs=0.02), name
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(optimizer="affine_scaling", affine_method="focuss", learning_rate=0.05),
+    dict(optimizer="xrda", l1_weights="uniform"),
+    dict(optimizer="xrda", averaging="zero"),
+    dict(optimizer="rda", init="uniform", init_scale=2.0, freeze_zeros_epoch=1, l1=1e-4),
+], ids=["affine_scaling", "xrda_uniform", "prox_sgd_alpha0", "rda_asr"])
+def test_method_trains(tmp_path, overrides):
+  record = _run(tmp_path, **overrides)
+  assert record["train_loss"] == record["train_loss"]  # not NaN
+  assert record["test_accuracy"] >= 0.0 and 0 < record["density"] <= 1.0
+
+
+def test_bad_method_names(tmp_path):
+  for key, value in (("pruning", "sometimes"), ("l1_weights", "cubic"),
+                     ("affine_method", "l0"), ("pruning_scope", "model")):
+    with pytest.raises(ValueError, match=f"Unknown {key}"):
+      _run(tmp_path, **{key: value})
+  with pytest.raises(ValueError, match="pruning_end_epoch > pruning_begin_epoch"):
+    _run(tmp_path, pruning="gradual", pruning_begin_epoch=2, pruning_end_epoch=1)
