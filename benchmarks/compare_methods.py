@@ -1,0 +1,277 @@
+"""Every method on equal footing: same model, data, validation split and epochs.
+
+    python -m benchmarks.compare_methods --experiment lenet300100_mnist [--methods xrda,dense]
+    python -m benchmarks.compare_methods --report      # RESULTS.md and plots from results/*.json
+
+Each method trains with `train.train_and_evaluate` in runs/compare/<experiment>/<method> (a rerun
+resumes or, when finished, only evaluates). The validation split (the last 6000 training images)
+is held out of training for every method; LOBSTER prunes on it, and the test set is used only
+for the reported numbers. The pruning baselines (Han, Zhu & Gupta, affine scaling + pruning)
+prune the conv/linear weights to the sparsity xrda reached, so that they are compared at the
+same sparsity. Results go to benchmarks/results/<experiment>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+# Published numbers of SPEC §5: (error %, compression ×, source).
+PUBLISHED = {
+    "lenet300100_mnist": [
+        ("dense", 1.64, 1.0, "LOBSTER paper, table 2"),
+        ("Han pruning", 1.59, 12.0, "LOBSTER paper, table 2"),
+        ("Sparse VD", 1.92, 68.0, "LOBSTER paper, table 2"),
+        ("LOBSTER", 1.65, 50.0, "LOBSTER paper, table 2"),
+        ("LOBSTER", 1.95, 115.0, "LOBSTER paper, table 2"),
+    ],
+    "lenet5_mnist": [
+        ("dense", 0.80, 1.0, "LOBSTER paper, table 3"),
+        ("Han pruning", 0.77, 12.0, "LOBSTER paper, table 3"),
+        ("Sparse VD", 0.75, 280.0, "LOBSTER paper, table 3"),
+        ("DNS", 0.91, 111.0, "LOBSTER paper, table 3"),
+        ("LOBSTER", 0.79, 230.0, "LOBSTER paper, table 3"),
+        ("affine scaling (re-weighted l1)", 1.16, 78.0, "re-weighted learning paper, table 1"),
+    ],
+}
+
+MNIST_SPLITS = dict(train_split="train[:54000]", validation_split="train[54000:]")
+
+
+def _mnist_methods(xrda_l1: float, epochs: int) -> dict[str, dict]:
+  """Method name -> config overrides. `{sparsity}` is filled with xrda's measured sparsity."""
+  prune_at = int(epochs * 2 / 3)
+  xrda = dict(optimizer="xrda", learning_rate=0.5, momentum_timescale=9.5, l1=xrda_l1,
+              maximum_factor=500.0, weight_decay=5e-4)
+  return {
+      "xrda (log-l1)": xrda,
+      "dense SGD": dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4),
+      "xrda, uniform l1": {**xrda, "l1_weights": "uniform"},
+      "prox-SGD (α≡0), uniform l1": {**xrda, "l1_weights": "uniform", "averaging": "zero"},
+      "RDA-style (α≡1), uniform l1": {**xrda, "l1_weights": "uniform", "averaging": "one"},
+      "RDA + ASR (paper 001)": dict(optimizer="rda", rda_gamma=20.0, l1=1e-4, init="uniform",
+                                    init_scale=2.0, weight_decay=0.0,
+                                    freeze_zeros_epoch=prune_at),
+      "magnitude pruning (Han)": dict(optimizer="sgd", learning_rate=0.1, momentum=0.9,
+                                      weight_decay=5e-4, pruning="once",
+                                      pruning_begin_epoch=prune_at, pruning_sparsity="{sparsity}"),
+      "gradual pruning (Zhu & Gupta)": dict(optimizer="sgd", learning_rate=0.1, momentum=0.9,
+                                            weight_decay=5e-4, pruning="gradual",
+                                            pruning_begin_epoch=1, pruning_end_epoch=prune_at,
+                                            pruning_frequency=100,
+                                            pruning_sparsity="{sparsity}"),
+      "affine scaling l1 + pruning": dict(optimizer="affine_scaling", learning_rate=0.1,
+                                          momentum=0.9, weight_decay=0.0, affine_method="l1",
+                                          affine_tau=0.1, pruning="once",
+                                          pruning_begin_epoch=prune_at,
+                                          pruning_sparsity="{sparsity}"),
+      "LOBSTER": dict(optimizer="lobster", learning_rate=0.1, momentum=0.0, weight_decay=0.0,
+                      lr_schedule="constant", lobster_strength=1e-4, lobster_patience=3,
+                      lobster_tolerance=0.05),
+  }
+
+
+EXPERIMENTS = {
+    "lenet300100_mnist": dict(config="train.configs.lenet300100_mnist_xrda", epochs=30,
+                              methods=lambda e: _mnist_methods(1e-5, e)),
+    "lenet5_mnist": dict(config="train.configs.lenet5_mnist_xrda", epochs=6,
+                         methods=lambda e: _mnist_methods(2e-5, e)),
+}
+
+
+def _weight_sparsity(record: dict) -> float:
+  """Fraction of zeros among conv/linear kernels (the leaves that pruning acts on)."""
+  kernels = [v for k, v in record["layers"].items() if k.endswith("kernel")]
+  total = sum(v["total"] for v in kernels)
+  return 1 - sum(v["nonzeros"] for v in kernels) / total
+
+
+def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Path:
+  from train import train  # heavy imports only when training
+  spec = EXPERIMENTS[experiment]
+  epochs = spec["epochs"]
+  table = spec["methods"](epochs)
+  out_path = RESULTS / f"{experiment}.json"
+  results = json.loads(out_path.read_text()) if out_path.exists() else {}
+  sparsity = None
+  for name, overrides in table.items():
+    if methods and name not in methods and name != "xrda (log-l1)":
+      continue
+    config = importlib.import_module(spec["config"]).get_config()
+    config.num_epochs = epochs
+    config.progress_bar = False
+    config.data_dir = data_dir
+    for key, value in {**MNIST_SPLITS, **overrides}.items():
+      if value == "{sparsity}":
+        value = round(sparsity, 4)
+      config[key] = value
+    workdir = REPO / "runs" / "compare" / experiment / name.replace(" ", "_").replace("/", "-")
+    start = time.time()
+    record = train.train_and_evaluate(config, workdir)
+    wall = time.time() - start
+    if name == "xrda (log-l1)":
+      sparsity = _weight_sparsity(record)
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    results[name] = {
+        "test_error": 100 * (1 - record["test_accuracy"]),
+        "val_error": 100 * (1 - record.get("val_accuracy", float("nan"))),
+        "compression": record["compression"],
+        "density": record["density"],
+        "nonzeros": record["nonzeros"],
+        "total": record["total"],
+        "layers": {k: v["density"] for k, v in record["layers"].items()},
+        "epochs": epochs,
+        "wall_time_s": results.get(name, {}).get("wall_time_s", wall) if wall < 5 else wall,
+        "epoch_time_s": [json.loads(x)["epoch_time_s"] for x in lines],
+        "overrides": {k: v for k, v in config.to_dict().items()
+                      if k in overrides or k in MNIST_SPLITS},
+        "config": spec["config"],
+    }
+    results["_machine"] = _machine()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    print(f"{experiment} / {name}: error {results[name]['test_error']:.2f}%, "
+          f"compression {results[name]['compression']:.1f}x, {wall:.0f} s", flush=True)
+  return out_path
+
+
+SEARCH = {
+    # (epochs, l1, learning rate): the threshold λB grows with the summed step size, so a
+    # longer run wants a smaller λ for the same sparsity.
+    "lenet300100_mnist": [(60, l1, 0.5) for l1 in (2e-6, 4e-6, 8e-6)]
+                         + [(120, l1, 0.5) for l1 in (2e-6, 4e-6)],
+    "lenet5_mnist": [(12, l1, 0.5) for l1 in (5e-6, 1e-5, 2e-5)],
+}
+
+
+def search(experiment: str, data_dir: str | None) -> Path:
+  """xrda over SEARCH[experiment]; selection uses the validation split, never the test set."""
+  from train import train
+  spec = EXPERIMENTS[experiment]
+  out_path = RESULTS / f"search_{experiment}.json"
+  found = json.loads(out_path.read_text()) if out_path.exists() else {}
+  for epochs, l1, lr in SEARCH[experiment]:
+    key = f"epochs={epochs} l1={l1:g} lr={lr:g}"
+    if key in found:
+      continue
+    config = importlib.import_module(spec["config"]).get_config()
+    for k, v in {**MNIST_SPLITS, "num_epochs": epochs, "l1": l1, "learning_rate": lr,
+                 "progress_bar": False, "data_dir": data_dir}.items():
+      config[k] = v
+    workdir = REPO / "runs" / "search" / experiment / key.replace(" ", "_")
+    start = time.time()
+    record = train.train_and_evaluate(config, workdir)
+    found[key] = {"val_error": 100 * (1 - record["val_accuracy"]),
+                  "test_error": 100 * (1 - record["test_accuracy"]),
+                  "compression": record["compression"], "wall_time_s": time.time() - start}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    print(f"search {experiment} {key}: val {found[key]['val_error']:.2f}% "
+          f"compression {found[key]['compression']:.1f}x", flush=True)
+  return out_path
+
+
+def _machine() -> str:
+  import jax
+  cpu = "unknown CPU"
+  try:
+    cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+               if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__} "
+          f"on {jax.default_backend()}")
+
+
+def report() -> Path:
+  """RESULTS.md (one table per experiment, ours beside the published) and one PNG each."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  lines = ["# Results: every method on equal footing", "",
+           "Produced by `python -m benchmarks.compare_methods --experiment NAME` (one command per "
+           "experiment) and `--report`. Test error is on the test set, which no method saw; the "
+           "last 6000 training images are a validation split held out of training for every "
+           "method. Compression = all parameters (biases included) / non-zeros. Published rows are "
+           "copied from the papers (SPEC §5), not rerun.", ""]
+  for path in sorted(RESULTS.glob("*.json")):
+    experiment = path.stem
+    results = json.loads(path.read_text())
+    machine = results.pop("_machine", "unknown machine")
+    ours = sorted(results.items(), key=lambda kv: -kv[1]["compression"])
+    epochs = next(iter(results.values()))["epochs"]
+    lines += [f"## {experiment}", "",
+              f"Budget: {epochs} epochs for every method, batch 128. Machine: {machine} "
+              "(shared with other jobs: wall times are upper bounds).",
+              f"Command: `python -m benchmarks.compare_methods --experiment {experiment}`", "",
+              "| method | test error % | compression × | non-zeros | wall time | per-layer density |",
+              "|---|---|---|---|---|---|"]
+    for name, r in ours:
+      layers = ", ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in r["layers"].items()
+                         if k.endswith("kernel"))
+      lines.append(f"| {name} | {r['test_error']:.2f} | {r['compression']:.1f} | "
+                   f"{r['nonzeros']:,} / {r['total']:,} | {r['wall_time_s'] / 60:.1f} min | "
+                   f"{layers} |")
+    for name, err, comp, source in PUBLISHED.get(experiment, []):
+      lines.append(f"| *published*: {name} ({source}) | {err:.2f} | {comp:.0f} | | | |")
+    png = RESULTS / f"{experiment}.png"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in ours:
+      ax.scatter(r["compression"], r["test_error"], s=40)
+      ax.annotate(name, (r["compression"], r["test_error"]), fontsize=7,
+                  xytext=(4, 2), textcoords="offset points")
+    for name, err, comp, _ in PUBLISHED.get(experiment, []):
+      ax.scatter(comp, err, marker="x", color="gray")
+      ax.annotate(f"{name} (published)", (comp, err), fontsize=6, color="gray",
+                  xytext=(4, -8), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression (all params / non-zeros), log scale")
+    ax.set_ylabel("test error %")
+    ax.set_title(experiment)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    lines += ["", f"![{experiment}]({png.name})", ""]
+  out = RESULTS / "RESULTS.md"
+  out.write_text("\n".join(lines) + "\n")
+  return out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--experiment", choices=sorted(EXPERIMENTS))
+  parser.add_argument("--methods", help="comma-separated method names (default: all)")
+  parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS's)")
+  parser.add_argument("--report", action="store_true", help="write RESULTS.md and plots")
+  parser.add_argument("--search", choices=sorted(SEARCH),
+                      help="run the xrda hyper-parameter grid of an experiment (validation split)")
+  args = parser.parse_args(argv)
+  if not (args.experiment or args.report or args.search):
+    parser.error("give --experiment, --search and/or --report")
+  if args.search:
+    print(search(args.search, args.data_dir))
+  if args.experiment:
+    methods = args.methods.split(",") if args.methods else None
+    if methods:
+      unknown = set(methods) - set(EXPERIMENTS[args.experiment]["methods"](1))
+      if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}")
+    run(args.experiment, methods, args.data_dir)
+  if args.report:
+    print(report())
+
+
+if __name__ == "__main__":
+  sys.exit(main())
