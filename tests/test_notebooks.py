@@ -32,6 +32,17 @@ EXPECTED_OUTPUT = {
         "xrda exact supports > plain l1 exact supports: True",
         "hand-built chain == so.xrda: True",
     ),
+    "sparse_mnist.ipynb": (
+        "density < 1: True",
+        "checkpoint non-zeros == metrics.jsonl non-zeros: True",
+    ),
+    "cifar_pod.ipynb": (
+        "per-device batch x devices == global batch: True",
+        "epochs logged == num_epochs: True",
+    ),
+    "compare_methods.ipynb": (
+        "every plotted result has a finite error and compression >= 1: True",
+    ),
 }
 
 
