@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.common import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -89,6 +88,15 @@ EXPERIMENTS = {
 }
 
 
+def _workdir(experiment: str, method: str) -> Path:
+  return REPO / "runs" / "compare" / experiment / method.replace(" ", "_").replace("/", "-")
+
+
+def _last_record(experiment: str, method: str) -> dict:
+  lines = (_workdir(experiment, method) / "metrics.jsonl").read_text().splitlines()
+  return json.loads(lines[-1])
+
+
 def _weight_sparsity(record: dict) -> float:
   """Fraction of zeros among conv/linear kernels (the leaves that pruning acts on)."""
   kernels = [v for k, v in record["layers"].items() if k.endswith("kernel")]
@@ -115,7 +123,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
       if value == "{sparsity}":
         value = round(sparsity, 4)
       config[key] = value
-    workdir = REPO / "runs" / "compare" / experiment / name.replace(" ", "_").replace("/", "-")
+    workdir = _workdir(experiment, name)
     start = time.time()
     record = train.train_and_evaluate(config, workdir)
     wall = time.time() - start
@@ -127,6 +135,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
         "val_error": 100 * (1 - record.get("val_accuracy", float("nan"))),
         "compression": record["compression"],
         "density": record["density"],
+        "weight_sparsity": _weight_sparsity(record),
         "nonzeros": record["nonzeros"],
         "total": record["total"],
         "layers": {k: v["density"] for k, v in record["layers"].items()},
@@ -137,7 +146,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
                       if k in overrides or k in MNIST_SPLITS},
         "config": spec["config"],
     }
-    results["_machine"] = _machine()
+    results["_machine"] = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"{experiment} / {name}: error {results[name]['test_error']:.2f}%, "
@@ -146,51 +155,49 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
 
 
 SEARCH = {
-    # (epochs, l1, learning rate): the threshold λB grows with the summed step size, so a
-    # longer run wants a smaller λ for the same sparsity.
-    "lenet300100_mnist": [(60, l1, 0.5) for l1 in (2e-6, 4e-6, 8e-6)]
-                         + [(120, l1, 0.5) for l1 in (2e-6, 4e-6)],
-    "lenet5_mnist": [(12, l1, 0.5) for l1 in (5e-6, 1e-5, 2e-5)],
+    # (method, overrides), selected on the validation split. xrda: the threshold λB grows with
+    # the summed step size, so a longer run wants a smaller λ for the same sparsity.
+    "lenet300100_mnist": [
+        ("xrda (log-l1)", dict(num_epochs=e, l1=l1))
+        for e, l1 in ((60, 2e-6), (60, 4e-6), (60, 8e-6), (120, 2e-6), (120, 4e-6))
+    ] + [
+        ("RDA + ASR (paper 001)", dict(rda_gamma=g, l1=l1)) for g, l1 in ((0.5, 2e-4), (1.0, 5e-4))
+    ] + [
+        ("affine scaling l1 + pruning", dict(learning_rate=lr, affine_tau=tau))
+        for lr, tau in ((2.0, 0.1), (5.0, 0.05))
+    ],
 }
 
 
 def search(experiment: str, data_dir: str | None) -> Path:
-  """xrda over SEARCH[experiment]; selection uses the validation split, never the test set."""
+  """Runs SEARCH[experiment]; selection uses the validation split, never the test set."""
   from train import train
   spec = EXPERIMENTS[experiment]
   out_path = RESULTS / f"search_{experiment}.json"
   found = json.loads(out_path.read_text()) if out_path.exists() else {}
-  for epochs, l1, lr in SEARCH[experiment]:
-    key = f"epochs={epochs} l1={l1:g} lr={lr:g}"
+  sparsity = _weight_sparsity(_last_record(experiment, "xrda (log-l1)"))
+  for method, overrides in SEARCH[experiment]:
+    key = method + ": " + " ".join(f"{k}={v:g}" for k, v in overrides.items())
     if key in found:
       continue
     config = importlib.import_module(spec["config"]).get_config()
-    for k, v in {**MNIST_SPLITS, "num_epochs": epochs, "l1": l1, "learning_rate": lr,
-                 "progress_bar": False, "data_dir": data_dir}.items():
-      config[k] = v
-    workdir = REPO / "runs" / "search" / experiment / key.replace(" ", "_")
+    settings = {**MNIST_SPLITS, "num_epochs": spec["epochs"],
+                **spec["methods"](spec["epochs"])[method], **overrides,
+                "progress_bar": False, "data_dir": data_dir}
+    for k, v in settings.items():
+      config[k] = round(sparsity, 4) if v == "{sparsity}" else v
+    workdir = REPO / "runs" / "search" / experiment / key.replace(" ", "_").replace(":", "")
     start = time.time()
     record = train.train_and_evaluate(config, workdir)
     found[key] = {"val_error": 100 * (1 - record["val_accuracy"]),
                   "test_error": 100 * (1 - record["test_accuracy"]),
-                  "compression": record["compression"], "wall_time_s": time.time() - start}
+                  "compression": record["compression"], "epochs": config.num_epochs,
+                  "wall_time_s": time.time() - start}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     print(f"search {experiment} {key}: val {found[key]['val_error']:.2f}% "
           f"compression {found[key]['compression']:.1f}x", flush=True)
   return out_path
-
-
-def _machine() -> str:
-  import jax
-  cpu = "unknown CPU"
-  try:
-    cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-               if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}; jax {jax.__version__} "
-          f"on {jax.default_backend()}")
 
 
 def report() -> Path:

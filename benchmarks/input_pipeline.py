@@ -12,26 +12,10 @@ copy exists (see train/prepare_data.py), else TFDS downloads them.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
+from benchmarks.common import machine
 from train import input_pipeline, prepare_data
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{model}, {cores} cores available (load average {load})"
 
 
 def epoch_time(name: str, batch_size: int, data_dir: str | None, epoch: int) -> tuple[float, int]:

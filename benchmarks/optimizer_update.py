@@ -9,8 +9,6 @@ copy bandwidth, measured in the same run as a jitted `x + 1` over one tree (read
 """
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -19,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 import sparse_optax as so
+from benchmarks.common import machine
 
 
 def resnet18_shapes(num_classes=10):
@@ -50,17 +49,6 @@ def time_fn(fn, args, reps):
   return statistics.median(times), min(times)
 
 
-def cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--reps", type=int, default=30)
@@ -73,9 +61,7 @@ def main():
   n = sum(x.size for x in jax.tree.leaves(params))
   pbytes = tree_bytes(params)
 
-  dev = jax.devices()[0]
-  print(f"machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} on "
-        f"{dev.platform} ({dev.device_kind})")
+  print(f"machine: {machine()}")
   print(f"tree: ResNet-18 CIFAR shapes, {n:,} float32 params ({pbytes / 1e6:.1f} MB)")
 
   copy = jax.jit(lambda t: (jax.tree.map(lambda x: x + 1, t),), donate_argnums=0)

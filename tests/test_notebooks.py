@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 import time
 
 import ipykernel.kernelspec as ipykernel_kernelspec
