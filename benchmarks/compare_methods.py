@@ -158,13 +158,10 @@ SEARCH = {
     # (method, overrides), selected on the validation split. xrda: the threshold λB grows with
     # the summed step size, so a longer run wants a smaller λ for the same sparsity.
     "lenet300100_mnist": [
-        ("xrda (log-l1)", dict(num_epochs=e, l1=l1))
-        for e, l1 in ((60, 2e-6), (60, 4e-6), (60, 8e-6), (120, 2e-6), (120, 4e-6))
-    ] + [
-        ("RDA + ASR (paper 001)", dict(rda_gamma=g, l1=l1)) for g, l1 in ((0.5, 2e-4), (1.0, 5e-4))
-    ] + [
-        ("affine scaling l1 + pruning", dict(learning_rate=lr, affine_tau=tau))
-        for lr, tau in ((2.0, 0.1), (5.0, 0.05))
+        ("xrda (log-l1)", dict(num_epochs=60, l1=4e-6)),
+        ("xrda (log-l1)", dict(num_epochs=120, l1=2e-6)),
+        ("RDA + ASR (paper 001)", dict(rda_gamma=0.5, l1=2e-4)),
+        ("affine scaling l1 + pruning", dict(learning_rate=2.0, affine_tau=0.1)),
     ],
 }
 
