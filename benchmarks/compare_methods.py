@@ -47,34 +47,37 @@ PUBLISHED = {
 MNIST_SPLITS = dict(train_split="train[:54000]", validation_split="train[54000:]")
 
 
-def _mnist_methods(xrda_l1: float, epochs: int) -> dict[str, dict]:
-  """Method name -> config overrides. `{sparsity}` is filled with xrda's measured sparsity."""
+def _mnist_methods(xrda_l1: float, epochs: int, sgd_lr: float = 0.1) -> dict[str, dict]:
+  """Method name -> config overrides. `{sparsity}` is filled with xrda's measured sparsity.
+
+  `sgd_lr` is the dense baseline's step size (train/configs/<model>_mnist_sgd.py), shared by
+  the SGD-based methods."""
   prune_at = int(epochs * 2 / 3)
   xrda = dict(optimizer="xrda", learning_rate=0.5, momentum_timescale=9.5, l1=xrda_l1,
               maximum_factor=500.0, weight_decay=5e-4)
   return {
       "xrda (log-l1)": xrda,
-      "dense SGD": dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4),
+      "dense SGD": dict(optimizer="sgd", learning_rate=sgd_lr, momentum=0.9, weight_decay=5e-4),
       "xrda, uniform l1": {**xrda, "l1_weights": "uniform"},
       "prox-SGD (α≡0), uniform l1": {**xrda, "l1_weights": "uniform", "averaging": "zero"},
       "RDA-style (α≡1), uniform l1": {**xrda, "l1_weights": "uniform", "averaging": "one"},
       "RDA + ASR (paper 001)": dict(optimizer="rda", rda_gamma=20.0, l1=1e-4, init="uniform",
                                     init_scale=2.0, weight_decay=0.0,
                                     freeze_zeros_epoch=prune_at),
-      "magnitude pruning (Han)": dict(optimizer="sgd", learning_rate=0.1, momentum=0.9,
+      "magnitude pruning (Han)": dict(optimizer="sgd", learning_rate=sgd_lr, momentum=0.9,
                                       weight_decay=5e-4, pruning="once",
                                       pruning_begin_epoch=prune_at, pruning_sparsity="{sparsity}"),
-      "gradual pruning (Zhu & Gupta)": dict(optimizer="sgd", learning_rate=0.1, momentum=0.9,
+      "gradual pruning (Zhu & Gupta)": dict(optimizer="sgd", learning_rate=sgd_lr, momentum=0.9,
                                             weight_decay=5e-4, pruning="gradual",
                                             pruning_begin_epoch=1, pruning_end_epoch=prune_at,
                                             pruning_frequency=100,
                                             pruning_sparsity="{sparsity}"),
-      "affine scaling l1 + pruning": dict(optimizer="affine_scaling", learning_rate=0.1,
+      "affine scaling l1 + pruning": dict(optimizer="affine_scaling", learning_rate=sgd_lr,
                                           momentum=0.9, weight_decay=0.0, affine_method="l1",
                                           affine_tau=0.1, pruning="once",
                                           pruning_begin_epoch=prune_at,
                                           pruning_sparsity="{sparsity}"),
-      "LOBSTER": dict(optimizer="lobster", learning_rate=0.1, momentum=0.0, weight_decay=0.0,
+      "LOBSTER": dict(optimizer="lobster", learning_rate=sgd_lr, momentum=0.0, weight_decay=0.0,
                       lr_schedule="constant", lobster_strength=1e-4, lobster_patience=3,
                       lobster_tolerance=0.05),
   }
@@ -84,7 +87,7 @@ EXPERIMENTS = {
     "lenet300100_mnist": dict(config="train.configs.lenet300100_mnist_xrda", epochs=30,
                               methods=lambda e: _mnist_methods(1e-5, e)),
     "lenet5_mnist": dict(config="train.configs.lenet5_mnist_xrda", epochs=6,
-                         methods=lambda e: _mnist_methods(2e-5, e)),
+                         methods=lambda e: _mnist_methods(2e-5, e, sgd_lr=0.05)),
 }
 
 

@@ -68,3 +68,9 @@ def test_bad_method_names(tmp_path):
       _run(tmp_path, **{key: value})
   with pytest.raises(ValueError, match="pruning_end_epoch > pruning_begin_epoch"):
     _run(tmp_path, pruning="gradual", pruning_begin_epoch=2, pruning_end_epoch=1)
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path):
+  with pytest.raises(FloatingPointError, match="Training diverged in epoch 1"):
+    _run(tmp_path, optimizer="sgd", learning_rate=1e30, num_epochs=1)
+  assert not (tmp_path / "metrics.jsonl").exists()  # nothing logged or saved from the NaN epoch
