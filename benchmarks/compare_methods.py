@@ -1,6 +1,6 @@
 """Every method on equal footing: same model, data, validation split and epochs.
 
-    python -m benchmarks.compare_methods --experiment lenet300100_mnist [--methods xrda,dense]
+    python -m benchmarks.compare_methods --experiment lenet300100_mnist [--methods "dense SGD;LOBSTER"]
     python -m benchmarks.compare_methods --report      # RESULTS.md and plots from results/*.json
 
 Each method trains with `train.train_and_evaluate` in runs/compare/<experiment>/<method> (a rerun
@@ -77,6 +77,17 @@ def _mnist_methods(xrda_l1: float, epochs: int, sgd_lr: float = 0.1) -> dict[str
                                           affine_tau=0.1, pruning="once",
                                           pruning_begin_epoch=prune_at,
                                           pruning_sparsity="{sparsity}"),
+      "magnitude pruning (Han), global": dict(optimizer="sgd", learning_rate=sgd_lr, momentum=0.9,
+                                              weight_decay=5e-4, pruning="once",
+                                              pruning_scope="global",
+                                              pruning_begin_epoch=prune_at,
+                                              pruning_sparsity="{sparsity}"),
+      "affine scaling l1 + pruning, global": dict(optimizer="affine_scaling", learning_rate=sgd_lr,
+                                                  momentum=0.9, weight_decay=0.0,
+                                                  affine_method="l1", affine_tau=0.1,
+                                                  pruning="once", pruning_scope="global",
+                                                  pruning_begin_epoch=prune_at,
+                                                  pruning_sparsity="{sparsity}"),
       "LOBSTER": dict(optimizer="lobster", learning_rate=sgd_lr, momentum=0.0, weight_decay=0.0,
                       lr_schedule="constant", lobster_strength=1e-4, lobster_patience=3,
                       lobster_tolerance=0.05),
@@ -259,7 +270,7 @@ def report() -> Path:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--experiment", choices=sorted(EXPERIMENTS))
-  parser.add_argument("--methods", help="comma-separated method names (default: all)")
+  parser.add_argument("--methods", help="method names separated by ';' (default: all)")
   parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS's)")
   parser.add_argument("--report", action="store_true", help="write RESULTS.md and plots")
   parser.add_argument("--search", choices=sorted(SEARCH),
@@ -270,7 +281,7 @@ def main(argv=None):
   if args.search:
     print(search(args.search, args.data_dir))
   if args.experiment:
-    methods = args.methods.split(",") if args.methods else None
+    methods = args.methods.split(";") if args.methods else None
     if methods:
       unknown = set(methods) - set(EXPERIMENTS[args.experiment]["methods"](1))
       if unknown:
