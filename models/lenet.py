@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp  # noqa: F401  (the doctests use it)
 from flax import nnx
 
 from models import initializers
