@@ -118,6 +118,16 @@ def _weight_sparsity(record: dict) -> float:
   return 1 - sum(v["nonzeros"] for v in kernels) / total
 
 
+def _make_config(spec: dict, settings: dict, sparsity: float | None, data_dir: str | None):
+  """The experiment's base config with the shared splits and a method's settings;
+  "{sparsity}" stands for the sparsity xrda reached."""
+  config = importlib.import_module(spec["config"]).get_config()
+  for key, value in {**MNIST_SPLITS, "progress_bar": False, "data_dir": data_dir,
+                     **settings}.items():
+    config[key] = round(sparsity, 4) if value == "{sparsity}" else value
+  return config
+
+
 def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Path:
   from train import train  # heavy imports only when training
   spec = EXPERIMENTS[experiment]
@@ -129,14 +139,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
   for name, overrides in table.items():
     if methods and name not in methods and name != "xrda (log-l1)":
       continue
-    config = importlib.import_module(spec["config"]).get_config()
-    config.num_epochs = epochs
-    config.progress_bar = False
-    config.data_dir = data_dir
-    for key, value in {**MNIST_SPLITS, **overrides}.items():
-      if value == "{sparsity}":
-        value = round(sparsity, 4)
-      config[key] = value
+    config = _make_config(spec, {"num_epochs": epochs, **overrides}, sparsity, data_dir)
     workdir = _workdir(experiment, name)
     metrics = workdir / "metrics.jsonl"
     epochs_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
@@ -195,12 +198,9 @@ def search(experiment: str, data_dir: str | None) -> Path:
     key = method + ": " + " ".join(f"{k}={v:g}" for k, v in overrides.items())
     if key in found:
       continue
-    config = importlib.import_module(spec["config"]).get_config()
-    settings = {**MNIST_SPLITS, "num_epochs": spec["epochs"],
-                **spec["methods"](spec["epochs"])[method], **overrides,
-                "progress_bar": False, "data_dir": data_dir}
-    for k, v in settings.items():
-      config[k] = round(sparsity, 4) if v == "{sparsity}" else v
+    config = _make_config(spec, {"num_epochs": spec["epochs"],
+                                 **spec["methods"](spec["epochs"])[method], **overrides},
+                          sparsity, data_dir)
     workdir = REPO / "runs" / "search" / experiment / key.replace(" ", "_").replace(":", "")
     start = time.time()
     record = train.train_and_evaluate(config, workdir)
