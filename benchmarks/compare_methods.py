@@ -118,6 +118,11 @@ def _weight_sparsity(record: dict) -> float:
   return 1 - sum(v["nonzeros"] for v in kernels) / total
 
 
+def _save_json(path: Path, data: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
 def _make_config(spec: dict, settings: dict, sparsity: float | None, data_dir: str | None):
   """The experiment's base config with the shared splits and a method's settings;
   "{sparsity}" stands for the sparsity xrda reached."""
@@ -168,8 +173,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
         "config": spec["config"],
     }
     results["_machine"] = machine()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    _save_json(out_path, results)
     print(f"{experiment} / {name}: error {results[name]['test_error']:.2f}%, "
           f"compression {results[name]['compression']:.1f}x, {wall:.0f} s", flush=True)
   return out_path
@@ -208,8 +212,7 @@ def search(experiment: str, data_dir: str | None) -> Path:
                   "test_error": 100 * (1 - record["test_accuracy"]),
                   "compression": record["compression"], "epochs": config.num_epochs,
                   "wall_time_s": time.time() - start}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    _save_json(out_path, found)
     print(f"search {experiment} {key}: val {found[key]['val_error']:.2f}% "
           f"compression {found[key]['compression']:.1f}x", flush=True)
   return out_path
