@@ -4,11 +4,13 @@
     python -m benchmarks.compare_methods --report      # RESULTS.md and plots from results/*.json
 
 Each method trains with `train.train_and_evaluate` in runs/compare/<experiment>/<method> (a rerun
-resumes or, when finished, only evaluates). The validation split (the last 6000 training images)
-is held out of training for every method; LOBSTER prunes on it, and the test set is used only
+resumes or, when finished, only evaluates). The validation split (the last 6000 MNIST or 5000
+CIFAR-10 training images) is held out of training for every method; LOBSTER prunes on it, and the test set is used only
 for the reported numbers. The pruning baselines (Han, Zhu & Gupta, affine scaling + pruning)
 prune the conv/linear weights to the sparsity xrda reached, so that they are compared at the
-same sparsity. Results go to benchmarks/results/<experiment>.json.
+same sparsity (that of the experiment's reference xrda run, which must have finished first).
+Results go to benchmarks/results/<experiment>.json; several runs of different methods may write
+it at once (each merges its rows into the file as it is when it writes).
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ PUBLISHED = {
         ("LOBSTER", 0.79, 230.0, "LOBSTER paper, table 3"),
         ("affine scaling (re-weighted l1)", 1.16, 78.0, "re-weighted learning paper, table 1"),
     ],
+    "vgg_small_cifar10": [
+        ("xRDA on VGG-16 (14.7M params), 600 epochs", 5.84, 77.0, "paper 000, table 1"),
+    ],
 }
 
 MNIST_SPLITS = dict(train_split="train[:54000]", validation_split="train[54000:]")
+CIFAR_SPLITS = dict(train_split="train[:45000]", validation_split="train[45000:]")
 
 
 def _mnist_methods(xrda_l1: float, epochs: int, sgd_lr: float = 0.1) -> dict[str, dict]:
@@ -94,11 +100,32 @@ def _mnist_methods(xrda_l1: float, epochs: int, sgd_lr: float = 0.1) -> dict[str
   }
 
 
+def _cifar_methods(epochs: int) -> dict[str, dict]:
+  """xrda at two λ (the reference is chosen on validation) against the CPU-budget baselines."""
+  prune_at = int(epochs * 2 / 3)
+  sgd = dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, l1=0.0)
+  return {
+      "xrda (log-l1)": dict(optimizer="xrda", l1=1e-4),
+      "xrda (log-l1), λ 3e-4": dict(optimizer="xrda", l1=3e-4),
+      "dense SGD": sgd,
+      "magnitude pruning (Han)": {**sgd, "pruning": "once", "pruning_begin_epoch": prune_at,
+                                  "pruning_sparsity": "{sparsity}"},
+      "gradual pruning (Zhu & Gupta)": {**sgd, "pruning": "gradual", "pruning_begin_epoch": 0,
+                                        "pruning_end_epoch": prune_at, "pruning_frequency": 50,
+                                        "pruning_sparsity": "{sparsity}"},
+  }
+
+
 EXPERIMENTS = {
     "lenet300100_mnist": dict(config="train.configs.lenet300100_mnist_xrda", epochs=30,
-                              methods=lambda e: _mnist_methods(1e-5, e)),
-    "lenet5_mnist": dict(config="train.configs.lenet5_mnist_xrda", epochs=6,
+                              splits=MNIST_SPLITS, methods=lambda e: _mnist_methods(1e-5, e)),
+    "lenet5_mnist": dict(config="train.configs.lenet5_mnist_xrda", epochs=6, splits=MNIST_SPLITS,
                          methods=lambda e: _mnist_methods(2e-5, e, sgd_lr=0.05)),
+    # Experiment 3, CPU budget. The reference (whose sparsity the pruning baselines get) is the
+    # xrda run with the lower validation error among those at >= 90% weight sparsity.
+    "vgg_small_cifar10": dict(config="train.configs.vgg_small_cifar10_xrda_cpu", epochs=4,
+                              splits=CIFAR_SPLITS, reference="xrda (log-l1)",
+                              methods=_cifar_methods),
 }
 
 
@@ -123,13 +150,26 @@ def _save_json(path: Path, data: dict) -> None:
   path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _make_config(spec: dict, settings: dict, sparsity: float | None, data_dir: str | None):
-  """The experiment's base config with the shared splits and a method's settings;
-  "{sparsity}" stands for the sparsity xrda reached."""
+def _reference_sparsity(experiment: str) -> float:
+  """Weight sparsity of the experiment's reference xrda run, which must have finished."""
+  spec = EXPERIMENTS[experiment]
+  reference = spec.get("reference", "xrda (log-l1)")
+  metrics = _workdir(experiment, reference) / "metrics.jsonl"
+  done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+  if done < spec["epochs"]:
+    raise RuntimeError(f"{experiment}: the pruning baselines prune to the sparsity of "
+                       f"{reference!r}, which has {done}/{spec['epochs']} epochs; run it first.")
+  return _weight_sparsity(_last_record(experiment, reference))
+
+
+def _make_config(experiment: str, settings: dict, data_dir: str | None):
+  """The experiment's base config with its splits and a method's settings;
+  "{sparsity}" stands for the sparsity the reference xrda run reached."""
+  spec = EXPERIMENTS[experiment]
   config = importlib.import_module(spec["config"]).get_config()
-  for key, value in {**MNIST_SPLITS, "progress_bar": False, "data_dir": data_dir,
+  for key, value in {**spec["splits"], "progress_bar": False, "data_dir": data_dir,
                      **settings}.items():
-    config[key] = round(sparsity, 4) if value == "{sparsity}" else value
+    config[key] = round(_reference_sparsity(experiment), 4) if value == "{sparsity}" else value
   return config
 
 
@@ -139,22 +179,19 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
   epochs = spec["epochs"]
   table = spec["methods"](epochs)
   out_path = RESULTS / f"{experiment}.json"
-  results = json.loads(out_path.read_text()) if out_path.exists() else {}
-  sparsity = None
   for name, overrides in table.items():
-    if methods and name not in methods and name != "xrda (log-l1)":
+    if methods and name not in methods:
       continue
-    config = _make_config(spec, {"num_epochs": epochs, **overrides}, sparsity, data_dir)
+    config = _make_config(experiment, {"num_epochs": epochs, **overrides}, data_dir)
     workdir = _workdir(experiment, name)
     metrics = workdir / "metrics.jsonl"
     epochs_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
     start = time.time()
     record = train.train_and_evaluate(config, workdir)
     wall = time.time() - start
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
     if epochs_before >= epochs:  # already trained: this call only evaluated
       wall = results.get(name, {}).get("wall_time_s", float("nan"))
-    if name == "xrda (log-l1)":
-      sparsity = _weight_sparsity(record)
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     results[name] = {
         "test_error": 100 * (1 - record["test_accuracy"]),
@@ -169,7 +206,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
         "wall_time_s": wall,
         "epoch_time_s": [json.loads(x)["epoch_time_s"] for x in lines],
         "overrides": {k: v for k, v in config.to_dict().items()
-                      if k in overrides or k in MNIST_SPLITS},
+                      if k in overrides or k in spec["splits"]},
         "config": spec["config"],
     }
     results["_machine"] = machine()
@@ -197,14 +234,13 @@ def search(experiment: str, data_dir: str | None) -> Path:
   spec = EXPERIMENTS[experiment]
   out_path = RESULTS / f"search_{experiment}.json"
   found = json.loads(out_path.read_text()) if out_path.exists() else {}
-  sparsity = _weight_sparsity(_last_record(experiment, "xrda (log-l1)"))
   for method, overrides in SEARCH[experiment]:
     key = method + ": " + " ".join(f"{k}={v:g}" for k, v in overrides.items())
     if key in found:
       continue
-    config = _make_config(spec, {"num_epochs": spec["epochs"],
-                                 **spec["methods"](spec["epochs"])[method], **overrides},
-                          sparsity, data_dir)
+    config = _make_config(experiment, {"num_epochs": spec["epochs"],
+                                       **spec["methods"](spec["epochs"])[method], **overrides},
+                          data_dir)
     workdir = REPO / "runs" / "search" / experiment / key.replace(" ", "_").replace(":", "")
     start = time.time()
     record = train.train_and_evaluate(config, workdir)
@@ -218,6 +254,15 @@ def search(experiment: str, data_dir: str | None) -> Path:
   return out_path
 
 
+# Per experiment, then for every experiment.
+EXPERIMENT_NOTES = {
+    "vgg_small_cifar10": {
+        "xrda (log-l1)": "λ 1e-4; the paper's VGG settings otherwise (s_0 1.0, T 9.5, F 500)",
+        "xrda (log-l1), λ 3e-4": "as above with λ 3e-4",
+        "magnitude pruning (Han)": "one shot at epoch 2 of 4, every layer to the same sparsity",
+        "gradual pruning (Zhu & Gupta)": "cubic schedule over epochs 0–2 of 4, every 50 steps",
+    },
+}
 NOTES = {
     "xrda (log-l1)": "λ from the README config; no search at this budget",
     "magnitude pruning (Han)": "one shot at 2/3 of the run, every layer to the same sparsity",
@@ -251,21 +296,29 @@ def report() -> Path:
     machine = results.pop("_machine", "unknown machine")
     ours = sorted(results.items(), key=lambda kv: -kv[1]["compression"])
     epochs = next(iter(results.values()))["epochs"]
+    notes = EXPERIMENT_NOTES.get(experiment, {})
+    reference = EXPERIMENTS[experiment].get("reference", "xrda (log-l1)")
     lines += [f"## {experiment}", "",
               f"Budget: {epochs} epochs for every method, batch 128. Machine: {machine} "
               "(shared with other jobs: wall times are upper bounds).",
-              f"Command: `python -m benchmarks.compare_methods --experiment {experiment}`", "",
-              "| method | test error % | compression × | non-zeros | wall time | per-layer density "
-              "| notes |",
-              "|---|---|---|---|---|---|---|"]
+              f"Command: `python -m benchmarks.compare_methods --experiment {experiment}`"]
+    if reference in results:
+      lines.append(f"The pruning baselines prune to the sparsity of `{reference}`: "
+                   f"{100 * results[reference]['weight_sparsity']:.1f}% of the conv/linear "
+                   "weights.")
+    lines += ["",
+              "| method | test error % | val. error % | compression × | non-zeros | wall time "
+              "| per-layer density | notes |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, r in ours:
       layers = ", ".join(f"{k.rsplit('/', 1)[0]} {v:.3f}" for k, v in r["layers"].items()
                          if k.endswith("kernel"))
-      lines.append(f"| {name} | {r['test_error']:.2f} | {r['compression']:.1f} | "
+      lines.append(f"| {name} | {r['test_error']:.2f} | {r['val_error']:.2f} | "
+                   f"{r['compression']:.1f} | "
                    f"{r['nonzeros']:,} / {r['total']:,} | {r['wall_time_s'] / 60:.1f} min | "
-                   f"{layers} | {NOTES.get(name, '')} |")
+                   f"{layers} | {notes.get(name, NOTES.get(name, ''))} |")
     for name, err, comp, source in PUBLISHED.get(experiment, []):
-      lines.append(f"| *published*: {name} ({source}) | {err:.2f} | {comp:.0f} | | | | |")
+      lines.append(f"| *published*: {name} ({source}) | {err:.2f} | | {comp:.0f} | | | | |")
     search_path = RESULTS / f"search_{experiment}.json"
     if search_path.exists():
       lines += ["", f"Search (`python -m benchmarks.compare_methods --search {experiment}`): "

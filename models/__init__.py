@@ -21,7 +21,7 @@ from flax import nnx
 from models.initializers import INITS
 from models.lenet import LeNet5, LeNet5Tiny, LeNet300100, LeNet300100Tiny
 from models.resnet import BasicBlock, ResNet, ResNet18, ResNet20, ResNet32, ResNet56, ResNetTiny
-from models.vgg import VGG, VGG11, VGG16, VGG19, VGGTiny
+from models.vgg import VGG, VGG11, VGG16, VGG19, VGGSmall, VGGTiny
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {
     "lenet300100": LeNet300100,
@@ -29,6 +29,7 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "vgg11": VGG11,
     "vgg16": VGG16,
     "vgg19": VGG19,
+    "vgg_small": VGGSmall,
     "resnet18": ResNet18,
     "resnet20": ResNet20,
     "resnet32": ResNet32,
@@ -54,7 +55,7 @@ def get_model(name: str, num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> nnx.M
 
 __all__ = [
     "INITS", "MODELS", "get_model",
-    "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19",
+    "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19", "VGGSmall",
     "BasicBlock", "ResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet56",
     "LeNet300100Tiny", "LeNet5Tiny", "VGGTiny", "ResNetTiny",
 ]

@@ -18,6 +18,8 @@ CFGS: dict[str, tuple[tuple[int, ...], ...]] = {
     "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
     "vgg19": ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
               (512, 512, 512, 512)),
+    # Five convs, 0.28M params: a CIFAR model that trains in minutes per epoch on a CPU.
+    "small": ((32,), (64, 64), (128, 128)),
     "tiny": ((8,), (16,)),
 }
 
@@ -84,4 +86,5 @@ class VGG(nnx.Module):
 VGG11 = functools.partial(VGG, stages=CFGS["vgg11"])
 VGG16 = functools.partial(VGG, stages=CFGS["vgg16"])
 VGG19 = functools.partial(VGG, stages=CFGS["vgg19"])
+VGGSmall = functools.partial(VGG, stages=CFGS["small"])
 VGGTiny = functools.partial(VGG, stages=CFGS["tiny"])

@@ -1,0 +1,21 @@
+r"""A small VGG (five 3×3 convs, 0.28M params) on CIFAR-10 with xRDA, sized for a 2-core CPU.
+
+The paper's VGG settings (s_0 = 1.0 cosine, cosine averaging, T = T_b = 9.5, F = 500,
+weight decay 5e-4, standard augmentation) on 4 epochs instead of 600; λ is raised
+because the schedule is ~150× shorter (the threshold λ·B grows with the summed step
+size). This is experiment 3 of benchmarks/compare_methods.py (vgg_small_cifar10),
+where λ is chosen on a validation split; see benchmarks/results/RESULTS.md.
+
+  python -m train.main --config=train/configs/vgg_small_cifar10_xrda_cpu.py --workdir=runs/vgg_small_cifar10_xrda_cpu
+"""
+
+from train.configs import vgg16_cifar10_xrda
+
+
+def get_config():
+  """Small VGG / CIFAR-10 / xRDA, CPU-sized schedule."""
+  config = vgg16_cifar10_xrda.get_config()
+  config.model = "vgg_small"
+  config.num_epochs = 4
+  config.l1 = 1e-4
+  return config
