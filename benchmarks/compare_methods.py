@@ -47,6 +47,11 @@ PUBLISHED = {
     "vgg_small_cifar10": [
         ("xRDA on VGG-16 (14.7M params), 600 epochs", 5.84, 77.0, "paper 000, table 1"),
     ],
+    "lenet5_fashion_mnist": [
+        ("dense", 8.1, 1.0, "LOBSTER paper, table 4"),
+        ("Tartaglione et al. 2018", 8.5, 11.74, "LOBSTER paper, table 4"),
+        ("LOBSTER", 8.47, 23.31, "LOBSTER paper, table 4"),
+    ],
 }
 
 MNIST_SPLITS = dict(train_split="train[:54000]", validation_split="train[54000:]")
@@ -116,16 +121,30 @@ def _cifar_methods(epochs: int) -> dict[str, dict]:
   }
 
 
+def _fashion_methods(epochs: int) -> dict[str, dict]:
+  """LeNet-5 on Fashion-MNIST: xrda, dense, gradual pruning and LOBSTER (its TWT 0.1)."""
+  mnist = _mnist_methods(1e-5, epochs, sgd_lr=0.05)
+  methods = {k: mnist[k] for k in ("xrda (log-l1)", "dense SGD", "gradual pruning (Zhu & Gupta)")}
+  methods["LOBSTER"] = {**mnist["LOBSTER"], "lobster_tolerance": 0.1}
+  return methods
+
+
 EXPERIMENTS = {
     "lenet300100_mnist": dict(config="train.configs.lenet300100_mnist_xrda", epochs=30,
-                              splits=MNIST_SPLITS, methods=lambda e: _mnist_methods(1e-5, e)),
-    "lenet5_mnist": dict(config="train.configs.lenet5_mnist_xrda", epochs=6, splits=MNIST_SPLITS,
+                              data=MNIST_SPLITS, methods=lambda e: _mnist_methods(1e-5, e)),
+    "lenet5_mnist": dict(config="train.configs.lenet5_mnist_xrda", epochs=6, data=MNIST_SPLITS,
                          methods=lambda e: _mnist_methods(2e-5, e, sgd_lr=0.05)),
     # Experiment 3, CPU budget. The reference (whose sparsity the pruning baselines get) is the
     # xrda run with the lower validation error among those at >= 90% weight sparsity.
     "vgg_small_cifar10": dict(config="train.configs.vgg_small_cifar10_xrda_cpu", epochs=4,
-                              splits=CIFAR_SPLITS, reference="xrda (log-l1)",
+                              data=CIFAR_SPLITS, reference="xrda (log-l1)",
                               methods=_cifar_methods),
+    # Experiment 4: LOBSTER's table 4. λ halved from MNIST's (Fashion-MNIST is less sparse);
+    # no search.
+    "lenet5_fashion_mnist": dict(
+        config="train.configs.lenet5_mnist_xrda", epochs=6,
+        data={**MNIST_SPLITS, "dataset": "fashion_mnist"},
+        methods=lambda e: _fashion_methods(e)),
 }
 
 
@@ -167,7 +186,7 @@ def _make_config(experiment: str, settings: dict, data_dir: str | None):
   "{sparsity}" stands for the sparsity the reference xrda run reached."""
   spec = EXPERIMENTS[experiment]
   config = importlib.import_module(spec["config"]).get_config()
-  for key, value in {**spec["splits"], "progress_bar": False, "data_dir": data_dir,
+  for key, value in {**spec["data"], "progress_bar": False, "data_dir": data_dir,
                      **settings}.items():
     config[key] = round(_reference_sparsity(experiment), 4) if value == "{sparsity}" else value
   return config
@@ -206,7 +225,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
         "wall_time_s": wall,
         "epoch_time_s": [json.loads(x)["epoch_time_s"] for x in lines],
         "overrides": {k: v for k, v in config.to_dict().items()
-                      if k in overrides or k in spec["splits"]},
+                      if k in overrides or k in spec["data"]},
         "config": spec["config"],
     }
     results["_machine"] = machine()

@@ -30,7 +30,7 @@ def test_every_method_builds_its_optimizer(experiment, method, monkeypatch, tmp_
   _fake_reference(monkeypatch, tmp_path, experiment, [_record(50)] * spec["epochs"])
   overrides = spec["methods"](spec["epochs"])[method]
   config = cm._make_config(experiment, {"num_epochs": spec["epochs"], **overrides}, None)
-  for key, value in {**spec["splits"], **overrides}.items():
+  for key, value in {**spec["data"], **overrides}.items():
     assert config[key] == (0.95 if value == "{sparsity}" else value), key
   tx = train.create_optimizer(config, total_steps=100, steps_per_epoch=10)
   assert callable(tx.update)
