@@ -111,7 +111,7 @@ def _cifar_methods(epochs: int) -> dict[str, dict]:
   sgd = dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4, l1=0.0)
   return {
       "xrda (log-l1)": dict(optimizer="xrda", l1=1e-4),
-      "xrda (log-l1), λ 3e-4": dict(optimizer="xrda", l1=3e-4),
+      "xrda (log-l1), λ 3e-5": dict(optimizer="xrda", l1=3e-5),
       "dense SGD": sgd,
       "magnitude pruning (Han)": {**sgd, "pruning": "once", "pruning_begin_epoch": prune_at,
                                   "pruning_sparsity": "{sparsity}"},
@@ -243,6 +243,10 @@ SEARCH = {
         ("xrda (log-l1)", dict(num_epochs=120, l1=2e-6)),
         ("RDA + ASR (paper 001)", dict(rda_gamma=0.5, l1=2e-4)),
         ("affine scaling l1 + pruning", dict(learning_rate=2.0, affine_tau=0.1)),
+        # RDA moves θ by √n·ḡ/γ and zeroes |θ_0γ/√n − ḡ| ≤ λ: γ=20 barely trains, γ=0.5
+        # diverges (first step 1/γ); γ=2 starts at 0.5, and λ sits near the mean gradients.
+        ("RDA + ASR (paper 001)", dict(rda_gamma=2.0, l1=1e-3)),
+        ("RDA + ASR (paper 001)", dict(rda_gamma=2.0, l1=3e-4)),
     ],
 }
 
@@ -277,7 +281,7 @@ def search(experiment: str, data_dir: str | None) -> Path:
 EXPERIMENT_NOTES = {
     "vgg_small_cifar10": {
         "xrda (log-l1)": "λ 1e-4; the paper's VGG settings otherwise (s_0 1.0, T 9.5, F 500)",
-        "xrda (log-l1), λ 3e-4": "as above with λ 3e-4",
+        "xrda (log-l1), λ 3e-5": "as above with λ 3e-5",
         "magnitude pruning (Han)": "one shot at epoch 2 of 4, every layer to the same sparsity",
         "gradual pruning (Zhu & Gupta)": "cubic schedule over epochs 0–2 of 4, every 50 steps",
     },
