@@ -138,6 +138,17 @@ def test_rerun_of_finished_run_only_evaluates(baseline, tmp_path):
   assert len(_records(workdir)) == 2  # nothing trained, nothing appended
 
 
+def test_resume_refuses_a_different_config(baseline, tmp_path):
+  import shutil
+  workdir = tmp_path / "copy"
+  shutil.copytree(baseline[0], workdir)
+  with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.5 -> 0.1\)"):
+    _run(workdir, learning_rate=0.1)
+  # Where data comes from and how progress shows may change: this only evaluates again.
+  final = _run(workdir, progress_bar=True, eval_batch_size=64)
+  assert final["test_accuracy"] == baseline[1]["test_accuracy"]
+
+
 @pytest.mark.parametrize("interrupt_at", [6])  # mid-way through the second epoch
 def test_resume_after_interrupt_is_exact(baseline, tmp_path, interrupt_at):
   def hook(step):

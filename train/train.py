@@ -410,6 +410,32 @@ def _save(manager: ocp.CheckpointManager, state: dict[str, Any]) -> None:
   manager.wait_until_finished()
 
 
+# Fields that may change between a run and its resumption: where data comes from and how the
+# run is shown or kept, not what is trained.
+RESUMABLE_CHANGES = frozenset({"data_dir", "prepare_data", "progress_bar", "distributed",
+                               "max_checkpoints_to_keep", "eval_batch_size"})
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
+  """Raises ``ValueError`` when ``workdir`` holds checkpoints of a different config.
+
+  Resuming them would silently mix two runs (e.g. a new learning rate on top of a state that
+  diverged under the old one); only the fields in ``RESUMABLE_CHANGES`` may differ.
+  """
+  saved_path, checkpoints = workdir / "config.json", workdir / "checkpoints"
+  if not (saved_path.exists() and checkpoints.is_dir()
+          and any(p.name.isdigit() for p in checkpoints.iterdir())):
+    return
+  saved = json.loads(saved_path.read_text())
+  current = json.loads(config.to_json_best_effort())
+  changed = sorted(k for k in set(saved) | set(current)
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if changed:
+    diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    raise ValueError(f"{workdir} holds checkpoints of a different config ({diff}). Resuming "
+                     "would mix two runs: use a new workdir, or delete this one to start over.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        hooks: Sequence[StepHook] = ()) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates.
@@ -429,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
+  check_same_run(config, workdir)
   if is_chief:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
