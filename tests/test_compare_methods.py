@@ -13,10 +13,12 @@ CASES = [(experiment, method) for experiment, spec in cm.EXPERIMENTS.items()
 
 
 def _fake_reference(monkeypatch, tmp_path, experiment, records):
+  """Every reference candidate of `experiment` with the metrics lines `records`."""
   monkeypatch.setattr(cm, "REPO", tmp_path)
-  workdir = cm._workdir(experiment, cm.EXPERIMENTS[experiment].get("reference", "xrda (log-l1)"))
-  workdir.mkdir(parents=True)
-  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  for name in cm.EXPERIMENTS[experiment].get("references", ("xrda (log-l1)",)):
+    workdir = cm._workdir(experiment, name)
+    workdir.mkdir(parents=True)
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def _record(nonzeros, total=1000):
@@ -41,8 +43,14 @@ def test_pruning_baselines_need_a_finished_reference(monkeypatch, tmp_path):
   epochs = cm.EXPERIMENTS[experiment]["epochs"]
   _fake_reference(monkeypatch, tmp_path, experiment, [_record(50)] * (epochs - 1))
   gmp = cm.EXPERIMENTS[experiment]["methods"](epochs)["gradual pruning (Zhu & Gupta)"]
-  with pytest.raises(RuntimeError, match=f"{epochs - 1}/{epochs} epochs; run it first"):
+  with pytest.raises(RuntimeError, match=f"{epochs - 1}/{epochs} epochs: run it first"):
     cm._make_config(experiment, gmp, None)
+
+
+def test_reference_is_chosen_on_validation_among_sparse_enough_runs():
+  assert cm.choose_reference({"a": (0.98, 0.30), "b": (0.92, 0.20), "c": (0.80, 0.10)}) == "b"
+  assert cm.choose_reference({"a": (0.85, 0.30), "c": (0.80, 0.10)}) == "a"  # none: sparsest
+  assert cm.choose_reference({"a": (0.5, 0.3)}) == "a"
 
 
 def test_report_tables_ours_beside_published(monkeypatch, tmp_path):
