@@ -271,6 +271,10 @@ SEARCH = {
         ("RDA + ASR (paper 001)", dict(rda_gamma=2.0, l1=1e-3)),
         ("RDA + ASR (paper 001)", dict(rda_gamma=2.0, l1=3e-4)),
     ],
+    # At 6 epochs LOBSTER's plateau detector (PWE 3) never fired: what a longer budget gives.
+    "lenet5_mnist": [
+        ("LOBSTER", dict(num_epochs=20, lobster_patience=2)),
+    ],
 }
 
 
@@ -307,6 +311,13 @@ EXPERIMENT_NOTES = {
         "xrda (log-l1), λ 3e-5": "as above with λ 3e-5",
         "magnitude pruning (Han)": "one shot at epoch 2 of 4, every layer to the same sparsity",
         "gradual pruning (Zhu & Gupta)": "cubic schedule over epochs 0–2 of 4, every 50 steps",
+    },
+    "lenet5_mnist": {
+        "LOBSTER": "PWE 3, TWT 0.05, λ 1e-4: no plateau within 6 epochs, so it never pruned",
+    },
+    "lenet5_fashion_mnist": {
+        "xrda (log-l1)": "λ 1e-5 (half of MNIST's), no search",
+        "LOBSTER": "PWE 3, TWT 0.1 (paper), λ 1e-4: no plateau within 6 epochs, never pruned",
     },
 }
 NOTES = {
@@ -413,7 +424,7 @@ def main(argv=None):
   parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS's)")
   parser.add_argument("--report", action="store_true", help="write RESULTS.md and plots")
   parser.add_argument("--search", choices=sorted(SEARCH),
-                      help="run the xrda hyper-parameter grid of an experiment (validation split)")
+                      help="run the hyper-parameter search of an experiment (validation split)")
   args = parser.parse_args(argv)
   if not (args.experiment or args.report or args.search):
     parser.error("give --experiment, --search and/or --report")
