@@ -270,6 +270,10 @@ SEARCH = {
         # diverges (first step 1/γ); γ=2 starts at 0.5, and λ sits near the mean gradients.
         ("RDA + ASR (paper 001)", dict(rda_gamma=2.0, l1=1e-3)),
         ("RDA + ASR (paper 001)", dict(rda_gamma=2.0, l1=3e-4)),
+        ("RDA + ASR (paper 001)", dict(rda_gamma=1.0, l1=2e-3)),
+        # ω² ≈ (|θ| + τ)² scales the step by ~1e-2 at τ 0.1: a larger s_0, or τ 1 (near SGD).
+        ("affine scaling l1 + pruning, global", dict(learning_rate=1.0, affine_tau=0.1)),
+        ("affine scaling l1 + pruning, global", dict(learning_rate=0.1, affine_tau=1.0)),
     ],
     # At 6 epochs LOBSTER's plateau detector (PWE 3) never fired: what a longer budget gives.
     "lenet5_mnist": [
@@ -293,7 +297,14 @@ def search(experiment: str, data_dir: str | None) -> Path:
                           data_dir)
     workdir = REPO / "runs" / "search" / experiment / key.replace(" ", "_").replace(":", "")
     start = time.time()
-    record = train.train_and_evaluate(config, workdir)
+    try:
+      record = train.train_and_evaluate(config, workdir)
+    except FloatingPointError as e:  # a diverged setting is a result of the search too
+      found[key] = {"diverged": str(e).split(":")[0], "epochs": config.num_epochs,
+                    "wall_time_s": time.time() - start}
+      _save_json(out_path, found)
+      print(f"search {experiment} {key}: {found[key]['diverged']}", flush=True)
+      continue
     found[key] = {"val_error": 100 * (1 - record["val_accuracy"]),
                   "test_error": 100 * (1 - record["test_accuracy"]),
                   "compression": record["compression"], "epochs": config.num_epochs,
@@ -390,6 +401,9 @@ def report() -> Path:
                 "| run | validation error % | test error % | compression × | epochs |",
                 "|---|---|---|---|---|"]
       for key, r in sorted(json.loads(search_path.read_text()).items()):
+        if "diverged" in r:
+          lines.append(f"| {key} | {r['diverged'].lower()} | | | {r['epochs']} |")
+          continue
         lines.append(f"| {key} | {r['val_error']:.2f} | {r['test_error']:.2f} | "
                      f"{r['compression']:.1f} | {r['epochs']} |")
     png = RESULTS / f"{experiment}.png"

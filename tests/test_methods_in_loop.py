@@ -71,6 +71,9 @@ def test_bad_method_names(tmp_path):
 
 
 def test_divergence_stops_with_a_clear_error(tmp_path):
-  with pytest.raises(FloatingPointError, match="Training diverged in epoch 1"):
+  with pytest.raises(FloatingPointError, match=r"diverged in epoch 1.*lower config.learning_rate"):
     _run(tmp_path, optimizer="sgd", learning_rate=1e30, num_epochs=1)
   assert not (tmp_path / "metrics.jsonl").exists()  # nothing logged or saved from the NaN epoch
+  # RDA's step size is 1/(γ√n): the message names γ, not the unused learning rate.
+  with pytest.raises(FloatingPointError, match=r"raise config.rda_gamma \(now 1e-30\)"):
+    _run(tmp_path / "rda", optimizer="rda", rda_gamma=1e-30, num_epochs=1)

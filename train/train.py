@@ -627,10 +627,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       record = evaluate(state, epoch + 1, train_metrics, time.time() - start)
       if not math.isfinite(record["train_loss"]):
         # Keep the last good checkpoint: a NaN state is not worth resuming from.
+        step_size = (f"raise config.rda_gamma (now {config.rda_gamma}): the first step is 1/γ"
+                     if config.optimizer == "rda" else
+                     f"lower config.learning_rate (now {config.learning_rate})")
         raise FloatingPointError(
             f"Training diverged in epoch {epoch + 1}: the train loss is {record['train_loss']}. "
-            f"Lower config.learning_rate (now {config.learning_rate}) or wrap the optimizer in "
-            "optax.apply_if_finite.")
+            f"To fix, {step_size}, or wrap the optimizer in optax.apply_if_finite.")
       if plateau is not None:
         state, record = lobster_phase(state, record, train_metrics)
       log(record)
