@@ -183,26 +183,29 @@ def choose_reference(rows: dict[str, tuple[float, float]]) -> str:
   return min(sparse, key=lambda n: rows[n][1])
 
 
-def reference_method(experiment: str) -> str:
-  """The xrda run whose sparsity the pruning baselines get (see `choose_reference`); every
-  candidate must have finished."""
-  spec = EXPERIMENTS[experiment]
-  candidates = spec.get("references", ("xrda (log-l1)",))
-  rows = {}
-  for name in candidates:
-    metrics = _workdir(experiment, name) / "metrics.jsonl"
-    done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-    if done < spec["epochs"]:
-      raise RuntimeError(f"{experiment}: the pruning baselines prune to the sparsity of the "
-                         f"reference xrda run, chosen among {list(candidates)}; {name!r} has "
-                         f"{done}/{spec['epochs']} epochs: run it first.")
-    record = _last_record(experiment, name)
-    rows[name] = (_weight_sparsity(record), 1 - record.get("val_accuracy", float("nan")))
-  return choose_reference(rows)
+def _references(experiment: str) -> tuple[str, ...]:
+  return EXPERIMENTS[experiment].get("references", ("xrda (log-l1)",))
+
+
+def _epochs_done(workdir: Path) -> int:
+  metrics = workdir / "metrics.jsonl"
+  return len(metrics.read_text().splitlines()) if metrics.exists() else 0
 
 
 def _reference_sparsity(experiment: str) -> float:
-  return _weight_sparsity(_last_record(experiment, reference_method(experiment)))
+  """Weight sparsity of the xrda run the pruning baselines get (see `choose_reference`); every
+  candidate must have finished."""
+  spec = EXPERIMENTS[experiment]
+  rows = {}
+  for name in _references(experiment):
+    done = _epochs_done(_workdir(experiment, name))
+    if done < spec["epochs"]:
+      raise RuntimeError(f"{experiment}: the pruning baselines prune to the sparsity of the "
+                         f"reference xrda run, chosen among {list(_references(experiment))}; "
+                         f"{name!r} has {done}/{spec['epochs']} epochs: run it first.")
+    record = _last_record(experiment, name)
+    rows[name] = (_weight_sparsity(record), 1 - record.get("val_accuracy", float("nan")))
+  return rows[choose_reference(rows)][0]
 
 
 def _make_config(experiment: str, settings: dict, data_dir: str | None):
@@ -227,8 +230,7 @@ def run(experiment: str, methods: list[str] | None, data_dir: str | None) -> Pat
       continue
     config = _make_config(experiment, {"num_epochs": epochs, **overrides}, data_dir)
     workdir = _workdir(experiment, name)
-    metrics = workdir / "metrics.jsonl"
-    epochs_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    epochs_before = _epochs_done(workdir)
     start = time.time()
     record = train.train_and_evaluate(config, workdir)
     wall = time.time() - start
@@ -369,7 +371,7 @@ def report() -> Path:
     ours = sorted(results.items(), key=lambda kv: -kv[1]["compression"])
     epochs = next(iter(results.values()))["epochs"]
     notes = EXPERIMENT_NOTES.get(experiment, {})
-    candidates = EXPERIMENTS[experiment].get("references", ("xrda (log-l1)",))
+    candidates = _references(experiment)
     reference = None
     if all(n in results for n in candidates):
       reference = choose_reference({n: (results[n]["weight_sparsity"], results[n]["val_error"])
