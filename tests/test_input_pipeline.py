@@ -188,3 +188,65 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     assert "machine with internet" in message
     with pytest.raises(input_pipeline.DatasetUnavailableError, match="machine with internet"):
         input_pipeline.get_info("cifar100", data_dir=str(tmp_path))
+
+
+def _indices(name, batches):
+    """Which stored example (its index in `_raw` order) each image of `batches` is; unaugmented."""
+    images, _ = _raw(name)
+    where = {image.tobytes(): i for i, image in enumerate(images)}
+    assert len(where) == len(images), "mock images must be distinct"
+    return [where[image.tobytes()] for image in _pixels(name, np.concatenate([b["image"] for b in batches]))]
+
+
+@pytest.mark.usefixtures("mock")
+def test_mnist_epoch_order_depends_on_seed_and_epoch_only():
+    # MNIST is not augmented: only the shuffle order can tell two epochs apart.
+    def order(epoch, seed=0):
+        return _indices("mnist", _epoch("mnist", train=True, drop_remainder=False, epoch=epoch, seed=seed))
+
+    first = [order(0), order(1), order(2)]
+    assert len({tuple(o) for o in first}) == 3, "consecutive epochs must see different orders"
+    input_pipeline.clear_cache()  # a resumed run starts with nothing cached
+    assert order(1) == first[1] and order(0) == first[0]
+    assert order(1, seed=1) != first[1]
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """A real TFDS MNIST of 40 train / 23 test random images (mock data ignores split slicing)."""
+    from tests.test_prepare_data import _write_mnist_like
+
+    root = tmp_path_factory.mktemp("small_mnist")
+    raw = _write_mnist_like(root / "raw" / "mnist", sizes={"train": 40, "test": 23}, seed=3)
+    prepare_data.prepare("mnist", root / "raw", root / "tfds")
+    return str(root / "tfds"), raw
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_each_process_reads_a_disjoint_part_of_every_epoch(monkeypatch, small_mnist, processes):
+    import jax
+
+    data_dir, raw = small_mnist
+    where = {split: {image.tobytes(): i for i, image in enumerate(images)} for split, (images, _) in raw.items()}
+
+    def indices(split, **kwargs):
+        batches = _epoch("mnist", split=split, batch=4 * processes, data_dir=data_dir, **kwargs)
+        pixels = _pixels("mnist", np.concatenate([b["image"] for b in batches]))[..., 0]
+        return [where[split][image.tobytes()] for image in pixels]
+
+    monkeypatch.setattr(jax, "process_count", lambda: processes)
+    train, test = [], []
+    for index in range(processes):
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        train.append([indices("train", train=True, epoch=e) for e in (0, 1)])
+        test.append(indices("test", train=False))
+    for epoch in (0, 1):
+        parts = [t[epoch] for t in train]
+        seen = [i for part in parts for i in part]
+        assert len(seen) == len(set(seen)), f"processes overlap in epoch {epoch}"
+        # Equal train shards: every process runs the same number of steps.
+        assert {len(part) for part in parts} == {(40 // processes) // 4 * 4}
+    assert train[0][0] != train[0][1]  # and each process reshuffles its part every epoch
+    # Eval shards cover the split exactly once between them, none empty.
+    assert sorted(i for t in test for i in t) == list(range(23))
+    assert all(test)

@@ -187,6 +187,151 @@ def test_one_device_vs_four_devices(baseline, tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), four, one)
 
 
+# ----------------------------------------------------------------------------- loop invariants
+
+
+def _mock_state(**overrides):
+  """(config, info, tx, model, initial state, the whole mock test split) of the mock run."""
+  import tensorflow_datasets as tfds
+  from train import input_pipeline
+  config = _config(**overrides)
+  input_pipeline.clear_cache()
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    info = input_pipeline.get_info(config.dataset)
+    test = list(input_pipeline.create_split(config.dataset, "test", NUM_EXAMPLES, train=False))
+  tx = train.create_optimizer(config, total_steps=8, steps_per_epoch=4)
+  model, state = train.create_train_state(config, info, tx)
+  return config, info, tx, model, state, test[0]
+
+
+def test_train_step_returns_the_updated_batchnorm_statistics():
+  _, _, tx, model, state, batch = _mock_state()
+  new_state, _ = train.train_step(model, tx, state, {k: batch[k][:32] for k in ("image", "label")})
+  old, new = jax.tree.leaves_with_path(state["batch_stats"]), jax.tree.leaves(new_state["batch_stats"])
+  assert old
+  for (path, before), after in zip(old, new, strict=True):
+    assert not np.allclose(before, after), f"{jax.tree_util.keystr(path)} was not updated"
+
+
+def test_eval_uses_the_running_statistics_not_the_batch():
+  _, _, _, model, state, batch = _mock_state()
+  batch = {k: v[:48] for k, v in batch.items()}
+  state["batch_stats"] = jax.tree.map(  # statistics far from the batch's own
+      lambda x: x + 3.0 if x.ndim else x, state["batch_stats"])
+  first = np.zeros(len(batch["label"]), np.float32)
+  first[0] = 1.0
+
+  def loss_of_first(images):
+    return float(train.eval_step(model, state, {"image": images, "label": batch["label"],
+                                                "mask": first})["loss"])
+
+  # Example 0's loss must not depend on the rest of the batch, and must depend on the statistics.
+  other = np.concatenate([batch["image"][:1], np.repeat(batch["image"][1:2] * 5.0, 47, axis=0)])
+  assert loss_of_first(batch["image"]) == pytest.approx(loss_of_first(other), rel=1e-5)
+  reset = {**state, "batch_stats": jax.tree.map(lambda x: x - 3.0 if x.ndim else x,
+                                                 state["batch_stats"])}
+  changed = float(train.eval_step(model, reset, {**batch, "mask": first})["loss"])
+  assert changed != pytest.approx(loss_of_first(batch["image"]), rel=1e-3)
+
+
+def test_trained_batchnorm_statistics_are_checkpointed(baseline):
+  _, _, _, _, initial, _ = _mock_state()
+  _, state = _latest_checkpoint(baseline[0])
+  for (path, before), after in zip(jax.tree.leaves_with_path(initial["batch_stats"]),
+                                   jax.tree.leaves(state["batch_stats"]), strict=True):
+    assert not np.allclose(before, after), f"{jax.tree_util.keystr(path)} never trained"
+
+
+def test_checkpoint_reproduces_the_logged_test_figures(baseline):
+  """The checkpoint holds what the loop evaluated; every test example counted once."""
+  from flax import nnx
+  workdir, final = baseline
+  config, _, tx, model, initial, test = _mock_state()
+  step, state = _latest_checkpoint(workdir)
+  assert step == final["step"] == 8
+  # Optimizer state: the structure tx.init makes, trained, with every step counter at 8.
+  shapes = lambda tree: sorted(np.shape(x) for x in jax.tree.leaves(tree))  # noqa: E731
+  assert shapes(state["opt_state"]) == shapes(initial["opt_state"])
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(state["opt_state"]), jax.tree.leaves(initial["opt_state"])))
+  counts = [x for x in jax.tree.leaves(state["opt_state"]) if x.dtype.kind == "i"]
+  assert counts and all(int(c) == 8 for c in counts)
+  # One unpadded batch of all 128 test examples, outside the loop's eval path.
+  module = nnx.merge(model.eval, state["params"], state["batch_stats"])
+  logits = np.asarray(module(jax.numpy.asarray(test["image"])))
+  assert len(test["label"]) == NUM_EXAMPLES
+  losses = -jax.nn.log_softmax(logits)[np.arange(NUM_EXAMPLES), test["label"]]
+  assert final["test_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+  assert final["test_accuracy"] == np.mean(np.argmax(logits, -1) == test["label"])
+
+
+def test_logged_layer_densities_are_those_of_the_params(baseline):
+  _, state = _latest_checkpoint(baseline[0])
+  record = _records(baseline[0])[-1]
+  flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree.leaves_with_path(state["params"])}
+  assert set(flat) == set(record["layers"])
+  for name, leaf in flat.items():
+    assert record["layers"][name]["density"] == pytest.approx(
+        np.count_nonzero(leaf) / leaf.size, abs=1e-7), name
+  assert record["nonzeros"] == sum(np.count_nonzero(x) for x in flat.values())
+  assert 0 < record["nonzeros"] < record["total"] == sum(x.size for x in flat.values())
+
+
+def test_padded_eval_batches_count_each_example_once_on_uneven_shards():
+  # 128 examples on 2 processes as tfds shards them (64 + 64) and unevenly (65 + 63), at a
+  # local batch of 24: both processes run the same 3 steps, the padding masked out.
+  for shards in ((64, 64), (65, 63)):
+    seen = []
+    for size in shards:
+      ids = np.arange(size) + (0 if not seen else 1000)
+      source = iter([{"image": ids[i:i + 24, None].astype(np.float32), "label": ids[i:i + 24],
+                      "id": ids[i:i + 24]} for i in range(0, size, 24)])
+      out = list(train._padded_eval_batches(source, 24, num_batches=3))
+      assert len(out) == 3 and all(b["label"].shape == (24,) and set(b) == {"image", "label", "mask"}
+                                   for b in out)
+      labels = np.concatenate([b["label"] for b in out])
+      mask = np.concatenate([b["mask"] for b in out]).astype(bool)
+      np.testing.assert_array_equal(labels[mask], ids)
+      seen.append(int(mask.sum()))
+    assert tuple(seen) == shards
+
+
+def _step_size(config, count, total_steps):
+  """The step the optimizer of ``config`` takes at ``count``, measured, not computed.
+
+  With no l1, weight decay, averaging or momentum every method's update of a zero-gradient
+  history followed by a gradient of ones is exactly minus its step size.
+  """
+  with config.unlocked():
+    config.update(l1=0.0, weight_decay=0.0, momentum=0.0, averaging="zero",
+                  momentum_timescale=1e-30)
+  tx = train.create_optimizer(config, total_steps=total_steps, steps_per_epoch=4)
+  params = {"w": jax.numpy.zeros((2, 2))}
+  state = tx.init(params)
+  for _ in range(count):
+    _, state = tx.update(jax.tree.map(jax.numpy.zeros_like, params), state, params)
+  updates, _ = tx.update(jax.tree.map(jax.numpy.ones_like, params), state, params)
+  return -float(updates["w"][0, 0])
+
+
+@pytest.mark.parametrize("optimizer", ["xrda", "prox_sgd", "sgd", "rda"])
+def test_logged_learning_rate_is_the_one_the_optimizer_used(optimizer):
+  config = _config(optimizer=optimizer, lr_schedule="cosine", rda_gamma=2.0)
+  steps = [0, 3, 5, 6]
+  used = [_step_size(_config(optimizer=optimizer, rda_gamma=2.0), n, 8) for n in steps]
+  assert len(set(used)) == len(used)  # a schedule that changes: a step off by one shows
+  for n, value in zip(steps, used):
+    assert train.learning_rate_at(config, n, 8) == pytest.approx(value, rel=1e-6), n
+
+
+def test_metrics_log_the_learning_rate_of_each_epochs_last_step(baseline):
+  for record in _records(baseline[0]):
+    step_size = _step_size(_config(), record["step"] - 1, 8)
+    assert record["learning_rate"] == pytest.approx(step_size, rel=1e-6, abs=1e-12)
+  assert _records(baseline[0])[0]["learning_rate"] > 0.1  # epoch 1 ends at a large step
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("model", "resnet1000", r"Unknown model 'resnet1000'.*lenet5.*resnet56"),
     ("dataset", "imagenet", r"Unknown dataset 'imagenet'.*cifar10.*mnist"),
