@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= train/configs/lenet5_mnist_xrda.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
+MUTANTS ?= 40
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench mutate clean
 
 install: $(STAMP)
 
@@ -22,6 +23,13 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Mutation testing (cosmic-ray): every mutant of sparse_optax/, a sample of train/'s logic.
+# Hours on 2 cores; writes mutation/results/*.json (see the README's Tests section).
+mutate: $(STAMP)
+	$(PY) -m pip install -q -e '.[mutate]'
+	$(PY) -m mutation.run --package sparse_optax
+	$(PY) -m mutation.run --package train --sample $(MUTANTS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.optimizer_update
