@@ -84,6 +84,7 @@ def scale_by_affine_scaling(
   scaled = lambda x: x.ndim >= min_ndim
 
   def init_fn(params):
+    _base.check_float_params("scale_by_affine_scaling", params)
     omega = jax.tree.map(lambda x: jnp.ones(x.shape if scaled(x) else (), x.dtype), params)
     return AffineScalingState(jnp.zeros([], jnp.int32), omega)
 

@@ -44,11 +44,15 @@ def check_hparam(
     at_most_one: bool = False,
     allow_schedule: bool = True,
 ) -> None:
-  """Rejects NaN, negative (or non-positive) or out-of-range numbers.
+  """Rejects strings, bools, NaN, inf, negative (or non-positive) or out-of-range numbers.
 
   Schedules and traced values (inside ``jit`` or ``inject_hyperparams``) can
   only be checked where they are evaluated, so they pass through.
   """
+  if isinstance(value, (str, bytes, bool, np.bool_)) or (
+      hasattr(value, "dtype") and np.dtype(value.dtype) == np.bool_):
+    # np.asarray("0.1", float) and float(True) would succeed: a typo'd config would train.
+    raise TypeError(f"{name} must be a number, a jax.Array or a schedule; got {value!r}.")
   if callable(value):
     if not allow_schedule:
       raise TypeError(f"{name} must be a number, not a schedule; got {value!r}.")
@@ -63,12 +67,30 @@ def check_hparam(
     ) from None
   if np.any(np.isnan(arr)):
     raise ValueError(f"{name} must not be NaN; got {value!r}.")
+  if np.any(np.isinf(arr)):
+    raise ValueError(f"{name} must be finite; got {value!r}.")
   if positive and np.any(arr <= 0):
     raise ValueError(f"{name} must be positive; got {value!r}.")
   if np.any(arr < 0):
     raise ValueError(f"{name} must be non-negative; got {value!r}.")
   if at_most_one and np.any(arr > 1):
     raise ValueError(f"{name} must lie in [0, 1]; got {value!r}.")
+
+
+def check_float_params(who: str, params: Params) -> None:
+  """Raises ``TypeError`` naming the first leaf of ``params`` that is not floating point.
+
+  Integer or bool params would be silently truncated (every update rounds to 0).
+  """
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    dtype = getattr(x, "dtype", None)
+    dtype = jnp.result_type(x) if dtype is None else dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"{who}: params leaf {jax.tree_util.keystr(path) or '(root)'} has dtype {dtype}; "
+          "only floating-point params can be trained. Cast it, or keep it out of the "
+          "optimizer (optax.masked, optax.multi_transform)."
+      )
 
 
 def require_params(params: Params | None, who: str) -> None:

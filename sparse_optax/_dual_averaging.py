@@ -69,6 +69,7 @@ def dual_averaging(
   keep_initial = center == "initial"
 
   def init_fn(params):
+    _base.check_float_params("dual_averaging", params)
     return DualAveragingState(
         count=jnp.zeros([], jnp.int32),
         z=_base.copy_tree(params),

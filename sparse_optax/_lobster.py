@@ -53,6 +53,7 @@ def lobster(
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
+    _base.check_float_params("lobster", params)
     return LobsterState(inner=(jnp.zeros([], jnp.int32), inner.init(params)))
 
   def update_fn(updates, state, params=None, **extra_args):

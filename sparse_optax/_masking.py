@@ -53,6 +53,7 @@ def freeze_zeros(
     raise ValueError(f"start_step must be a non-negative int; got {start_step!r}.")
 
   def init_fn(params):
+    _base.check_float_params("freeze_zeros", params)
     mask = jax.tree.map(
         lambda x: jnp.zeros(x.shape if x.ndim >= min_ndim else (), bool), params
     )

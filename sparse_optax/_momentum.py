@@ -54,6 +54,7 @@ def scale_by_timescale_momentum(
   _base.check_hparam("timescale", timescale, positive=True)
 
   def init_fn(params):
+    _base.check_float_params("scale_by_timescale_momentum", params)
     return ScaleByTimescaleMomentumState(
         count=jnp.zeros([], jnp.int32), velocity=optax.tree.zeros_like(params)
     )

@@ -61,6 +61,7 @@ def accumulated_threshold(
   inner = _reweighting.uniform_l1_weights() if weights is None else weights
 
   def init_fn(params):
+    _base.check_float_params("accumulated_threshold", params)
     inner_state = inner.init(params)
     shapes = jax.eval_shape(lambda: inner.update(inner_state, params)[0])
     accumulated = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
@@ -141,6 +142,7 @@ def soft_threshold(
     _base.check_hparam("threshold", threshold)
 
   def init_fn(params):
+    _base.check_float_params("soft_threshold", params)
     inner = threshold.init(params) if is_weighting else ()
     return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
 

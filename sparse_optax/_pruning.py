@@ -69,7 +69,7 @@ def prune_by_magnitude(
   r"""Magnitude pruning with a mask that only shrinks; pruned weights stay exactly zero.
 
   At every pruning step :math:`t` (``begin_step <= t <= end_step`` and
-  :math:`(t - t_0) \bmod` ``frequency`` :math:`= 0`), the smallest-magnitude
+  :math:`(t - t_0) \bmod` ``frequency`` :math:`= 0`, and ``t = end_step``), the smallest-magnitude
   fraction :math:`s_t` of the weights of each leaf (``scope="layer"``) or of all
   prunable leaves together (``scope="global"``) is removed from the mask; at
   every step the update of masked weights is :math:`-\theta` so that
@@ -109,6 +109,7 @@ def prune_by_magnitude(
   prunable = lambda x: x.ndim >= min_ndim
 
   def init_fn(params):
+    _base.check_float_params("prune_by_magnitude", params)
     keep = jax.tree.map(lambda x: jnp.ones(x.shape if prunable(x) else (), bool), params)
     return PruneByMagnitudeState(jnp.zeros([], jnp.int32), keep)
 
@@ -141,7 +142,9 @@ def prune_by_magnitude(
     t = state.count
     due = (t >= begin_step) & ((t - begin_step) % frequency == 0)
     if end_step is not None:
-      due = due & (t <= end_step)
+      # end_step always prunes, so the final sparsity is reached even when the
+      # ramp is not a whole number of frequency periods.
+      due = (due & (t <= end_step)) | (t == end_step)
     s = _base.value_at(sparsity, t)
     keep = jax.lax.cond(due, lambda: new_mask(params, state.keep, s), lambda: state.keep)
     out = jax.tree.map(

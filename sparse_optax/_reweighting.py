@@ -63,7 +63,7 @@ def uniform_l1_weights() -> _base.Weighting:
   """
 
   def init_fn(params):
-    del params
+    _base.check_float_params("uniform_l1_weights", params)
     return ()
 
   def update_fn(state, params):
@@ -149,6 +149,7 @@ def log_l1_weights(
         raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")
 
   def init_fn(params):
+    _base.check_float_params("log_l1_weights", params)
     magnitude = jax.tree.map(
         lambda x: jnp.zeros(
             _weight_shape(x.shape, _reduced_axes(x.ndim, structure)), x.dtype

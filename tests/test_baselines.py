@@ -53,6 +53,31 @@ def test_gradual_pruning_follows_cubic_schedule_and_only_shrinks():
     assert 1000 - alive.sum() == expected, t
 
 
+@pytest.mark.parametrize("end_step,frequency", [(15, 10), (10, 3), (7, 7)])
+def test_gradual_pruning_reaches_its_final_sparsity_at_end_step(end_step, frequency):
+  # The ramp need not be a whole number of periods: end_step itself always prunes.
+  rng = np.random.default_rng(1)
+  params = {"w": jnp.asarray(rng.normal(size=(10, 100)), jnp.float32)}
+  sched = so.polynomial_sparsity(0.9, 0, end_step)
+  tx = optax.chain(optax.sgd(0.0),
+                   so.prune_by_magnitude(sched, begin_step=0, end_step=end_step,
+                                         frequency=frequency))
+  zero = {"w": jnp.zeros((10, 100))}
+  out, _ = _steps(tx, params, [zero] * (end_step + 3))
+  pruned = [1000 - int(np.count_nonzero(p["w"])) for p in out]
+  assert pruned[end_step] == 900 and pruned[-1] == 900
+  assert pruned[end_step - 1] < 900  # not before
+
+
+def test_pruning_a_single_weight():
+  # k = 1: exactly the smallest magnitude goes (k = 0 prunes nothing).
+  params = {"w": jnp.array([[0.3, -0.1, 2.0, -4.0]])}
+  for sparsity, want in ((0.25, [[0.3, 0.0, 2.0, -4.0]]), (0.2, [[0.3, -0.1, 2.0, -4.0]])):
+    tx = optax.chain(optax.sgd(0.0), so.prune_by_magnitude(sparsity))
+    out, _ = _steps(tx, params, [jax.tree.map(jnp.zeros_like, params)])
+    np.testing.assert_array_equal(out[0]["w"], np.float32(want))
+
+
 def test_global_scope_prunes_across_layers():
   params = {"small": jnp.full((2, 5), 0.1) * jnp.arange(1, 11).reshape(2, 5),
             "large": jnp.full((2, 5), 10.0) * jnp.arange(1, 11).reshape(2, 5)}

@@ -39,10 +39,50 @@ def test_missing_params(tx):
     ("maximum_factor", 0.5, "maximum_factor must be >= 1"),
     ("beta", 0.0, "beta must be positive"),
     ("l1", "big", "l1 must be a number"),
+    ("learning_rate", "0.1", "learning_rate must be a number"),  # would convert silently
+    ("l1", True, "l1 must be a number"),  # would count as 1
+    ("l1", np.bool_(False), "l1 must be a number"),
+    ("l1", math.inf, "l1 must be finite"),
+    ("maximum_factor", math.inf, "maximum_factor must be finite"),
+    ("momentum_timescale", math.inf, "timescale must be finite"),
+    ("magnitude_timescale", jnp.inf, "timescale must be finite"),
+    ("learning_rate", jnp.array([0.1, jnp.inf]), "learning_rate must be finite"),
 ])
 def test_bad_hyperparameters(name, bad, match):
   with pytest.raises((ValueError, TypeError), match=match):
     so.xrda(**{**KW, name: bad})
+
+
+@pytest.mark.parametrize("factory,kwargs,match", [
+    (so.polynomial_sparsity, dict(final_sparsity=1.5, begin_step=0, end_step=5),
+     r"final_sparsity must lie in \[0, 1\]"),
+    (so.polynomial_sparsity, dict(final_sparsity=0.5, begin_step=-1, end_step=5),
+     "need 0 <= begin_step < end_step"),
+    (so.scale_by_affine_scaling, dict(method="l1", period=0), "period must be a positive int"),
+    (so.scale_by_affine_scaling, dict(method="l1", tau=math.inf), "tau must be finite"),
+    (so.soft_threshold, dict(threshold="0.1"), "threshold must be a number"),
+    (so.lobster, dict(inner=optax.sgd(0.1), strength=True), "strength must be a number"),
+])
+def test_bad_hyperparameters_of_the_other_transforms(factory, kwargs, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    factory(**kwargs)
+
+
+NON_FLOAT = {"w": jnp.ones((2, 3)), "steps": jnp.zeros((2, 2), jnp.int32)}
+
+
+@pytest.mark.parametrize("tx", [
+    so.xrda(**KW), so.rda(1.0, 1e-3), so.prox_sgd(0.1, 1e-3), so.dual_averaging(0.5),
+    so.soft_threshold(0.1), so.freeze_zeros(), so.prune_by_magnitude(0.5),
+    so.scale_by_affine_scaling("l1"), so.lobster(optax.sgd(0.1), 1e-4),
+    so.scale_by_timescale_momentum(0.1, 1.0),
+], ids=["xrda", "rda", "prox_sgd", "dual_averaging", "soft_threshold", "freeze_zeros",
+        "prune_by_magnitude", "affine_scaling", "lobster", "timescale_momentum"])
+def test_non_float_params_are_refused_at_init_naming_the_leaf(tx):
+  # xrda used to train an int leaf to all zeros without a word.
+  with pytest.raises(TypeError, match=r"params leaf \['steps'\] has dtype int32"):
+    tx.init(NON_FLOAT)
+  tx.init({"w": jnp.ones((2, 3), jnp.bfloat16), "b": jnp.zeros(3, jnp.float16)})  # floats pass
 
 
 def test_beta_and_maximum_factor_both_given():
