@@ -49,9 +49,9 @@ def check_hparam(
   Schedules and traced values (inside ``jit`` or ``inject_hyperparams``) can
   only be checked where they are evaluated, so they pass through.
   """
-  if isinstance(value, (str, bytes, bool, np.bool_)) or (
+  if value is None or isinstance(value, (str, bytes, bool, np.bool_)) or (
       hasattr(value, "dtype") and np.dtype(value.dtype) == np.bool_):
-    # np.asarray("0.1", float) and float(True) would succeed: a typo'd config would train.
+    # np.asarray("0.1" or None, float) and float(True) would succeed: a typo would train.
     raise TypeError(f"{name} must be a number, a jax.Array or a schedule; got {value!r}.")
   if callable(value):
     if not allow_schedule:
@@ -80,15 +80,16 @@ def check_hparam(
 def check_float_params(who: str, params: Params) -> None:
   """Raises ``TypeError`` naming the first leaf of ``params`` that is not floating point.
 
-  Integer or bool params would be silently truncated (every update rounds to 0).
+  Integer or bool params would be silently truncated (every update rounds to 0); Python
+  numbers have no dtype or shape for the per-leaf state.
   """
   for path, x in jax.tree_util.tree_leaves_with_path(params):
     dtype = getattr(x, "dtype", None)
-    dtype = jnp.result_type(x) if dtype is None else dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+      kind = f"dtype {dtype}" if dtype is not None else f"type {type(x).__name__}, not an array"
       raise TypeError(
-          f"{who}: params leaf {jax.tree_util.keystr(path) or '(root)'} has dtype {dtype}; "
-          "only floating-point params can be trained. Cast it, or keep it out of the "
+          f"{who}: params leaf {jax.tree_util.keystr(path) or '(root)'} has {kind}; "
+          "only floating-point arrays can be trained. Convert it, or keep it out of the "
           "optimizer (optax.masked, optax.multi_transform)."
       )
 
