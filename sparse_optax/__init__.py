@@ -16,7 +16,8 @@ Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
 (re-weighted l1/l2, FOCUSS), :func:`lobster`.
 
 Named optimizers :func:`xrda`, :func:`rda`, :func:`prox_sgd` are chains of
-them; :func:`sparsity_summary` and friends measure the result.
+them; :func:`sparsity_summary` and friends measure the result, and
+:func:`to_compact` / :func:`from_compact` store it as BCOO where that is smaller.
 """
 
 from sparse_optax._affine_scaling import (
@@ -26,6 +27,12 @@ from sparse_optax._affine_scaling import (
 )
 from sparse_optax._alias import prox_sgd, rda, xrda
 from sparse_optax._base import Weighting
+from sparse_optax._compact import (
+    compact_matmul,
+    compact_summary,
+    from_compact,
+    to_compact,
+)
 from sparse_optax._dual_averaging import DualAveragingState, dual_averaging
 from sparse_optax._lobster import LobsterState, lobster
 from sparse_optax._masking import FreezeZerosState, freeze_zeros
@@ -81,6 +88,8 @@ __all__ = (
     "SoftThresholdState",
     "Weighting",
     "accumulated_threshold",
+    "compact_matmul",
+    "compact_summary",
     "compression_ratio",
     "cosine_averaging",
     "cosine_decay",
@@ -88,6 +97,7 @@ __all__ = (
     "density",
     "dual_averaging",
     "freeze_zeros",
+    "from_compact",
     "lobster",
     "log_l1_weights",
     "polynomial_sparsity",
@@ -100,6 +110,7 @@ __all__ = (
     "scale_by_timescale_momentum",
     "soft_threshold",
     "sparsity_summary",
+    "to_compact",
     "uniform_l1_weights",
     "xrda",
 )
