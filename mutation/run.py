@@ -2,6 +2,8 @@
 
   python -m mutation.run --package sparse_optax            # every mutant of the library
   python -m mutation.run --package train --sample 40       # a random sample of the loop's
+  python -m mutation.run --package sparse_optax --survivors-of mutation/results/sparse_optax.json
+                                                           # the survivors again, after new tests
 
 Each mutant runs in a fresh process (cosmic-ray's http workers, one per core, each in its own
 copy of the working tree: cosmic-ray edits the files it mutates). Operators are the usual
@@ -101,14 +103,37 @@ def _config(package: str, ports: list[int], timeout: float) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _select(session: Path, sample: int | None, seed: int) -> tuple[int, int]:
-  """Marks every mutant outside the operator set (and outside the sample) skipped."""
+def _changed_lines(diff: str) -> tuple[str, ...]:
+  """The removed and added lines of a mutant's diff, stripped: stable when line numbers move."""
+  return tuple(sorted(line[0] + line[1:].strip() for line in diff.splitlines()
+                      if line[:1] in "+-" and line[:3] not in ("+++", "---")))
+
+
+def _mutant_key(root: Path, mutation) -> tuple:
+  """(module, changed lines) of one mutation, computed without running it."""
+  import difflib
+  from cosmic_ray.mutating import mutate_code
+  from cosmic_ray.plugins import get_operator
+  source = (root / mutation.module_path).read_text()
+  mutated = mutate_code(source, get_operator(mutation.operator_name)(), mutation.occurrence)
+  diff = "\n".join(difflib.unified_diff(source.splitlines(), (mutated or source).splitlines(),
+                                        lineterm=""))
+  return Path(mutation.module_path).as_posix(), _changed_lines(diff)
+
+
+def _select(session: Path, sample: int | None, seed: int,
+            survivors: list[dict] | None = None, root: Path | None = None) -> tuple[int, int]:
+  """Marks every mutant outside the operator set (the sample, the given survivors) skipped."""
   from cosmic_ray.work_db import WorkDB, use_db
   from cosmic_ray.work_item import WorkerOutcome, WorkResult
   with use_db(str(session), WorkDB.Mode.open) as db:
     items = list(db.work_items)
     keep = [i.job_id for i in items
             if all(KEEP_OPERATORS.search(m.operator_name) for m in i.mutations)]
+    if survivors is not None:  # only the earlier survivors, wherever their lines moved
+      wanted = {(s["module"], _changed_lines(s["diff"])) for s in survivors}
+      by_id = {i.job_id: i for i in items}
+      keep = [j for j in keep if _mutant_key(root, by_id[j].mutations[0]) in wanted]
     if sample is not None and sample < len(keep):
       keep = random.Random(seed).sample(sorted(keep), sample)
     skipped = [i.job_id for i in items if i.job_id not in set(keep)]
@@ -158,6 +183,8 @@ def main(argv=None) -> int:
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
   parser.add_argument("--out", type=Path, default=REPO / "mutation" / "results")
+  parser.add_argument("--survivors-of", type=Path, default=None,
+                      help="re-test only the survivors listed in this results file")
   args = parser.parse_args(argv)
 
   root = Path(tempfile.mkdtemp(prefix=f"mutate_{args.package}_"))
@@ -181,7 +208,9 @@ def main(argv=None) -> int:
                             text=True)
   if baseline.returncode:
     sys.exit(f"The unmutated tests fail:\n{baseline.stdout[-3000:]}")
-  generated, selected = _select(session, args.sample, args.seed)
+  survivors = (json.loads(args.survivors_of.read_text())["survivors"]
+               if args.survivors_of else None)
+  generated, selected = _select(session, args.sample, args.seed, survivors, copies[0])
   print(f"{generated} mutants generated, {selected} to test, {args.workers} workers in {root}",
         flush=True)
   workers = [subprocess.Popen([*cosmic_ray, "http-worker", "--port", str(port)], cwd=copy,
@@ -198,7 +227,10 @@ def main(argv=None) -> int:
   report = _report(session, args.package, generated, time.time() - start, args.workers,
                    args.sample, args.seed)
   args.out.mkdir(parents=True, exist_ok=True)
-  (args.out / f"{args.package}.json").write_text(json.dumps(report, indent=1) + "\n")
+  name = f"{args.package}.rerun" if args.survivors_of else args.package
+  if args.survivors_of:
+    report["rerun_of"] = str(args.survivors_of.relative_to(REPO))
+  (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
   print(f"{args.package}: {report['killed']} killed / {report['tested']} "
         f"({report['score']:.1%}), {report['survived']} survived, "
         f"{report['incompetent']} incompetent, {report['error']} errors, {report['wall_s']} s")

@@ -32,7 +32,7 @@ def scale_by_affine_scaling(
     tau: optax.ScalarOrSchedule = 1e-3,
     p: float = 0.5,
     period: int = 1000,
-    min_ndim: int = 2,
+    mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Re-weighted learning: a gradient step on :math:`q` with :math:`\theta = q \odot \omega`.
 
@@ -49,15 +49,17 @@ def scale_by_affine_scaling(
   with :math:`\theta_{\text{ref}}` the params at the last refresh (every
   ``period`` steps, starting at step 0). Follow with a step size, e.g.
   ``optax.chain(so.scale_by_affine_scaling("l1"), optax.sgd(lr))``, then
-  magnitude-prune and retrain (:func:`prune_by_magnitude`). Leaves with
-  ``ndim < min_ndim`` (biases) are not rescaled.
+  magnitude-prune and retrain (:func:`prune_by_magnitude`). Leaves outside
+  ``mask`` (biases, by default) are not rescaled.
 
   Args:
     method: ``"l1"``, ``"l2"`` or ``"focuss"``.
     tau: :math:`\tau > 0`.
     p: FOCUSS exponent, :math:`0 \le p \le 2`.
     period: steps between refreshes of :math:`\omega`.
-    min_ndim: leaves with fewer dims keep :math:`\omega = 1`.
+    mask: the preconditioned leaves, a tree of bools (the params' structure or a
+      prefix) or a callable ``params -> tree``; the others keep
+      :math:`\omega = 1`. Default: leaves with ``ndim >= 2``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -77,32 +79,31 @@ def scale_by_affine_scaling(
     raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
   _base.check_hparam("tau", tau, positive=True)
   _base.check_hparam("p", p, allow_schedule=False)
-  if not 0 <= p <= 2:
+  if _base.is_concrete(p) and not 0 <= p <= 2:
     raise ValueError(f"p must lie in [0, 2]; got {p!r}.")
-  if not isinstance(period, int) or period < 1:
-    raise ValueError(f"period must be a positive int; got {period!r}.")
-  scaled = lambda x: x.ndim >= min_ndim
+  _base.check_step("period", period, minimum=1)
 
   def init_fn(params):
     _base.check_float_params("scale_by_affine_scaling", params)
-    omega = jax.tree.map(lambda x: jnp.ones(x.shape if scaled(x) else (), x.dtype), params)
-    return AffineScalingState(jnp.zeros([], jnp.int32), omega)
+    _base.resolve_mask("scale_by_affine_scaling", mask, params)
+    # Each param's shape even outside the mask: the state shards like the params.
+    return AffineScalingState(jnp.zeros([], jnp.int32), optax.tree.ones_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _base.require_params(params, "scale_by_affine_scaling")
     _base.check_tree_match("scale_by_affine_scaling", "updates", updates, params)
-    _base.check_tree_match("scale_by_affine_scaling", "params", params, state.omega,
-                           shapes=False)
+    _base.check_tree_match("scale_by_affine_scaling", "params", params, state.omega)
+    selected = _base.resolve_mask("scale_by_affine_scaling", mask, params)
     refresh = state.count % period == 0
     t = _base.value_at(tau, state.count)
 
-    def leaf(x, w):
-      if not scaled(x):
+    def leaf(x, w, sel):
+      if not sel:
         return w
       return jnp.where(refresh, _omega(x, method, t, p), w).astype(w.dtype)
 
-    omega = jax.tree.map(leaf, params, state.omega)
+    omega = jax.tree.map(leaf, params, state.omega, selected)
     out = jax.tree.map(lambda u, w: (u * w * w).astype(u.dtype), updates, omega)
     return out, AffineScalingState(optax.safe_increment(state.count), omega)
 

@@ -8,8 +8,12 @@ from sparse_optax import _base
 from sparse_optax._dual_averaging import dual_averaging
 from sparse_optax._momentum import scale_by_timescale_momentum
 from sparse_optax._prox import accumulated_threshold, soft_threshold
-from sparse_optax._reweighting import log_l1_weights
+from sparse_optax._reweighting import log_l1_weights, uniform_l1_weights
 from sparse_optax._schedules import rda_averaging, rda_step_size
+
+
+def _weights_or_uniform(weights: _base.Weighting | None, mask: _base.Mask | None):
+  return uniform_l1_weights(mask) if weights is None else weights
 
 
 def xrda(
@@ -22,7 +26,9 @@ def xrda(
     beta: optax.ScalarOrSchedule | None = None,
     magnitude_timescale: optax.ScalarOrSchedule | None = None,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    structure: str = "unstructured",
+    structure: str | None = None,
+    mask: _base.Mask | None = None,
+    weights: _base.Weighting | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""xRDA with momentum and adaptive log-l1 (paper 000), as the authors ran it.
 
@@ -52,8 +58,14 @@ def xrda(
     maximum_factor: :math:`F` (default 500); or ``beta`` (:math:`F = (\beta+1)/\beta`).
     beta: see ``maximum_factor``; give one, not both.
     magnitude_timescale: :math:`T_b`; ``None`` means :math:`T`.
-    weight_decay: coupled L2 on every leaf (paper: 5e-4).
-    structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``.
+    weight_decay: coupled L2 on every leaf (paper: 5e-4), whatever ``mask`` says.
+    structure: ``"unstructured"`` (default), ``"kernel"`` or ``"channel"``.
+    mask: the leaves with l1, a tree of bools (the params' structure or a
+      prefix) or a callable ``params -> tree``. Default: leaves with
+      ``ndim >= 2``; e.g. leave an embedding or the classifier out.
+    weights: another l1 weighting instead of the log-l1 one, e.g.
+      :func:`uniform_l1_weights` (plain l1); then ``maximum_factor``, ``beta``,
+      ``magnitude_timescale`` and ``structure`` do not apply and are refused.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -76,19 +88,29 @@ def xrda(
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
   """
   _base.check_hparam("weight_decay", weight_decay)
-  weights = log_l1_weights(
-      learning_rate,
-      momentum_timescale if magnitude_timescale is None else magnitude_timescale,
-      maximum_factor=maximum_factor,
-      beta=beta,
-      structure=structure,
-  )
+  if weights is not None:
+    given = [name for name, value in (("maximum_factor", maximum_factor), ("beta", beta),
+                                      ("magnitude_timescale", magnitude_timescale),
+                                      ("structure", structure)) if value is not None]
+    if given:
+      raise ValueError(
+          f"xrda: {', '.join(given)} configure the log-l1 weighting, which weights= replaces; "
+          "give one or the other.")
+  else:
+    weights = log_l1_weights(
+        learning_rate,
+        momentum_timescale if magnitude_timescale is None else magnitude_timescale,
+        maximum_factor=maximum_factor,
+        beta=beta,
+        structure="unstructured" if structure is None else structure,
+        mask=mask,
+    )
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       scale_by_timescale_momentum(learning_rate, momentum_timescale),
       optax.scale_by_learning_rate(learning_rate),
       dual_averaging(averaging),
-      soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights)),
+      soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask),
   )
 
 
@@ -98,6 +120,7 @@ def rda(
     *,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weights: _base.Weighting | None = None,
+    mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Xiao's regularized dual averaging around the initial point (paper 001).
 
@@ -117,7 +140,8 @@ def rda(
     gamma: :math:`\gamma > 0`.
     l1: :math:`\lambda \ge 0`.
     weight_decay: coupled L2 on every leaf.
-    weights: l1 weights (default: :func:`uniform_l1_weights`).
+    weights: l1 weights (default: :func:`uniform_l1_weights` of ``mask``).
+    mask: the leaves with l1 (default: ``ndim >= 2``), as in :func:`xrda`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -141,7 +165,8 @@ def rda(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(step),
       dual_averaging(alpha, center="initial"),
-      soft_threshold(accumulated_threshold(l1, step, alpha, weights)),
+      soft_threshold(accumulated_threshold(l1, step, alpha, _weights_or_uniform(weights, mask)),
+                     mask),
   )
 
 
@@ -153,6 +178,7 @@ def prox_sgd(
     nesterov: bool = False,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weights: _base.Weighting | None = None,
+    mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Proximal SGD: an ``optax.sgd`` step, then soft-thresholding by :math:`\lambda s_n w`.
 
@@ -168,7 +194,9 @@ def prox_sgd(
     momentum: heavy-ball momentum of ``optax.sgd`` (``None``: none).
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 on every leaf.
-    weights: l1 weights (e.g. :func:`log_l1_weights`).
+    weights: l1 weights (e.g. :func:`log_l1_weights`; default
+      :func:`uniform_l1_weights` of ``mask``).
+    mask: the leaves with l1 (default: ``ndim >= 2``), as in :func:`xrda`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -186,5 +214,7 @@ def prox_sgd(
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
-      soft_threshold(accumulated_threshold(l1, learning_rate, 0.0, weights)),
+      soft_threshold(
+          accumulated_threshold(l1, learning_rate, 0.0, _weights_or_uniform(weights, mask)),
+          mask),
   )

@@ -25,10 +25,110 @@ class Weighting(NamedTuple):
   Attributes:
     init: ``params -> state``.
     update: ``(state, params) -> (weights, new_state)``.
+    layout: how state built from the weights (:func:`accumulated_threshold`'s
+      running sum) is stored. ``"params"``: every weight has its param's shape
+      (or is a scalar outside the penalised leaves); the sum is stored like the
+      params and shards like them under ``optax.tree.map_params``.
+      ``"scalar"``: every weight is 0 or 1 and never changes; the sum is one
+      scalar. ``"packed"`` (any other weights): one 1-D buffer, which
+      ``map_params`` leaves out.
   """
 
   init: Callable[[Params], WeightingState]
   update: Callable[[WeightingState, Params], tuple[Params, WeightingState]]
+  layout: str = "packed"
+
+
+def pack(arrays: list[jax.Array], dtype) -> jax.Array:
+  """Arrays of any shapes as one 1-D buffer (see :func:`unpack`).
+
+  Per-leaf state whose arrays do not have their params' shapes (per kernel, per
+  channel) is kept in one buffer: its tree structure does not depend on the
+  params, so ``optax.tree.map_params`` leaves it out instead of handing it the
+  params' shardings (a params-shaped tree would get the wrong shapes).
+  """
+  if not arrays:
+    return jnp.zeros((0,), dtype)
+  return jnp.concatenate([jnp.ravel(a).astype(dtype) for a in arrays])
+
+
+def unpack(who: str, buffer: jax.Array, shapes: list[tuple[int, ...]], dtypes: list
+           ) -> list[jax.Array]:
+  """The arrays :func:`pack` stored, given their shapes and dtypes."""
+  sizes = [math.prod(shape) for shape in shapes]
+  if buffer.shape != (sum(sizes),):
+    raise ValueError(
+        f"{who}: params do not match the tree the state was initialised with (the state "
+        f"holds {buffer.shape[0] if buffer.ndim == 1 else buffer.shape} values, these params "
+        f"need {sum(sizes)}).")
+  out, start = [], 0
+  for shape, size, dtype in zip(shapes, sizes, dtypes):
+    out.append(buffer[start:start + size].reshape(shape).astype(dtype))
+    start += size
+  return out
+
+
+def state_dtype(params: Params):
+  """One dtype for a packed buffer: the widest floating dtype of the params (float32 if none)."""
+  dtypes = [x.dtype for x in jax.tree.leaves(params) if hasattr(x, "dtype")]
+  return jnp.result_type(*dtypes) if dtypes else jnp.float32
+
+
+Mask = Any  # a tree of bools (the params' structure, or a prefix of it), or params -> that
+
+
+def default_mask(params: Params) -> Params:
+  """Leaves with ``ndim >= 2`` (conv and linear kernels), not biases or normalisation scales."""
+  return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+
+
+def resolve_mask(who: str, mask: Mask | None, params: Params) -> Params:
+  """``mask`` as a tree of Python bools with the structure of ``params``.
+
+  The mask decides the state's shapes, so it must be concrete: Python or NumPy
+  bools, never traced values. A prefix tree applies each bool to its subtree.
+  """
+  if not jax.tree.leaves(params):  # empty tree, or optax.tree.map_params's placeholder
+    return jax.tree.map(lambda _: True, params)
+  tree = default_mask(params) if mask is None else mask(params) if callable(mask) else mask
+  try:
+    tree = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        f"{who}: the mask does not match the params tree (it must have the params' "
+        f"structure, or a prefix of it):\n  mask:   {jax.tree.structure(tree)}\n"
+        f"  params: {jax.tree.structure(params)}"
+    ) from e
+
+  def to_bool(path, m):
+    if isinstance(m, jax.core.Tracer) or not (
+        isinstance(m, (bool, np.bool_)) or (getattr(m, "dtype", None) == np.bool_
+                                          and np.ndim(m) == 0)):
+      raise TypeError(
+          f"{who}: mask leaf {jax.tree_util.keystr(path)} is {m!r}; the mask must hold "
+          "Python bools (it decides the state's shapes, so it cannot be traced)."
+      )
+    return bool(m)
+
+  return jax.tree_util.tree_map_with_path(to_bool, tree)
+
+
+def check_step(name: str, value: Any, *, minimum: int = 0) -> None:
+  """An int step count >= ``minimum``; traced values (``inject_hyperparams``) pass."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  integral = isinstance(value, (int, np.integer)) or (
+      hasattr(value, "dtype") and np.ndim(value) == 0
+      and np.issubdtype(np.dtype(value.dtype), np.integer))
+  if isinstance(value, (bool, np.bool_)) or not integral:
+    raise TypeError(f"{name} must be an int; got {value!r}.")
+  if int(value) < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+
+
+def is_concrete(*values: Any) -> bool:
+  """No value is traced (Python checks on them are possible)."""
+  return not any(isinstance(v, jax.core.Tracer) for v in values)
 
 
 def value_at(x: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array:

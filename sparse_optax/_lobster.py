@@ -18,6 +18,7 @@ class LobsterState(NamedTuple):
 def lobster(
     inner: optax.GradientTransformation,
     strength: optax.ScalarOrSchedule,
+    mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Shrink weights whose loss gradient is small, after each step of ``inner``.
 
@@ -34,6 +35,11 @@ def lobster(
   Args:
     inner: the optimizer (paper: ``optax.sgd(0.1)``).
     strength: :math:`\lambda \ge 0` (paper: 1e-4).
+    mask: the shrunk leaves, a tree of bools (the params' structure or a
+      prefix) or a callable ``params -> tree``. The paper shrinks conv and
+      linear weights and biases, not normalisation scales and shifts; rank
+      cannot tell a bias from a BatchNorm shift, so pass a mask by name for
+      models with normalisation. Default: every leaf.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -50,10 +56,12 @@ def lobster(
     Tartaglione et al., LOBSTER: Loss-Based Sensitivity Regularization, 2020.
   """
   _base.check_hparam("strength", strength)
+  every_leaf = lambda params: jax.tree.map(lambda _: True, params)  # noqa: E731
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
     _base.check_float_params("lobster", params)
+    _base.resolve_mask("lobster", every_leaf if mask is None else mask, params)
     return LobsterState(inner=(jnp.zeros([], jnp.int32), inner.init(params)))
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -63,12 +71,16 @@ def lobster(
     u, inner_state = inner.update(updates, inner_state, params, **extra_args)
     lam = _base.value_at(strength, count)
 
-    def leaf(p, ui, g):
+    selected = _base.resolve_mask("lobster", every_leaf if mask is None else mask, params)
+
+    def leaf(p, ui, g, sel):
+      if not sel:
+        return ui
       stepped = p + ui
       shrink = lam.astype(p.dtype) * stepped * jnp.maximum(0, 1 - jnp.abs(g))
       return (ui - shrink).astype(p.dtype)
 
-    out = jax.tree.map(leaf, params, u, updates)
+    out = jax.tree.map(leaf, params, u, updates, selected)
     return out, LobsterState(inner=(optax.safe_increment(count), inner_state))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

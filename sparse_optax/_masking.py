@@ -13,16 +13,16 @@ from sparse_optax import _base
 
 class FreezeZerosState(NamedTuple):
   count: jax.Array  # int32
-  mask: optax.Params  # bool, True where the weight is pinned at zero
+  mask: optax.Params  # bool, each param's shape: True where the weight is pinned at zero
 
 
 def freeze_zeros(
-    start_step: int = 0, *, min_ndim: int = 2
+    start_step: int = 0, *, mask: _base.Mask | None = None
 ) -> optax.GradientTransformationExtraArgs:
   r"""Weights that are zero stay zero: a mask that only grows.
 
-  From step ``start_step`` on, every weight of a leaf with ``ndim >= min_ndim``
-  that is exactly zero is added to the mask, and masked weights are pinned:
+  From step ``start_step`` on, every weight of a leaf in ``mask`` that is
+  exactly zero is added to the pinned set, and pinned weights stay at zero:
 
   .. math::
     m_{n} = m_{n-1} \lor (\theta_n = 0), \qquad
@@ -30,52 +30,47 @@ def freeze_zeros(
 
   so that ``optax.apply_updates`` gives exactly 0. Put it last in a chain:
   ``optax.chain(so.rda(...), so.freeze_zeros(start_step=N_rda))`` is RDA
-  followed by adaptive sparse retraining (paper 001). Biases (``ndim 1``) start
-  at zero and are not pinned by default.
+  followed by adaptive sparse retraining (paper 001).
 
   Args:
-    start_step: the optax step count from which zeros are pinned.
-    min_ndim: only leaves with at least this many dimensions are pinned.
+    start_step: the optax step count from which zeros are pinned (an int; it
+      may be traced under ``optax.inject_hyperparams``).
+    mask: the leaves whose zeros are pinned, a tree of bools (the params'
+      structure or a prefix) or a callable ``params -> tree``. Default: leaves
+      with ``ndim >= 2`` (biases start at zero and are not pinned).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
 
   Example:
     >>> import jax.numpy as jnp, optax, sparse_optax as so
-    >>> tx = optax.chain(optax.sgd(1.0), so.freeze_zeros(min_ndim=1))
+    >>> tx = optax.chain(optax.sgd(1.0), so.freeze_zeros(mask=True))
     >>> params = jnp.array([0.0, 1.0])
     >>> state = tx.init(params)
     >>> updates, state = tx.update(jnp.array([-1.0, -1.0]), state, params)
     >>> optax.apply_updates(params, updates)
     Array([0., 2.], dtype=float32)
   """
-  if not isinstance(start_step, int) or start_step < 0:
-    raise ValueError(f"start_step must be a non-negative int; got {start_step!r}.")
+  _base.check_step("start_step", start_step)
 
   def init_fn(params):
     _base.check_float_params("freeze_zeros", params)
-    mask = jax.tree.map(
-        lambda x: jnp.zeros(x.shape if x.ndim >= min_ndim else (), bool), params
-    )
-    return FreezeZerosState(jnp.zeros([], jnp.int32), mask)
+    _base.resolve_mask("freeze_zeros", mask, params)
+    # Each param's shape even outside the mask: the state shards like the params.
+    return FreezeZerosState(jnp.zeros([], jnp.int32),
+                            jax.tree.map(lambda x: jnp.zeros(x.shape, bool), params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _base.require_params(params, "freeze_zeros")
     _base.check_tree_match("freeze_zeros", "updates", updates, params)
-    _base.check_tree_match("freeze_zeros", "params", params, state.mask, shapes=False)
+    _base.check_tree_match("freeze_zeros", "params", params, state.mask)
+    selected = _base.resolve_mask("freeze_zeros", mask, params)
     active = state.count >= start_step
-
-    def leaf(p, u, m):
-      if p.ndim < min_ndim:
-        return u, m
-      m = m | (active & (p == 0))
-      return jnp.where(m, -p, u).astype(p.dtype), m
-
-    pairs = jax.tree.map(leaf, params, updates, state.mask)
-    out, mask = jax.tree.transpose(
-        jax.tree.structure(params), jax.tree.structure((0, 0)), pairs
-    )
-    return out, FreezeZerosState(optax.safe_increment(state.count), mask)
+    pinned = jax.tree.map(lambda p, m, s: m | (active & (p == 0)) if s else m,
+                          params, state.mask, selected)
+    out = jax.tree.map(lambda p, u, m, s: jnp.where(m, -p, u).astype(p.dtype) if s else u,
+                       params, updates, pinned, selected)
+    return out, FreezeZerosState(optax.safe_increment(state.count), pinned)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

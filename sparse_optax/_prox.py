@@ -14,7 +14,9 @@ from sparse_optax import _reweighting
 
 class AccumulatedThresholdState(NamedTuple):
   count: jax.Array  # int32
-  accumulated: optax.Params  # B, one array per leaf of the weights' shape
+  # B, stored as the weighting's layout says: like the params (log-l1, unstructured), one
+  # scalar (uniform weights), or one packed buffer (per kernel, per channel).
+  accumulated: Any
   weights: Any  # the inner Weighting's state
 
 
@@ -60,18 +62,31 @@ def accumulated_threshold(
   _base.check_hparam("averaging", averaging, at_most_one=True)
   inner = _reweighting.uniform_l1_weights() if weights is None else weights
 
+  layout = inner.layout
+  if layout not in ("params", "scalar", "packed"):
+    raise ValueError(f"Weighting.layout must be 'params', 'scalar' or 'packed'; got {layout!r}.")
+
+  def weight_shapes(inner_state, params):
+    shapes = jax.eval_shape(lambda: inner.update(inner_state, params)[0])
+    return [(x.shape, x.dtype) for x in jax.tree.leaves(shapes)]
+
   def init_fn(params):
     _base.check_float_params("accumulated_threshold", params)
     inner_state = inner.init(params)
-    shapes = jax.eval_shape(lambda: inner.update(inner_state, params)[0])
-    accumulated = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    if layout == "params":  # B shards like the params under optax.tree.map_params
+      accumulated = optax.tree.zeros_like(params)
+    elif layout == "scalar":
+      accumulated = jnp.zeros([], _base.state_dtype(params))
+    else:
+      accumulated = _base.pack([jnp.zeros(shape, dtype) for shape, dtype
+                                in weight_shapes(inner_state, params)], _base.state_dtype(params))
     return AccumulatedThresholdState(jnp.zeros([], jnp.int32), accumulated, inner_state)
 
   def update_fn(state, params):
     _base.require_params(params, "accumulated_threshold")
-    _base.check_tree_match(
-        "accumulated_threshold", "params", params, state.accumulated, shapes=False
-    )
+    if layout == "params":
+      _base.check_tree_match("accumulated_threshold", "params", params, state.accumulated,
+                             shapes=False)
     w, inner_state = inner.update(state.weights, params)
     s = _base.value_at(learning_rate, state.count)
     alpha = _base.value_at(averaging, state.count)
@@ -80,14 +95,25 @@ def accumulated_threshold(
     def step(b, wi):
       return (alpha.astype(b.dtype) * b + s.astype(b.dtype) * wi).astype(b.dtype)
 
-    accumulated = jax.tree.map(step, state.accumulated, w)
-    threshold = jax.tree.map(lambda b: (lam.astype(b.dtype) * b), accumulated)
+    if layout == "scalar":  # B = Σ (Π α) s, the same for every leaf; w is 0 or 1
+      accumulated = step(state.accumulated, 1.0)
+      threshold = jax.tree.map(lambda wi: (lam * accumulated * wi).astype(wi.dtype), w)
+    elif layout == "params":
+      accumulated = jax.tree.map(step, state.accumulated, w)
+      threshold = jax.tree.map(lambda b: lam.astype(b.dtype) * b, accumulated)
+    else:
+      w_leaves, treedef = jax.tree.flatten(w)
+      b_leaves = _base.unpack("accumulated_threshold", state.accumulated,
+                              [x.shape for x in w_leaves], [x.dtype for x in w_leaves])
+      b_leaves = [step(b, wi) for b, wi in zip(b_leaves, w_leaves)]
+      accumulated = _base.pack(b_leaves, state.accumulated.dtype)
+      threshold = treedef.unflatten([lam.astype(b.dtype) * b for b in b_leaves])
     new_state = AccumulatedThresholdState(
         optax.safe_increment(state.count), accumulated, inner_state
     )
     return threshold, new_state
 
-  return _base.Weighting(init_fn, update_fn)
+  return _base.Weighting(init_fn, update_fn, layout=layout)
 
 
 class SoftThresholdState(NamedTuple):
@@ -102,6 +128,7 @@ def _soft(x: jax.Array, t: jax.Array) -> jax.Array:
 
 def soft_threshold(
     threshold: optax.ScalarOrSchedule | _base.Weighting,
+    mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Soft-threshold proximal step, the prox of :math:`\sum_i t_i |\theta_i|`.
 
@@ -123,19 +150,23 @@ def soft_threshold(
 
   Args:
     threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`.
+    mask: the leaves that are thresholded, a tree of bools (the params'
+      structure or a prefix) or a callable ``params -> tree``; the others keep
+      their update. Default: leaves with ``ndim >= 2`` (not biases or
+      normalisation scales).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``; put it
     last in a chain.
 
   Example:
-    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> import jax, jax.numpy as jnp, optax, sparse_optax as so
     >>> tx = optax.chain(optax.sgd(0.1), so.soft_threshold(0.05))
-    >>> params = jnp.array([1.0, 0.02, -0.5])
+    >>> params = {"w": jnp.array([[1.0, 0.02, -0.5]]), "b": jnp.array([0.02])}
     >>> state = tx.init(params)
-    >>> updates, state = tx.update(jnp.zeros(3), state, params)
-    >>> optax.apply_updates(params, updates)
-    Array([ 0.95,  0.  , -0.45], dtype=float32)
+    >>> updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+    >>> optax.apply_updates(params, updates)  # the bias is not thresholded
+    {'b': Array([0.02], dtype=float32), 'w': Array([[ 0.95,  0.  , -0.45]], dtype=float32)}
   """
   is_weighting = isinstance(threshold, _base.Weighting)
   if not is_weighting:
@@ -143,6 +174,7 @@ def soft_threshold(
 
   def init_fn(params):
     _base.check_float_params("soft_threshold", params)
+    _base.resolve_mask("soft_threshold", mask, params)
     inner = threshold.init(params) if is_weighting else ()
     return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
 
@@ -156,10 +188,12 @@ def soft_threshold(
       value = _base.value_at(threshold, state.count)
       t, inner = jax.tree.map(lambda _: value, params), ()
 
-    def step(p, u, ti):
-      return (_soft(p + u, ti) - p).astype(p.dtype)
+    selected = _base.resolve_mask("soft_threshold", mask, params)
 
-    out = jax.tree.map(step, params, updates, t)
+    def step(p, u, ti, m):
+      return (_soft(p + u, ti) - p).astype(p.dtype) if m else u
+
+    out = jax.tree.map(step, params, updates, t, selected)
     return out, SoftThresholdState(optax.safe_increment(state.count), inner)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -48,7 +48,7 @@ def polynomial_sparsity(
 
 class PruneByMagnitudeState(NamedTuple):
   count: jax.Array  # int32
-  keep: optax.Params  # bool mask, True where the weight is alive
+  keep: optax.Params  # bool, each param's shape: True where the weight is alive
 
 
 def _kth_smallest_magnitude(values: jax.Array, k: jax.Array) -> jax.Array:
@@ -64,7 +64,7 @@ def prune_by_magnitude(
     end_step: int | None = None,
     frequency: int = 1,
     scope: str = "layer",
-    min_ndim: int = 2,
+    mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Magnitude pruning with a mask that only shrinks; pruned weights stay exactly zero.
 
@@ -86,7 +86,12 @@ def prune_by_magnitude(
     end_step: last pruning step (default: no end).
     frequency: steps between pruning steps.
     scope: ``"layer"`` or ``"global"``.
-    min_ndim: only leaves with at least this many dims are pruned (not biases, BatchNorm).
+    mask: the leaves that are pruned, a tree of bools (the params' structure or
+      a prefix) or a callable ``params -> tree``. Default: leaves with
+      ``ndim >= 2`` (not biases or normalisation scales).
+
+  The step counts are ints; they may be traced (``optax.inject_hyperparams``),
+  in which case they are checked where they are used, not here.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -102,43 +107,47 @@ def prune_by_magnitude(
   _base.check_hparam("sparsity", sparsity, at_most_one=True)
   if scope not in SCOPES:
     raise ValueError(f"scope must be one of {SCOPES}; got {scope!r}.")
-  if not isinstance(frequency, int) or frequency < 1:
-    raise ValueError(f"frequency must be a positive int; got {frequency!r}.")
-  if end_step is not None and end_step < begin_step:
-    raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
-  prunable = lambda x: x.ndim >= min_ndim
+  _base.check_step("begin_step", begin_step)
+  _base.check_step("frequency", frequency, minimum=1)
+  if end_step is not None:
+    _base.check_step("end_step", end_step)
+    if _base.is_concrete(begin_step, end_step) and end_step < begin_step:
+      raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
 
   def init_fn(params):
     _base.check_float_params("prune_by_magnitude", params)
-    keep = jax.tree.map(lambda x: jnp.ones(x.shape if prunable(x) else (), bool), params)
-    return PruneByMagnitudeState(jnp.zeros([], jnp.int32), keep)
+    _base.resolve_mask("prune_by_magnitude", mask, params)
+    # Each param's shape even outside the mask: the state shards like the params.
+    return PruneByMagnitudeState(jnp.zeros([], jnp.int32),
+                                 jax.tree.map(lambda x: jnp.ones(x.shape, bool), params))
 
-  def new_mask(params, keep, s):
+  def new_mask(params, keep, s, selected):
     # Weights already pruned count as the smallest, so the mask only shrinks.
-    live = jax.tree.map(lambda p, k: jnp.where(k, p, 0) if prunable(p) else p, params, keep)
+    live = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
     if scope == "global":
-      flat = [x.reshape(-1) for x in jax.tree.leaves(live) if prunable(x)]
+      flat = [x.reshape(-1) for x, m in zip(jax.tree.leaves(live), jax.tree.leaves(selected)) if m]
       if not flat:
         return keep
       values = jnp.concatenate(flat)
       k = jnp.floor(s * values.size).astype(jnp.int32)
       thr = _kth_smallest_magnitude(values, k)
-      return jax.tree.map(
-          lambda p, m: m & (jnp.abs(p) > thr) if prunable(p) else m, live, keep)
+      return jax.tree.map(lambda p, m, sel: m & (jnp.abs(p) > thr) if sel else m,
+                          live, keep, selected)
 
-    def leaf(p, m):
-      if not prunable(p):
+    def leaf(p, m, sel):
+      if not sel:
         return m
       k = jnp.floor(s * p.size).astype(jnp.int32)
       return m & (jnp.abs(p) > _kth_smallest_magnitude(p, k))
 
-    return jax.tree.map(leaf, live, keep)
+    return jax.tree.map(leaf, live, keep, selected)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     _base.require_params(params, "prune_by_magnitude")
     _base.check_tree_match("prune_by_magnitude", "updates", updates, params)
-    _base.check_tree_match("prune_by_magnitude", "params", params, state.keep, shapes=False)
+    _base.check_tree_match("prune_by_magnitude", "params", params, state.keep)
+    selected = _base.resolve_mask("prune_by_magnitude", mask, params)
     t = state.count
     due = (t >= begin_step) & ((t - begin_step) % frequency == 0)
     if end_step is not None:
@@ -146,10 +155,10 @@ def prune_by_magnitude(
       # ramp is not a whole number of frequency periods.
       due = (due & (t <= end_step)) | (t == end_step)
     s = _base.value_at(sparsity, t)
-    keep = jax.lax.cond(due, lambda: new_mask(params, state.keep, s), lambda: state.keep)
-    out = jax.tree.map(
-        lambda p, u, m: jnp.where(m, u, -p).astype(p.dtype) if prunable(p) else u,
-        params, updates, keep)
+    keep = jax.lax.cond(due, lambda: new_mask(params, state.keep, s, selected),
+                        lambda: state.keep)
+    out = jax.tree.map(lambda p, u, m, sel: jnp.where(m, u, -p).astype(p.dtype) if sel else u,
+                       params, updates, keep, selected)
     return out, PruneByMagnitudeState(optax.safe_increment(t), keep)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

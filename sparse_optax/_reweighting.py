@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,10 +15,11 @@ from sparse_optax import _base
 STRUCTURES = ("unstructured", "kernel", "channel")
 
 
-def _reduced_axes(ndim: int, structure: str) -> tuple[int, ...] | None:
+def _reduced_axes(ndim: int, structure: str, selected: bool = True
+                  ) -> tuple[int, ...] | None:
   """Axes a leaf's magnitude is averaged over; None for leaves without l1."""
-  if ndim < 2:
-    return None  # biases, BatchNorm scales and shifts
+  if not selected:
+    return None  # outside the mask: biases, BatchNorm scales and shifts by default
   if ndim == 4 and structure == "kernel":
     return (0, 1)  # HWIO: each (in, out) kernel
   if ndim == 4 and structure == "channel":
@@ -47,11 +48,16 @@ def _mean_magnitude(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   return jnp.mean(jnp.abs(x), axis=axes, keepdims=True)
 
 
-def uniform_l1_weights() -> _base.Weighting:
-  r"""Plain l1: weight 1 on every leaf with ``ndim >= 2``, 0 on biases and BatchNorm.
+def uniform_l1_weights(mask: _base.Mask | None = None) -> _base.Weighting:
+  r"""Plain l1: weight 1 on the leaves in ``mask`` (default: ``ndim >= 2``), 0 elsewhere.
 
   The weights are one scalar per leaf, so a threshold accumulated from them
   costs no parameter-sized state.
+
+  Args:
+    mask: a tree of bools with the params' structure (or a prefix of it), or a
+      callable ``params -> tree``, selecting the penalised leaves. Default: leaves
+      with ``ndim >= 2`` (kernels, not biases or normalisation scales).
 
   Example:
     >>> import jax.numpy as jnp, sparse_optax as so
@@ -64,20 +70,22 @@ def uniform_l1_weights() -> _base.Weighting:
 
   def init_fn(params):
     _base.check_float_params("uniform_l1_weights", params)
+    _base.resolve_mask("uniform_l1_weights", mask, params)
     return ()
 
   def update_fn(state, params):
-    weights = jax.tree.map(
-        lambda x: jnp.asarray(1.0 if jnp.ndim(x) >= 2 else 0.0, x.dtype), params
-    )
+    selected = _base.resolve_mask("uniform_l1_weights", mask, params)
+    weights = jax.tree.map(lambda x, m: jnp.asarray(1.0 if m else 0.0, x.dtype), params, selected)
     return weights, state
 
-  return _base.Weighting(init_fn, update_fn)
+  return _base.Weighting(init_fn, update_fn, layout="scalar")
 
 
 class LogL1WeightsState(NamedTuple):
   count: jax.Array  # int32
-  magnitude: optax.Params  # running average r (reduced shape per structure)
+  # The running average r: like the params in unstructured mode (zeros outside the mask);
+  # in kernel/channel mode one packed buffer of the reduced shapes (see _base.pack).
+  magnitude: Any
 
 
 def log_l1_weights(
@@ -87,6 +95,7 @@ def log_l1_weights(
     maximum_factor: optax.ScalarOrSchedule | None = None,
     beta: optax.ScalarOrSchedule | None = None,
     structure: str = "unstructured",
+    mask: _base.Mask | None = None,
 ) -> _base.Weighting:
   r"""Adaptive log-l1 reweighting of paper 000, per leaf.
 
@@ -105,10 +114,10 @@ def log_l1_weights(
   * ``"channel"`` (4-D leaves): mean over :math:`H, W, I` of each output
     channel, :math:`c = \sqrt{HWI}`; whole filters vanish.
 
-  Other leaves with ``ndim >= 2`` use the unstructured rule; leaves with
-  ``ndim < 2`` (biases, BatchNorm) get :math:`w = 0`, as does a leaf whose
-  running magnitude is all zero. Kernel and channel weights keep the reduced
-  shape (size-1 axes), broadcasting against the leaf.
+  Other leaves in ``mask`` use the unstructured rule; leaves outside it (by
+  default those with ``ndim < 2``: biases, BatchNorm) get :math:`w = 0`, as
+  does a leaf whose running magnitude is all zero. Kernel and channel weights
+  keep the reduced shape (size-1 axes), broadcasting against the leaf.
 
   Args:
     learning_rate: step size :math:`s_n` (float or schedule).
@@ -116,6 +125,8 @@ def log_l1_weights(
     maximum_factor: :math:`F > 1` (default 500). Give this or ``beta``, not both.
     beta: :math:`\beta > 0`, i.e. :math:`F = (\beta+1)/\beta`.
     structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``.
+    mask: the penalised leaves, as in :func:`uniform_l1_weights` (default
+      ``ndim >= 2``).
 
   Returns:
     A :class:`Weighting`.
@@ -148,21 +159,34 @@ def log_l1_weights(
       if np.min(np.asarray(maximum_factor, np.float64)) < 1.0:
         raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")
 
+  unstructured = structure == "unstructured"
+
+  def axes_of(params) -> list:
+    """Per leaf (flattened order): the averaged axes, None outside the mask."""
+    selected = jax.tree.leaves(_base.resolve_mask("log_l1_weights", mask, params))
+    return [_reduced_axes(x.ndim, structure, m) for x, m in zip(jax.tree.leaves(params), selected)]
+
   def init_fn(params):
     _base.check_float_params("log_l1_weights", params)
-    magnitude = jax.tree.map(
-        lambda x: jnp.zeros(
-            _weight_shape(x.shape, _reduced_axes(x.ndim, structure)), x.dtype
-        ),
-        params,
-    )
-    return LogL1WeightsState(count=jnp.zeros([], jnp.int32), magnitude=magnitude)
+    leaves, _ = jax.tree.flatten(params)
+    axes = axes_of(params)
+    if unstructured:  # r has each param's shape, so it shards like the params
+      return LogL1WeightsState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+    magnitude = _base.pack([jnp.zeros(_weight_shape(x.shape, a)) for x, a in zip(leaves, axes)],
+                           _base.state_dtype(params))
+    return LogL1WeightsState(jnp.zeros([], jnp.int32), magnitude)
 
   def update_fn(state, params):
     _base.require_params(params, "log_l1_weights")
-    _base.check_tree_match(
-        "log_l1_weights", "params", params, state.magnitude, shapes=False
-    )
+    leaves, treedef = jax.tree.flatten(params)
+    axes = axes_of(params)
+    if unstructured:
+      _base.check_tree_match("log_l1_weights", "params", params, state.magnitude, shapes=False)
+      r_leaves = jax.tree.leaves(state.magnitude)
+    else:
+      r_leaves = _base.unpack("log_l1_weights", state.magnitude,
+                              [_weight_shape(x.shape, a) for x, a in zip(leaves, axes)],
+                              [x.dtype for x in leaves])
     s = _base.value_at(learning_rate, state.count)
     mu = jnp.exp(-s / _base.value_at(timescale, state.count))
     if beta is not None:
@@ -171,8 +195,7 @@ def log_l1_weights(
     else:
       factor = _base.value_at(maximum_factor, state.count)
 
-    def leaf(x, r):
-      axes = _reduced_axes(x.ndim, structure)
+    def leaf(x, r, axes):
       if axes is None:
         return jnp.zeros((), x.dtype), r
       m = mu.astype(x.dtype)
@@ -184,11 +207,11 @@ def log_l1_weights(
       w = c * f / (1 + (f - 1) * r / jnp.where(rmax > 0, rmax, 1))
       return jnp.where(rmax > 0, w, 0).astype(x.dtype), r
 
-    pairs = jax.tree.map(leaf, params, state.magnitude)
-    outer = jax.tree.structure(params)
-    weights, magnitude = jax.tree.transpose(
-        outer, jax.tree.structure((0, 0)), pairs
-    )
+    pairs = [leaf(x, r, a) for x, r, a in zip(leaves, r_leaves, axes)]
+    weights = treedef.unflatten([w for w, _ in pairs])
+    magnitude = [r for _, r in pairs]
+    magnitude = (treedef.unflatten(magnitude) if unstructured
+                 else _base.pack(magnitude, state.magnitude.dtype))
     return weights, LogL1WeightsState(optax.safe_increment(state.count), magnitude)
 
-  return _base.Weighting(init_fn, update_fn)
+  return _base.Weighting(init_fn, update_fn, layout="params" if unstructured else "packed")

@@ -77,3 +77,22 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
   # RDA's step size is 1/(γ√n): the message names γ, not the unused learning rate.
   with pytest.raises(FloatingPointError, match=r"raise config.rda_gamma \(now 1e-30\)"):
     _run(tmp_path / "rda", optimizer="rda", rda_gamma=1e-30, num_epochs=1)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("models").MODELS))
+def test_lobster_mask_excludes_exactly_the_batchnorm_params(name):
+  import jax
+  from flax import nnx
+
+  import models
+  from train import train
+  shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+  model = nnx.eval_shape(lambda: models.get_model(name, 10, input_shape=shape, rngs=nnx.Rngs(0)))
+  norm = {tuple(map(str, path)) for path, node in nnx.iter_graph(model)
+          if isinstance(node, nnx.BatchNorm)}
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  mask = train.not_normalization(params)
+  for path, keep in jax.tree_util.tree_leaves_with_path(mask):
+    keys = tuple(str(getattr(k, "key", k)) for k in path)
+    in_norm = any(keys[:len(p)] == p for p in norm)
+    assert keep == (not in_norm), keys

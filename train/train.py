@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -161,12 +162,12 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   sgd = optax.chain(optax.add_decayed_weights(config.weight_decay),
                     optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov))
   if config.optimizer == "xrda" and config.l1_weights == "uniform":
-    tx = optax.chain(  # xrda with every log-l1 weight replaced by 1
-        optax.add_decayed_weights(config.weight_decay),
-        so.scale_by_timescale_momentum(learning_rate, config.momentum_timescale),
-        optax.scale_by_learning_rate(learning_rate),
-        so.dual_averaging(averaging),
-        so.soft_threshold(so.accumulated_threshold(config.l1, learning_rate, averaging)))
+    if config.structure != "unstructured":
+      raise ValueError("config.l1_weights='uniform' is plain l1, which has no structure; got "
+                       f"config.structure={config.structure!r}.")
+    tx = so.xrda(  # the ablation: every log-l1 weight replaced by 1
+        learning_rate, averaging, config.l1, momentum_timescale=config.momentum_timescale,
+        weight_decay=config.weight_decay, weights=so.uniform_l1_weights())
   elif config.optimizer == "xrda":
     tx = so.xrda(
         learning_rate, averaging, config.l1,
@@ -189,7 +190,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                                    period=config.affine_period_epochs * steps_per_epoch),
         optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov))
   elif config.optimizer == "lobster":
-    tx = optax.chain(so.lobster(sgd, config.lobster_strength), so.freeze_zeros())
+    tx = optax.chain(so.lobster(sgd, config.lobster_strength, mask=not_normalization),
+                     so.freeze_zeros())
   else:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}.")
 
@@ -206,6 +208,19 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     tx = optax.chain(tx, so.prune_by_magnitude(sparsity, begin_step=begin, end_step=end,
                                                frequency=frequency, scope=config.pruning_scope))
   return tx
+
+
+_NORMALIZATION = re.compile(r"(^|_)bn\d*$")  # the models' BatchNorm attributes: bn, bn1, stem_bn
+
+
+def not_normalization(params: Any) -> Any:
+  """Mask: every leaf but BatchNorm scales and shifts (LOBSTER shrinks weights and biases).
+
+  By name, since rank cannot tell a dense bias from a BatchNorm shift.
+  """
+  def keep(path, _):
+    return not any(_NORMALIZATION.search(str(getattr(k, "key", k))) for k in path)
+  return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def learning_rate_at(config: ml_collections.ConfigDict, step: int, total_steps: int) -> float:
