@@ -73,3 +73,80 @@ def test_log_l1_weight_of_an_all_zero_leaf_is_zero():
   weights, _ = w.update(w.init(params), params)
   np.testing.assert_array_equal(weights["dead"], np.zeros((2, 3), np.float32))
   np.testing.assert_allclose(weights["live"], [[10.0, 1.0]])
+
+
+def test_accumulated_threshold_default_is_the_proximal_threshold():
+  # averaging defaults to 0: the threshold is λ s w of the current step only.
+  thr = so.accumulated_threshold(0.5, 0.2)
+  params = jnp.ones((2, 2))
+  state = thr.init(params)
+  for _ in range(3):
+    t, state = thr.update(state, params)
+  assert float(t) == pytest.approx(0.5 * 0.2)
+
+
+def test_polynomial_sparsity_with_a_late_begin_and_bad_arguments():
+  s = so.polynomial_sparsity(0.8, 10, 30, initial_sparsity=0.2, power=2.0)
+  for t in (0, 10, 15, 30, 40):
+    frac = min(max((t - 10) / 20, 0.0), 1.0)
+    assert float(s(t)) == pytest.approx(0.8 + (0.2 - 0.8) * (1 - frac) ** 2, rel=1e-6), t
+  with pytest.raises(ValueError, match=r"initial_sparsity must lie in \[0, 1\]"):
+    so.polynomial_sparsity(0.8, 0, 5, initial_sparsity=1.5)
+  with pytest.raises(TypeError, match="final_sparsity must be a number, not a schedule"):
+    so.polynomial_sparsity(lambda n: 0.5, 0, 5)
+
+
+def test_full_sparsity_prunes_every_weight():
+  params = {"w": jnp.array([[0.3, -0.1, 2.0, -4.0]])}
+  tx = optax.chain(optax.sgd(0.0), so.prune_by_magnitude(1.0))
+  new, _ = _step(tx, params, {"w": jnp.zeros((1, 4))})
+  np.testing.assert_array_equal(new["w"], np.zeros((1, 4), np.float32))
+
+
+@pytest.mark.parametrize("factory,kwargs,match", [
+    (so.prune_by_magnitude, dict(sparsity=0.5, frequency=0), "frequency must be an int >= 1"),
+    (so.prune_by_magnitude, dict(sparsity=0.5, begin_step=-1), "begin_step must be an int >= 0"),
+    (so.prune_by_magnitude, dict(sparsity=0.5, frequency=2.5), "frequency must be an int"),
+    (so.freeze_zeros, dict(start_step=-1), "start_step must be an int >= 0"),
+    (so.freeze_zeros, dict(start_step=True), "start_step must be an int"),
+    (so.scale_by_affine_scaling, dict(method="focuss", p=lambda n: 0.5),
+     "p must be a number, not a schedule"),
+])
+def test_bad_step_counts_and_exponents(factory, kwargs, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    factory(**kwargs)
+
+
+def test_ragged_hyperparameter_is_a_type_error():
+  with pytest.raises(TypeError, match="l1 must be a number"):
+    so.accumulated_threshold([1.0, [2.0]], 0.1)
+
+
+def test_defaults_documented_in_the_readme():
+  params = jnp.array([[0.0, 1.0]])
+  # freeze_zeros pins from step 0.
+  tx = optax.chain(optax.sgd(1.0), so.freeze_zeros())
+  new, _ = _step(tx, params, -jnp.ones((1, 2)))
+  assert float(new[0, 0]) == 0.0
+  # affine scaling refreshes ω every 1000 steps, starting at step 0.
+  tx = so.scale_by_affine_scaling("l1", tau=1.0)
+  state = tx.init(params)
+  for n in range(1001):
+    updates, state = tx.update(jnp.ones((1, 2)), state, params * (n + 1))
+    if n in (0, 999):
+      np.testing.assert_allclose(updates, [[1.0, 4.0]])  # ω from step 0's params
+  np.testing.assert_allclose(updates, [[1.0, (1001 + 1.0) ** 2]])  # refreshed at 1000
+  # log-l1's maximum factor is 500, and its arguments can be named.
+  w = so.log_l1_weights(learning_rate=1.0, timescale=1.0)
+  weights, _ = w.update(w.init(params), params)
+  np.testing.assert_allclose(weights, [[500.0, 1.0]])
+  # a period of one step is allowed.
+  so.scale_by_affine_scaling("l1", period=1)
+
+
+def test_compression_and_density_at_the_smallest_counts():
+  one = {"w": jnp.array([[0.0, 0.0, 3.0, 0.0]])}
+  assert float(so.compression_ratio(one)) == 4.0  # one non-zero
+  summary = so.sparsity_summary({"s": jnp.array([2.0]), "e": jnp.zeros((0, 3))})
+  assert summary["layers"]["s"]["density"] == 1.0
+  assert summary["layers"]["e"]["density"] == 0.0  # an empty leaf is not NaN
