@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
 from sparse_optax import _base
@@ -26,7 +28,8 @@ def xrda(
     beta: optax.ScalarOrSchedule | None = None,
     magnitude_timescale: optax.ScalarOrSchedule | None = None,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    structure: str | None = None,
+    structure: Any = None,
+    kernel_layout: str | None = None,
     mask: _base.Mask | None = None,
     weights: _base.Weighting | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -59,13 +62,17 @@ def xrda(
     beta: see ``maximum_factor``; give one, not both.
     magnitude_timescale: :math:`T_b`; ``None`` means :math:`T`.
     weight_decay: coupled L2 on every leaf (paper: 5e-4), whatever ``mask`` says.
-    structure: ``"unstructured"`` (default), ``"kernel"`` or ``"channel"``.
+    structure: ``"unstructured"`` (default), ``"kernel"`` or ``"channel"``; a
+      string applies to 4-D leaves (2-D convolutions), a tree or callable names
+      each leaf's structure (1-D and 3-D convolutions), see :func:`log_l1_weights`.
+    kernel_layout: ``"HWIO"`` (default: Flax, Haiku) or ``"OIHW"`` (PyTorch, Equinox).
     mask: the leaves with l1, a tree of bools (the params' structure or a
       prefix) or a callable ``params -> tree``. Default: leaves with
       ``ndim >= 2``; e.g. leave an embedding or the classifier out.
     weights: another l1 weighting instead of the log-l1 one, e.g.
       :func:`uniform_l1_weights` (plain l1); then ``maximum_factor``, ``beta``,
-      ``magnitude_timescale`` and ``structure`` do not apply and are refused.
+      ``magnitude_timescale``, ``structure`` and ``kernel_layout`` do not apply
+      and are refused.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -91,7 +98,8 @@ def xrda(
   if weights is not None:
     given = [name for name, value in (("maximum_factor", maximum_factor), ("beta", beta),
                                       ("magnitude_timescale", magnitude_timescale),
-                                      ("structure", structure)) if value is not None]
+                                      ("structure", structure),
+                                      ("kernel_layout", kernel_layout)) if value is not None]
     if given:
       raise ValueError(
           f"xrda: {', '.join(given)} configure the log-l1 weighting, which weights= replaces; "
@@ -103,6 +111,7 @@ def xrda(
         maximum_factor=maximum_factor,
         beta=beta,
         structure="unstructured" if structure is None else structure,
+        kernel_layout="HWIO" if kernel_layout is None else kernel_layout,
         mask=mask,
     )
   return optax.chain(

@@ -177,6 +177,24 @@ def check_hparam(
     raise ValueError(f"{name} must lie in [0, 1]; got {value!r}.")
 
 
+def path_name(path) -> str:
+  """A leaf's path as ``conv1/kernel``: dict keys, attribute names and indices."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def leaf_name(path) -> str:
+  """``path_name`` for messages (``(root)`` for a bare array)."""
+  return path_name(path) or "(root)"
+
+
 def check_float_params(who: str, params: Params) -> None:
   """Raises ``TypeError`` naming the first leaf of ``params`` that is not floating point.
 

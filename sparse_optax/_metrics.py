@@ -8,18 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from sparse_optax import _base
+from sparse_optax import _reweighting
 
 
-def _path_name(path) -> str:
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+_path_name = _base.path_name
 
 
 def count_nonzeros(params: Any) -> jax.Array:
@@ -45,17 +37,22 @@ def compression_ratio(params: Any) -> jax.Array:
   return jnp.where(nz > 0, _base.tree_size(params) / jnp.maximum(nz, 1), jnp.inf)
 
 
-def sparsity_summary(params: Any) -> dict[str, Any]:
-  """Total and per-leaf sparsity, and structured sparsity of 4-D (HWIO) conv kernels.
+def sparsity_summary(params: Any, *, kernel_layout: str = "HWIO",
+                     convs: _base.Mask | None = None) -> dict[str, Any]:
+  """Total and per-leaf sparsity, and structured sparsity of conv kernels.
 
   Counts every leaf (biases and BatchNorm included), as the papers report.
 
   Args:
     params: any pytree of arrays.
+    kernel_layout: how conv kernels are stored, ``"HWIO"`` (Flax, Haiku) or
+      ``"OIHW"`` (PyTorch, Equinox).
+    convs: the leaves that are conv kernels, a tree of bools or a callable
+      ``params -> tree``; default the 4-D leaves (2-D convolutions).
 
   Returns:
     A dict with ``total`` (int), ``nonzeros``, ``density``, ``compression``;
-    over 4-D leaves ``kernels``/``zero_kernels`` (all-zero H×W kernels) and
+    over the conv kernels ``kernels``/``zero_kernels`` (all-zero H×W kernels) and
     ``channels``/``zero_channels`` (all-zero output filters); and ``layers``
     mapping each leaf's path (``"conv1/kernel"``) to its ``total``,
     ``nonzeros``, ``density``.
@@ -71,16 +68,20 @@ def sparsity_summary(params: Any) -> dict[str, Any]:
   """
   layers = {}
   kernels = zero_kernels = channels = zero_channels = 0
-  for path, x in jax.tree_util.tree_leaves_with_path(params):
+  is_conv = (jax.tree.leaves(_base.resolve_mask("sparsity_summary", convs, params))
+             if convs is not None else [jnp.ndim(x) == 4 for x in jax.tree.leaves(params)])
+  for (path, x), conv in zip(jax.tree_util.tree_leaves_with_path(params), is_conv):
     nz = jnp.count_nonzero(x)
     layers[_path_name(path)] = {
         "total": x.size,
         "nonzeros": nz,
         "density": nz.astype(jnp.float32) / max(x.size, 1),
     }
-    if x.ndim == 4:
-      alive_k = jnp.any(x != 0, axis=(0, 1))
-      alive_c = jnp.any(x != 0, axis=(0, 1, 2))
+    if conv:
+      spatial, inputs, _ = _reweighting.conv_axes(
+          x.shape, kernel_layout, f"sparsity_summary: leaf {_base.leaf_name(path)}")
+      alive_k = jnp.any(x != 0, axis=spatial)
+      alive_c = jnp.any(x != 0, axis=(*spatial, inputs))
       kernels += alive_k.size
       zero_kernels = zero_kernels + alive_k.size - jnp.count_nonzero(alive_k)
       channels += alive_c.size

@@ -13,18 +13,67 @@ import optax
 from sparse_optax import _base
 
 STRUCTURES = ("unstructured", "kernel", "channel")
+KERNEL_LAYOUTS = ("HWIO", "OIHW")
 
 
-def _reduced_axes(ndim: int, structure: str, selected: bool = True
-                  ) -> tuple[int, ...] | None:
+def conv_axes(shape: tuple[int, ...], kernel_layout: str, where: str = "a leaf"
+              ) -> tuple[tuple[int, ...], int, int]:
+  """(spatial axes, input-channel axis, output-channel axis) of a conv kernel.
+
+  ``"HWIO"`` (Flax, Haiku, TensorFlow): spatial axes first, then in, out.
+  ``"OIHW"`` (PyTorch, Equinox): out, in, then the spatial axes. Any number of
+  spatial axes (1-D, 2-D, 3-D convolutions).
+  """
+  if kernel_layout not in KERNEL_LAYOUTS:
+    raise ValueError(f"kernel_layout must be one of {KERNEL_LAYOUTS}; got {kernel_layout!r}.")
+  ndim = len(shape)
+  if ndim < 3:
+    raise ValueError(
+        f"{where} has shape {tuple(shape)}, which is not a conv kernel in {kernel_layout} "
+        "layout (that needs at least one spatial axis besides in and out: ndim >= 3). Give "
+        "it the 'unstructured' structure.")
+  if kernel_layout == "HWIO":
+    return tuple(range(ndim - 2)), ndim - 2, ndim - 1
+  return tuple(range(2, ndim)), 1, 0
+
+
+def _reduced_axes(shape: tuple[int, ...], structure: str | None, kernel_layout: str,
+                  where: str) -> tuple[int, ...] | None:
   """Axes a leaf's magnitude is averaged over; None for leaves without l1."""
-  if not selected:
+  if structure is None:
     return None  # outside the mask: biases, BatchNorm scales and shifts by default
-  if ndim == 4 and structure == "kernel":
-    return (0, 1)  # HWIO: each (in, out) kernel
-  if ndim == 4 and structure == "channel":
-    return (0, 1, 2)  # each output channel
-  return ()
+  if structure not in STRUCTURES:
+    raise ValueError(f"{where}: structure must be one of {STRUCTURES}; got {structure!r}.")
+  if structure == "unstructured":
+    return ()
+  spatial, inputs, _ = conv_axes(shape, kernel_layout, where)
+  if structure == "kernel":
+    return spatial  # each (in, out) kernel
+  return tuple(sorted((*spatial, inputs)))  # each output channel
+
+
+def leaf_structures(structure: Any, params: Any, mask: Any, who: str) -> list:
+  """Per leaf (flattened order): its structure, or None outside the mask.
+
+  A string gives 4-D leaves (2-D convolutions) that structure and every other
+  leaf ``"unstructured"``; a tree or callable names each leaf's structure, so
+  1-D and 3-D convolutions are structured only when the user says so.
+  """
+  leaves = jax.tree.leaves(params)
+  selected = jax.tree.leaves(_base.resolve_mask(who, mask, params))
+  if isinstance(structure, str):
+    per_leaf = [structure if x.ndim == 4 else "unstructured" for x in leaves]
+  else:
+    tree = structure(params) if callable(structure) else structure
+    try:
+      tree = jax.tree.map(lambda st, sub: jax.tree.map(lambda _: st, sub), tree, params)
+    except (ValueError, TypeError) as e:
+      raise ValueError(
+          f"{who}: the structure tree does not match the params tree (it must have the "
+          f"params' structure, or a prefix of it):\n  structure: {jax.tree.structure(tree)}"
+          f"\n  params:    {jax.tree.structure(params)}") from e
+    per_leaf = jax.tree.leaves(tree)
+  return [st if m else None for st, m in zip(per_leaf, selected)]
 
 
 def _weight_shape(shape: tuple[int, ...], axes: tuple[int, ...] | None):
@@ -37,14 +86,15 @@ def _mean_magnitude(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   """Mean of |x| over ``axes``, keeping dims."""
   if not axes:
     return jnp.abs(x)
-  if axes == (0, 1):
-    # A sum of the H*W slices: XLA:CPU reduces over two leading axes ~50x slower.
-    h, w = x.shape[:2]
-    flat = jnp.abs(x).reshape(h * w, *x.shape[2:])
+  k = len(axes)
+  count = math.prod(x.shape[i] for i in axes)
+  if axes == tuple(range(k)) and k < x.ndim and count <= 64:
+    # A sum of the leading slices (HWIO kernels): XLA:CPU reduces over leading axes ~50x slower.
+    flat = jnp.abs(x).reshape(count, *x.shape[k:])
     total = flat[0]
-    for k in range(1, h * w):
-      total = total + flat[k]
-    return (total / (h * w))[None, None]
+    for i in range(1, count):
+      total = total + flat[i]
+    return (total / count).reshape((1,) * k + x.shape[k:])
   return jnp.mean(jnp.abs(x), axis=axes, keepdims=True)
 
 
@@ -94,7 +144,8 @@ def log_l1_weights(
     *,
     maximum_factor: optax.ScalarOrSchedule | None = None,
     beta: optax.ScalarOrSchedule | None = None,
-    structure: str = "unstructured",
+    structure: Any = "unstructured",
+    kernel_layout: str = "HWIO",
     mask: _base.Mask | None = None,
 ) -> _base.Weighting:
   r"""Adaptive log-l1 reweighting of paper 000, per leaf.
@@ -109,10 +160,18 @@ def log_l1_weights(
   :math:`\beta + 1`), evaluated at a running average of the magnitudes.
 
   * ``"unstructured"``: :math:`\mathrm{mag} = |\theta|`, :math:`c = 1`.
-  * ``"kernel"`` (4-D HWIO leaves): mean :math:`|\theta|` over each (in, out)
-    kernel's :math:`H \times W`, :math:`c = \sqrt{HW}`; whole kernels vanish.
-  * ``"channel"`` (4-D leaves): mean over :math:`H, W, I` of each output
+  * ``"kernel"`` (conv kernels): mean :math:`|\theta|` over each (in, out)
+    kernel's spatial axes :math:`H \times W`, :math:`c = \sqrt{HW}`; whole
+    kernels vanish.
+  * ``"channel"`` (conv kernels): mean over :math:`H, W, I` of each output
     channel, :math:`c = \sqrt{HWI}`; whole filters vanish.
+
+  A string ``structure`` applies to 4-D leaves (2-D convolutions); every other
+  leaf is unstructured. A tree of structure names with the params' structure
+  (or a prefix), or a callable ``params -> tree``, chooses per leaf, which is
+  how 1-D and 3-D convolutions (ndim 3 and 5) are structured: nothing is
+  guessed from the rank. ``kernel_layout`` says how conv kernels are stored:
+  ``"HWIO"`` (Flax, Haiku) or ``"OIHW"`` (PyTorch, Equinox).
 
   Other leaves in ``mask`` use the unstructured rule; leaves outside it (by
   default those with ``ndim < 2``: biases, BatchNorm) get :math:`w = 0`, as
@@ -124,7 +183,9 @@ def log_l1_weights(
     timescale: :math:`T_b > 0` of the magnitude average.
     maximum_factor: :math:`F > 1` (default 500). Give this or ``beta``, not both.
     beta: :math:`\beta > 0`, i.e. :math:`F = (\beta+1)/\beta`.
-    structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``.
+    structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``, or a tree or
+      callable naming each leaf's structure.
+    kernel_layout: ``"HWIO"`` or ``"OIHW"``.
     mask: the penalised leaves, as in :func:`uniform_l1_weights` (default
       ``ndim >= 2``).
 
@@ -142,8 +203,10 @@ def log_l1_weights(
   References:
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
   """
-  if structure not in STRUCTURES:
+  if isinstance(structure, str) and structure not in STRUCTURES:
     raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}.")
+  if kernel_layout not in KERNEL_LAYOUTS:
+    raise ValueError(f"kernel_layout must be one of {KERNEL_LAYOUTS}; got {kernel_layout!r}.")
   if beta is not None and maximum_factor is not None:
     raise ValueError(
         "Give either beta or maximum_factor, not both (maximum_factor = (beta + 1) / beta)."
@@ -159,12 +222,13 @@ def log_l1_weights(
       if np.min(np.asarray(maximum_factor, np.float64)) < 1.0:
         raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")
 
-  unstructured = structure == "unstructured"
+  unstructured = isinstance(structure, str) and structure == "unstructured"
 
   def axes_of(params) -> list:
     """Per leaf (flattened order): the averaged axes, None outside the mask."""
-    selected = jax.tree.leaves(_base.resolve_mask("log_l1_weights", mask, params))
-    return [_reduced_axes(x.ndim, structure, m) for x, m in zip(jax.tree.leaves(params), selected)]
+    structures = leaf_structures(structure, params, mask, "log_l1_weights")
+    return [_reduced_axes(x.shape, st, kernel_layout, f"log_l1_weights: leaf {_base.leaf_name(p)}")
+            for (p, x), st in zip(jax.tree_util.tree_leaves_with_path(params), structures)]
 
   def init_fn(params):
     _base.check_float_params("log_l1_weights", params)
@@ -201,7 +265,7 @@ def log_l1_weights(
       m = mu.astype(x.dtype)
       mag = _mean_magnitude(x, axes)
       r = (m * r + (1 - m) * mag).astype(x.dtype)
-      c = math.sqrt(math.prod(x.shape[i] for i in axes))
+      c = math.sqrt(math.prod(x.shape[i] for i in axes))  # √(HW) kernel, √(HWI) channel
       rmax = jnp.max(r)
       f = factor.astype(x.dtype)
       w = c * f / (1 + (f - 1) * r / jnp.where(rmax > 0, rmax, 1))
