@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 FAST_TESTS = {
     "sparse_optax": [
-        "tests/test_math.py", "tests/test_errors.py", "tests/test_metrics_and_masking.py",
-        "tests/test_baselines.py", "tests/test_compressed_sensing.py", "tests/test_compact.py",
-        "sparse_optax", "tests/test_optimizers_common.py",
+        "tests/test_math.py", "tests/test_errors.py", "tests/test_edge_cases.py",
+        "tests/test_metrics_and_masking.py", "tests/test_baselines.py",
+        "tests/test_compressed_sensing.py", "tests/test_compact.py", "tests/test_layouts.py",
+        "tests/test_optax_compat.py", "sparse_optax", "tests/test_optimizers_common.py",
     ],
     "train": [
         "tests/test_input_pipeline.py", "tests/test_lobster_procedure.py",
@@ -73,13 +74,17 @@ def _copy_tree(dest: Path) -> None:
       shutil.copy2(REPO / name, dest / name)
 
 
+def _test_paths(package: str) -> list[str]:
+  """The package's fast test files that exist (a missing one would fail every mutant)."""
+  args = FAST_TESTS[package]
+  paths = args[:args.index("-k")] if "-k" in args else list(args)
+  return [p for p in paths if (REPO / p).exists()]
+
+
 def _test_command(package: str) -> str:
   """pytest on the package's fast tests, stopping at the first failure."""
   args = FAST_TESTS[package]
-  paths = [a for a in args if not a.startswith("-") and a not in args[args.index("-k") + 1:]
-           ] if "-k" in args else list(args)
-  # A missing file would make pytest fail, and every mutant look killed.
-  tests = " ".join(p for p in paths if (REPO / p).exists())
+  tests = " ".join(_test_paths(package))
   if "-k" in args:
     tests += f' -k "{args[args.index("-k") + 1]}"'
   return f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:xdist {tests}"
@@ -166,7 +171,10 @@ def _report(session: Path, package: str, generated: int, seconds: float,
   tested = counts["killed"] + counts["survived"]
   return {
       "package": package, "modules": MODULES[package],
-      "tests": FAST_TESTS[package], "generated": generated,
+      "tests": _test_paths(package), "test_command": _test_command(package).split(" ", 1)[1],
+      "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip(),
+      "generated": generated,
       "sample": sample, "seed": seed, **counts, "tested": tested,
       "score": counts["killed"] / tested if tested else None,
       "wall_s": round(seconds), "workers": workers,
