@@ -32,6 +32,7 @@ def xrda(
     kernel_layout: str | None = None,
     mask: _base.Mask | None = None,
     weights: _base.Weighting | None = None,
+    accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""xRDA with momentum and adaptive log-l1 (paper 000), as the authors ran it.
 
@@ -73,6 +74,9 @@ def xrda(
       :func:`uniform_l1_weights` (plain l1); then ``maximum_factor``, ``beta``,
       ``magnitude_timescale``, ``structure`` and ``kernel_layout`` do not apply
       and are refused.
+    accumulator_dtype: dtype of the moving averages :math:`v` and :math:`r`
+      (default: the params'); :math:`z` and :math:`B` stay in the params' dtype,
+      since a ``bfloat16`` running sum stops growing.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -113,10 +117,11 @@ def xrda(
         structure="unstructured" if structure is None else structure,
         kernel_layout="HWIO" if kernel_layout is None else kernel_layout,
         mask=mask,
+        accumulator_dtype=accumulator_dtype,
     )
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
-      scale_by_timescale_momentum(learning_rate, momentum_timescale),
+      scale_by_timescale_momentum(learning_rate, momentum_timescale, accumulator_dtype),
       optax.scale_by_learning_rate(learning_rate),
       dual_averaging(averaging),
       soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask),

@@ -88,8 +88,20 @@ def resolve_mask(who: str, mask: Mask | None, params: Params) -> Params:
   The mask decides the state's shapes, so it must be concrete: Python or NumPy
   bools, never traced values. A prefix tree applies each bool to its subtree.
   """
+  if isinstance(mask, (jax.Array, jax.core.Tracer)):
+    # optax.inject_hyperparams takes a callable for a schedule and hands its value on.
+    raise TypeError(
+        f"{who}: mask is an array ({mask!r}), not a tree of bools or a callable. Under "
+        "optax.inject_hyperparams, name a callable mask in static_args=('mask',).")
   if not jax.tree.leaves(params):  # empty tree, or optax.tree.map_params's placeholder
     return jax.tree.map(lambda _: True, params)
+  if isinstance(mask, (bool, np.bool_)) and jax.tree.structure(params).num_nodes > 1:
+    # Under optax.inject_hyperparams a callable mask is evaluated on the step count, which
+    # turns a rank rule into one bool for every leaf: refuse rather than mask everything.
+    raise TypeError(
+        f"{who}: mask is a single bool ({mask!r}) for a tree of params; give a tree of bools "
+        "or a callable. Under optax.inject_hyperparams, name a callable mask in "
+        "static_args=('mask',).")
   tree = default_mask(params) if mask is None else mask(params) if callable(mask) else mask
   try:
     tree = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
@@ -124,6 +136,20 @@ def check_step(name: str, value: Any, *, minimum: int = 0) -> None:
     raise TypeError(f"{name} must be an int; got {value!r}.")
   if int(value) < minimum:
     raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+
+
+def check_dtype(name: str, value: Any) -> None:
+  """``None`` or a dtype; an array means inject_hyperparams took a dtype for a schedule."""
+  if value is None:
+    return
+  if isinstance(value, (jax.Array, np.ndarray, jax.core.Tracer)):
+    raise TypeError(
+        f"{name} is an array ({value!r}), not a dtype. Under optax.inject_hyperparams, name it "
+        f"in static_args=({name!r},).")
+  try:
+    jnp.dtype(value)
+  except TypeError:
+    raise TypeError(f"{name} must be a dtype such as jnp.bfloat16; got {value!r}.") from None
 
 
 def is_concrete(*values: Any) -> bool:

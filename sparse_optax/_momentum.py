@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ class ScaleByTimescaleMomentumState(NamedTuple):
 def scale_by_timescale_momentum(
     learning_rate: optax.ScalarOrSchedule,
     timescale: optax.ScalarOrSchedule,
+    accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Exponential moving average of the updates over a fixed time scale.
 
@@ -33,6 +34,10 @@ def scale_by_timescale_momentum(
   Args:
     learning_rate: the step size :math:`s_n` (float or schedule of the count).
     timescale: :math:`T > 0` (float or schedule).
+    accumulator_dtype: dtype :math:`v` is stored in (as ``optax.sgd``'s
+      ``accumulator_dtype``); default the params'. Each step computes in the
+      wider of it and the updates' dtype. A ``bfloat16`` average stops moving
+      once :math:`1 - \mu < 2^{-8}` (long time scales, small steps).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -52,11 +57,13 @@ def scale_by_timescale_momentum(
   """
   _base.check_hparam("learning_rate", learning_rate)
   _base.check_hparam("timescale", timescale, positive=True)
+  _base.check_dtype("accumulator_dtype", accumulator_dtype)
 
   def init_fn(params):
     _base.check_float_params("scale_by_timescale_momentum", params)
     return ScaleByTimescaleMomentumState(
-        count=jnp.zeros([], jnp.int32), velocity=optax.tree.zeros_like(params)
+        count=jnp.zeros([], jnp.int32),
+        velocity=optax.tree.zeros_like(params, dtype=accumulator_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -68,13 +75,15 @@ def scale_by_timescale_momentum(
     mu = jnp.exp(-s / _base.value_at(timescale, state.count))
 
     def step(g, v):
-      m = mu.astype(v.dtype)
-      return (m * v + (1 - m) * g).astype(v.dtype)
+      m = mu.astype(jnp.promote_types(v.dtype, g.dtype))
+      return m * v + (1 - m) * g
 
-    velocity = jax.tree.map(step, updates, state.velocity)
+    new = jax.tree.map(step, updates, state.velocity)
+    out = jax.tree.map(lambda n, g: n.astype(g.dtype), new, updates)
+    velocity = jax.tree.map(lambda n, v: n.astype(v.dtype), new, state.velocity)
     new_state = ScaleByTimescaleMomentumState(
         count=optax.safe_increment(state.count), velocity=velocity
     )
-    return velocity, new_state
+    return out, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -147,6 +147,7 @@ def log_l1_weights(
     structure: Any = "unstructured",
     kernel_layout: str = "HWIO",
     mask: _base.Mask | None = None,
+    accumulator_dtype: Any | None = None,
 ) -> _base.Weighting:
   r"""Adaptive log-l1 reweighting of paper 000, per leaf.
 
@@ -188,6 +189,8 @@ def log_l1_weights(
     kernel_layout: ``"HWIO"`` or ``"OIHW"``.
     mask: the penalised leaves, as in :func:`uniform_l1_weights` (default
       ``ndim >= 2``).
+    accumulator_dtype: dtype the running average :math:`r` is stored in
+      (default: the params'); the weights keep the params' dtype.
 
   Returns:
     A :class:`Weighting`.
@@ -207,6 +210,7 @@ def log_l1_weights(
     raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}.")
   if kernel_layout not in KERNEL_LAYOUTS:
     raise ValueError(f"kernel_layout must be one of {KERNEL_LAYOUTS}; got {kernel_layout!r}.")
+  _base.check_dtype("accumulator_dtype", accumulator_dtype)
   if beta is not None and maximum_factor is not None:
     raise ValueError(
         "Give either beta or maximum_factor, not both (maximum_factor = (beta + 1) / beta)."
@@ -235,9 +239,10 @@ def log_l1_weights(
     leaves, _ = jax.tree.flatten(params)
     axes = axes_of(params)
     if unstructured:  # r has each param's shape, so it shards like the params
-      return LogL1WeightsState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+      return LogL1WeightsState(jnp.zeros([], jnp.int32),
+                               optax.tree.zeros_like(params, dtype=accumulator_dtype))
     magnitude = _base.pack([jnp.zeros(_weight_shape(x.shape, a)) for x, a in zip(leaves, axes)],
-                           _base.state_dtype(params))
+                           accumulator_dtype or _base.state_dtype(params))
     return LogL1WeightsState(jnp.zeros([], jnp.int32), magnitude)
 
   def update_fn(state, params):
@@ -250,7 +255,7 @@ def log_l1_weights(
     else:
       r_leaves = _base.unpack("log_l1_weights", state.magnitude,
                               [_weight_shape(x.shape, a) for x, a in zip(leaves, axes)],
-                              [x.dtype for x in leaves])
+                              [accumulator_dtype or x.dtype for x in leaves])
     s = _base.value_at(learning_rate, state.count)
     mu = jnp.exp(-s / _base.value_at(timescale, state.count))
     if beta is not None:
@@ -262,14 +267,15 @@ def log_l1_weights(
     def leaf(x, r, axes):
       if axes is None:
         return jnp.zeros((), x.dtype), r
-      m = mu.astype(x.dtype)
+      stored = r.dtype
+      m = mu.astype(jnp.promote_types(stored, x.dtype))
       mag = _mean_magnitude(x, axes)
-      r = (m * r + (1 - m) * mag).astype(x.dtype)
+      r = m * r + (1 - m) * mag
       c = math.sqrt(math.prod(x.shape[i] for i in axes))  # √(HW) kernel, √(HWI) channel
       rmax = jnp.max(r)
       f = factor.astype(x.dtype)
       w = c * f / (1 + (f - 1) * r / jnp.where(rmax > 0, rmax, 1))
-      return jnp.where(rmax > 0, w, 0).astype(x.dtype), r
+      return jnp.where(rmax > 0, w, 0).astype(x.dtype), r.astype(stored)
 
     pairs = [leaf(x, r, a) for x, r, a in zip(leaves, r_leaves, axes)]
     weights = treedef.unflatten([w for w, _ in pairs])

@@ -172,8 +172,13 @@ def test_lobster_mask_leaves_normalisation_alone():
 
 def test_mask_prefix_and_bad_masks():
   tx = so.prox_sgd(0.1, 50.0, mask={"conv": True, "dense": False, "bias": False})
-  prefix, _ = _run(so.prox_sgd(0.1, 50.0, mask=True), {"w": PARAMS["dense"]})
-  assert np.all(np.asarray(prefix["w"]) == 0)
+  nested = {"block": {"w": PARAMS["dense"], "v": PARAMS["dense"]}, "head": PARAMS["dense"]}
+  prefix, _ = _run(so.prox_sgd(0.1, 50.0, mask={"block": True, "head": False}), nested)
+  assert np.all(np.asarray(prefix["block"]["w"]) == 0) and np.all(prefix["head"] != 0)
+  single, _ = _run(so.prox_sgd(0.1, 50.0, mask=True), PARAMS["dense"])  # one array: one bool
+  assert np.all(np.asarray(single) == 0)
+  with pytest.raises(TypeError, match="mask is a single bool .* for a tree of params"):
+    so.prox_sgd(0.1, 50.0, mask=False).init(PARAMS)
   with pytest.raises(ValueError, match="mask does not match the params tree"):
     tx.init({"other": jnp.ones((2, 2))})
   traced = so.soft_threshold(0.1, mask=lambda p: jax.tree.map(lambda x: jnp.ndim(x) >= 2, p))
@@ -198,3 +203,38 @@ def test_xrda_weights_argument():
                 dict(magnitude_timescale=2.0)):
     with pytest.raises(ValueError, match=f"{next(iter(extra))} configure the log-l1 weighting"):
       so.xrda(**XRDA, weights=so.uniform_l1_weights(), **extra)
+
+
+def test_inject_hyperparams_with_a_callable_mask_and_a_dtype():
+  kwargs = dict(XRDA, mask=_no_dense, accumulator_dtype=jnp.bfloat16)
+  plain, _ = _run(so.xrda(**kwargs), PARAMS)
+  injected, _ = _run(optax.inject_hyperparams(so.xrda, static_args=("mask", "accumulator_dtype"))(
+      **kwargs), PARAMS)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               injected, plain)
+  # A mask callable that takes any tree is evaluated on the step count: refused by the first
+  # update, before any step is taken with it.
+  by_rank = dict(kwargs, mask=lambda p: jax.tree.map(lambda x: jnp.ndim(x) >= 2, p))
+  with pytest.raises(TypeError, match=r"static_args=\('mask',\)"):
+    _run(optax.inject_hyperparams(so.xrda, static_args=("accumulator_dtype",))(**by_rank), PARAMS)
+  with pytest.raises(TypeError, match=r"static_args=\('accumulator_dtype',\)"):
+    optax.inject_hyperparams(so.xrda, static_args=("mask",))(**kwargs).init(PARAMS)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_accumulator_dtype_stores_v_and_r_only(dtype):
+  tx = so.xrda(**XRDA, accumulator_dtype=dtype)
+  _, state = _run(tx, PARAMS)
+  velocity, z, r, b = state[1].velocity, state[3].z, state[4].threshold.weights.magnitude, \
+      state[4].threshold.accumulated
+  assert {x.dtype for x in jax.tree.leaves(velocity) + jax.tree.leaves(r)} == {jnp.dtype(dtype)}
+  assert {x.dtype for x in jax.tree.leaves(z) + jax.tree.leaves(b)} == {jnp.dtype(jnp.float32)}
+  with pytest.raises(TypeError, match="accumulator_dtype must be a dtype"):
+    so.xrda(**XRDA, accumulator_dtype="wide")
+
+
+def test_bf16_accumulators_stay_close_to_f32_on_a_short_run():
+  f32, _ = _run(so.xrda(**XRDA), PARAMS, steps=20)
+  bf16, _ = _run(so.xrda(**XRDA, accumulator_dtype=jnp.bfloat16), PARAMS, steps=20)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-2), bf16, f32)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(bf16), jax.tree.leaves(f32)))
