@@ -1,7 +1,10 @@
 """Run as a script with 8 fake CPU devices: every optimizer of the table gives the same params
-on one device, under jax.jit over a data mesh (params replicated, batch sharded) and under
-jax.pmap. Exits non-zero on the first mismatch; prints one line per optimizer."""
+on one device, under jax.jit over a data mesh (params replicated, batch sharded), under
+jax.pmap, and with params and state sharded FSDP-style over a 2-D (data, model) mesh (kernels
+split along an axis, state given the params' shardings by optax.tree.map_params). Exits
+non-zero on the first mismatch; prints one line per optimizer."""
 
+import functools
 import os
 import sys
 
@@ -69,6 +72,28 @@ def run_mesh(tx):
   return p
 
 
+def run_fsdp(tx):
+  mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  specs = {"w": P(None, "model"), "k": P(None, None, None, "data"), "b": P("model")}
+  shardings = {k: NamedSharding(mesh, spec) for k, spec in specs.items()}
+  p = jax.device_put(init(), shardings)
+  state = tx.init(p)
+  state_shardings = optax.tree.map_params(
+      tx, lambda _, sharding: sharding, state, shardings,
+      transform_non_params=lambda _: NamedSharding(mesh, P()))
+  s = jax.device_put(state, state_shardings)
+
+  @functools.partial(jax.jit, out_shardings=(shardings, state_shardings))
+  def step(p, s, x):
+    u, s = tx.update(jax.grad(loss)(p, x), s, p)
+    return optax.apply_updates(p, u), s
+
+  for x in batches():
+    p, s = jax.block_until_ready(step(p, s, jax.device_put(x, NamedSharding(mesh, P("data")))))
+  assert not any(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(p))
+  return p
+
+
 def run_pmap(tx):
   n = jax.local_device_count()
   p = init()
@@ -94,11 +119,11 @@ def main():
   for name, factory, kwargs in OPTIMIZERS:
     tx = factory(**kwargs)
     single = run_single(tx)
-    for how, got in (("mesh", run_mesh(tx)), ("pmap", run_pmap(tx))):
+    for how, got in (("mesh", run_mesh(tx)), ("pmap", run_pmap(tx)), ("fsdp", run_fsdp(tx))):
       for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(single)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"{name} {how}")
     nz = sum(int(jnp.count_nonzero(x)) for x in jax.tree.leaves(single))
-    print(f"{name}: single == mesh == pmap (non-zeros {nz})", flush=True)
+    print(f"{name}: single == mesh == pmap == fsdp (non-zeros {nz})", flush=True)
   return 0
 
 

@@ -1,4 +1,5 @@
-"""Same result on one device, on a data mesh of 8 fake CPUs under jax.jit, and under jax.pmap."""
+"""Same result on one device, on a data mesh of 8 fake CPUs under jax.jit, under jax.pmap, and
+with params and state sharded over a 2-D mesh (FSDP-style)."""
 
 import os
 import pathlib
@@ -10,11 +11,11 @@ from tests.optimizer_table import IDS
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_every_optimizer_single_mesh_pmap_agree():
+def test_every_optimizer_single_mesh_pmap_fsdp_agree():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-m", "tests.multidevice_check"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   for name in IDS:
-    assert f"{name}: single == mesh == pmap" in proc.stdout, proc.stdout
+    assert f"{name}: single == mesh == pmap == fsdp" in proc.stdout, proc.stdout
