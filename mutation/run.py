@@ -147,10 +147,11 @@ def _select(session: Path, sample: int | None, seed: int,
 
 
 def _report(session: Path, package: str, generated: int, seconds: float,
-            workers: int, sample: int | None, seed: int) -> dict:
+            workers: int, sample: int | None, seed: int, rerun: bool = False) -> dict:
   from cosmic_ray.work_db import WorkDB, use_db
   from cosmic_ray.work_item import TestOutcome, WorkerOutcome
-  survivors, counts = [], {"killed": 0, "survived": 0, "incompetent": 0, "error": 0}
+  survivors, killed = [], []
+  counts = {"killed": 0, "survived": 0, "incompetent": 0, "error": 0}
   with use_db(str(session), WorkDB.Mode.open) as db:
     for item, result in db.completed_work_items:
       if result.worker_outcome == WorkerOutcome.SKIPPED:
@@ -168,6 +169,12 @@ def _report(session: Path, package: str, generated: int, seconds: float,
         counts["incompetent"] += 1
       else:
         counts["killed"] += 1
+        m = item.mutations[0]
+        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", result.output or "", re.MULTILINE)
+        killed.append({"module": str(Path(m.module_path).as_posix()), "line": m.start_pos[0],
+                       "operator": m.operator_name.split("/")[-1], "diff": result.diff,
+                       "killed_by": failed[0] if failed else
+                       ("timeout" if result.output == "timeout" else "import or collection")})
   tested = counts["killed"] + counts["survived"]
   return {
       "package": package, "modules": MODULES[package],
@@ -180,6 +187,9 @@ def _report(session: Path, package: str, generated: int, seconds: float,
       "wall_s": round(seconds), "workers": workers,
       "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
       "survivors": sorted(survivors, key=lambda s: (s["module"], s["line"])),
+      # Which test caught each mutant: kept for re-runs of survivors (short lists).
+      **({"killed": sorted(killed, key=lambda s: (s["module"], s["line"]))}
+         if sample is not None or rerun else {}),
   }
 
 
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
     for worker in workers:
       worker.terminate()
   report = _report(session, args.package, generated, time.time() - start, args.workers,
-                   args.sample, args.seed)
+                   args.sample, args.seed, rerun=args.survivors_of is not None)
   args.out.mkdir(parents=True, exist_ok=True)
   name = f"{args.package}.rerun" if args.survivors_of else args.package
   if args.survivors_of:
