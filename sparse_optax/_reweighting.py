@@ -182,7 +182,8 @@ def log_l1_weights(
   Args:
     learning_rate: step size :math:`s_n` (float or schedule).
     timescale: :math:`T_b > 0` of the magnitude average.
-    maximum_factor: :math:`F > 1` (default 500). Give this or ``beta``, not both.
+    maximum_factor: :math:`F \ge 1` (default 500; 1 is plain l1). Give this or
+      ``beta``, not both.
     beta: :math:`\beta > 0`, i.e. :math:`F = (\beta+1)/\beta`.
     structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``, or a tree or
       callable naming each leaf's structure.
@@ -221,7 +222,7 @@ def log_l1_weights(
     _base.check_hparam("beta", beta, positive=True)
   else:
     maximum_factor = 500.0 if maximum_factor is None else maximum_factor
-    _base.check_hparam("maximum_factor", maximum_factor, positive=True)
+    _base.check_hparam("maximum_factor", maximum_factor)  # and >= 1, below
     if not callable(maximum_factor) and not isinstance(maximum_factor, jax.core.Tracer):
       if np.min(np.asarray(maximum_factor, np.float64)) < 1.0:
         raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")

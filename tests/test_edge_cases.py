@@ -150,3 +150,49 @@ def test_compression_and_density_at_the_smallest_counts():
   summary = so.sparsity_summary({"s": jnp.array([2.0]), "e": jnp.zeros((0, 3))})
   assert summary["layers"]["s"]["density"] == 1.0
   assert summary["layers"]["e"]["density"] == 0.0  # an empty leaf is not NaN
+
+
+@pytest.mark.parametrize("factory,kwargs,match", [
+    (so.scale_by_timescale_momentum, dict(learning_rate=0.1, timescale=0.0),
+     "timescale must be positive"),
+    (so.accumulated_threshold, dict(l1=0.1, learning_rate=0.1, averaging=1.5),
+     r"averaging must lie in \[0, 1\]"),
+    (so.cosine_decay, dict(init_value=lambda n: 1.0, total_steps=10),
+     "init_value must be a number, not a schedule"),
+    (so.log_l1_weights, dict(learning_rate=0.1, timescale=1.0, maximum_factor=0.0),
+     "maximum_factor must be >= 1"),
+])
+def test_each_primitive_checks_its_own_arguments(factory, kwargs, match):
+  with pytest.raises((ValueError, TypeError), match=match):
+    factory(**kwargs)
+
+
+def test_a_single_step_schedule_and_a_maximum_factor_of_one():
+  assert float(so.cosine_decay(1.0, 1)(0)) == pytest.approx(0.0, abs=1e-7)  # N = 1 is valid
+  # F = 1 is plain l1 (times the structure's c): every weight 1, whatever the magnitudes.
+  w = so.log_l1_weights(1.0, 1.0, maximum_factor=1.0)
+  params = {"w": jnp.array([[0.0, 1.0, 5.0]])}
+  weights, _ = w.update(w.init(params), params)
+  np.testing.assert_array_equal(weights["w"], np.ones((1, 3), np.float32))
+
+
+def test_pruning_steps_count_from_begin_step():
+  # Every step by default; with begin_step 1 and frequency 3: steps 1, 4, 7.
+  params = {"w": jnp.asarray(np.arange(1.0, 101.0).reshape(1, 100), jnp.float32)}
+  zero = {"w": jnp.zeros((1, 100))}
+
+  def pruned_after_each_step(tx):
+    state, out = tx.init(params), []
+    p = params
+    for _ in range(8):
+      u, state = tx.update(zero, state, p)
+      p = optax.apply_updates(p, u)
+      out.append(100 - int(np.count_nonzero(p["w"])))
+    return out
+
+  ramp = lambda n: 0.1 * n  # noqa: E731
+  every = pruned_after_each_step(optax.chain(optax.sgd(0.0), so.prune_by_magnitude(ramp)))
+  assert every == [0, 10, 20, 30, 40, 50, 60, 70]
+  sparse = pruned_after_each_step(optax.chain(
+      optax.sgd(0.0), so.prune_by_magnitude(ramp, begin_step=1, frequency=3)))
+  assert sparse == [0, 10, 10, 10, 40, 40, 40, 70]
