@@ -188,7 +188,7 @@ def _report(session: Path, package: str, generated: int, seconds: float,
       "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
       "survivors": sorted(survivors, key=lambda s: (s["module"], s["line"])),
       # Which test caught each mutant: kept for re-runs of survivors (short lists).
-      **({"killed": sorted(killed, key=lambda s: (s["module"], s["line"]))}
+      **({"killed_mutants": sorted(killed, key=lambda s: (s["module"], s["line"]))}
          if sample is not None or rerun else {}),
   }
 
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
   args.out.mkdir(parents=True, exist_ok=True)
   name = f"{args.package}.rerun" if args.survivors_of else args.package
   if args.survivors_of:
-    report["rerun_of"] = str(args.survivors_of.relative_to(REPO))
+    report["rerun_of"] = str(args.survivors_of.resolve().relative_to(REPO))
   (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
   print(f"{args.package}: {report['killed']} killed / {report['tested']} "
         f"({report['score']:.1%}), {report['survived']} survived, "
