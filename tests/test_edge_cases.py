@@ -196,3 +196,15 @@ def test_pruning_steps_count_from_begin_step():
   sparse = pruned_after_each_step(optax.chain(
       optax.sgd(0.0), so.prune_by_magnitude(ramp, begin_step=1, frequency=3)))
   assert sparse == [0, 10, 10, 10, 40, 40, 40, 70]
+
+
+def test_focuss_default_exponent_is_one_half():
+  params = jnp.array([[4.0]])
+  tx = so.scale_by_affine_scaling("focuss", tau=1e-9)
+  updates, _ = tx.update(jnp.ones((1, 1)), tx.init(params), params)
+  np.testing.assert_allclose(updates, [[(4.0 ** 1.5) ** 2]], rtol=1e-6)  # ω = |θ|^(2 − p)
+
+
+def test_initial_sparsity_is_a_number():
+  with pytest.raises(TypeError, match="initial_sparsity must be a number, not a schedule"):
+    so.polynomial_sparsity(0.9, 0, 5, initial_sparsity=lambda n: 0.1)
