@@ -82,6 +82,17 @@ def default_mask(params: Params) -> Params:
   return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
 
 
+def broadcast_prefix(who: str, what: str, prefix: Any, params: Params) -> Any:
+  """``prefix`` (the params' structure, or a prefix of it) with each value copied to its leaves."""
+  try:
+    return jax.tree.map(lambda value, sub: jax.tree.map(lambda _: value, sub), prefix, params)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        f"{who}: the {what} does not match the params tree (it must have the params' "
+        f"structure, or a prefix of it):\n  {what}: {jax.tree.structure(prefix)}\n"
+        f"  params: {jax.tree.structure(params)}") from e
+
+
 def resolve_mask(who: str, mask: Mask | None, params: Params) -> Params:
   """``mask`` as a tree of Python bools with the structure of ``params``.
 
@@ -103,14 +114,7 @@ def resolve_mask(who: str, mask: Mask | None, params: Params) -> Params:
         "or a callable. Under optax.inject_hyperparams, name a callable mask in "
         "static_args=('mask',).")
   tree = default_mask(params) if mask is None else mask(params) if callable(mask) else mask
-  try:
-    tree = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
-  except (ValueError, TypeError) as e:
-    raise ValueError(
-        f"{who}: the mask does not match the params tree (it must have the params' "
-        f"structure, or a prefix of it):\n  mask:   {jax.tree.structure(tree)}\n"
-        f"  params: {jax.tree.structure(params)}"
-    ) from e
+  tree = broadcast_prefix(who, "mask", tree, params)
 
   def to_bool(path, m):
     if isinstance(m, jax.core.Tracer) or not (

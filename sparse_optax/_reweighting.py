@@ -65,14 +65,7 @@ def leaf_structures(structure: Any, params: Any, mask: Any, who: str) -> list:
     per_leaf = [structure if x.ndim == 4 else "unstructured" for x in leaves]
   else:
     tree = structure(params) if callable(structure) else structure
-    try:
-      tree = jax.tree.map(lambda st, sub: jax.tree.map(lambda _: st, sub), tree, params)
-    except (ValueError, TypeError) as e:
-      raise ValueError(
-          f"{who}: the structure tree does not match the params tree (it must have the "
-          f"params' structure, or a prefix of it):\n  structure: {jax.tree.structure(tree)}"
-          f"\n  params:    {jax.tree.structure(params)}") from e
-    per_leaf = jax.tree.leaves(tree)
+    per_leaf = jax.tree.leaves(_base.broadcast_prefix(who, "structure tree", tree, params))
   return [st if m else None for st, m in zip(per_leaf, selected)]
 
 
