@@ -21,6 +21,7 @@ from flax import nnx
 from models.initializers import INITS
 from models.lenet import LeNet5, LeNet5Tiny, LeNet300100, LeNet300100Tiny
 from models.resnet import BasicBlock, ResNet, ResNet18, ResNet20, ResNet32, ResNet56, ResNetTiny
+from models.thinning import LayerThinning, ThinningReport, thin
 from models.vgg import VGG, VGG11, VGG16, VGG19, VGGSmall, VGGTiny
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {
@@ -58,4 +59,5 @@ __all__ = [
     "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19", "VGGSmall",
     "BasicBlock", "ResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet56",
     "LeNet300100Tiny", "LeNet5Tiny", "VGGTiny", "ResNetTiny",
+    "thin", "ThinningReport", "LayerThinning",
 ]

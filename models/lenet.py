@@ -34,6 +34,7 @@ class LeNet300100(nnx.Module):
       init_scale: float = 1.0,
       rngs: nnx.Rngs,
   ):
+    self.input_shape = tuple(input_shape)  # to rebuild it narrower (models.thinning)
     kernel_init = initializers.linear_init(init, init_scale)
     sizes = [math.prod(input_shape), *hidden, num_classes]
     self.layers = nnx.List([
@@ -72,6 +73,7 @@ class LeNet5(nnx.Module):
       init_scale: float = 1.0,
       rngs: nnx.Rngs,
   ):
+    self.input_shape = tuple(input_shape)  # to rebuild it narrower (models.thinning)
     height, width, channels = input_shape
     conv_init = initializers.conv_init(init, init_scale)
     linear_init = initializers.linear_init(init, init_scale)

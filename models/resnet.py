@@ -21,17 +21,20 @@ class BasicBlock(nnx.Module):
   ``shortcut`` says what joins tensors of different shapes: ``"projection"``, a
   strided 1×1 conv + BN (option B; ResNet-18), or ``"zero_pad"``, a strided
   subsample padded with zero channels (option A, no parameters; ResNet-20/32/56
-  of He et al. §4.2).
+  of He et al. §4.2). ``inner_features`` is the width between the two convs
+  (default ``features``; structured thinning narrows it).
   """
 
   def __init__(self, in_features: int, features: int, stride: int, *,
-               shortcut: Shortcut, kernel_init, rngs: nnx.Rngs):
+               shortcut: Shortcut, kernel_init, rngs: nnx.Rngs,
+               inner_features: int | None = None):
+    inner = features if inner_features is None else inner_features
     self.stride = stride
     self.pad = features - in_features
-    self.conv1 = nnx.Conv(in_features, features, (3, 3), strides=stride, padding=1,
+    self.conv1 = nnx.Conv(in_features, inner, (3, 3), strides=stride, padding=1,
                           use_bias=False, kernel_init=kernel_init, rngs=rngs)
-    self.bn1 = initializers.batch_norm(features, rngs=rngs)
-    self.conv2 = nnx.Conv(features, features, (3, 3), padding=1,
+    self.bn1 = initializers.batch_norm(inner, rngs=rngs)
+    self.conv2 = nnx.Conv(inner, features, (3, 3), padding=1,
                           use_bias=False, kernel_init=kernel_init, rngs=rngs)
     self.bn2 = initializers.batch_norm(features, rngs=rngs)
     self.use_projection = (stride != 1 or in_features != features) and shortcut == "projection"
@@ -61,6 +64,8 @@ class ResNet(nnx.Module):
   n = 3/5/9, zero-padding shortcuts (option A), 269,722 / 464,154 / 853,018
   params on CIFAR-10 (0.27M / 0.46M / 0.85M, the paper's "853K"; 1×1 projection
   shortcuts would give 272,474 / 466,906 / 855,770, i.e. 0.86M for ResNet-56).
+  ``block_features``, one width per block, narrows the inner layer of each block
+  (conv1's outputs; default: the stage's width).
 
   >>> from flax import nnx
   >>> model = ResNetTiny(10, rngs=nnx.Rngs(0))
@@ -78,10 +83,17 @@ class ResNet(nnx.Module):
       input_shape: Sequence[int] = (32, 32, 3),
       init: initializers.InitName = "normal",
       init_scale: float = 1.0,
+      block_features: Sequence[int] | None = None,
       rngs: nnx.Rngs,
   ):
     if shortcut not in ("projection", "zero_pad"):
       raise ValueError(f"Unknown shortcut {shortcut!r}; expected 'projection' or 'zero_pad'.")
+    if block_features is not None and len(block_features) != sum(stage_sizes):
+      raise ValueError(f"block_features has {len(block_features)} widths; the stages "
+                       f"{tuple(stage_sizes)} have {sum(stage_sizes)} blocks.")
+    # Kept to rebuild the model with other widths (models.thinning).
+    self.stage_sizes, self.features = tuple(stage_sizes), tuple(features)
+    self.shortcut, self.input_shape = shortcut, tuple(input_shape)
     conv_init = initializers.conv_init(init, init_scale)
     self.stem = nnx.Conv(input_shape[-1], features[0], (3, 3), padding=1, use_bias=False,
                          kernel_init=conv_init, rngs=rngs)
@@ -91,8 +103,9 @@ class ResNet(nnx.Module):
     for i, (num_blocks, width) in enumerate(zip(stage_sizes, features)):
       for j in range(num_blocks):
         stride = 2 if i > 0 and j == 0 else 1
+        inner = None if block_features is None else block_features[len(self.blocks)]
         self.blocks.append(BasicBlock(in_features, width, stride, shortcut=shortcut,
-                                      kernel_init=conv_init, rngs=rngs))
+                                      kernel_init=conv_init, rngs=rngs, inner_features=inner))
         in_features = width
     self.classifier = nnx.Linear(in_features, num_classes,
                                  kernel_init=initializers.linear_init(init, init_scale), rngs=rngs)

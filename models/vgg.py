@@ -61,6 +61,7 @@ class VGG(nnx.Module):
       init_scale: float = 1.0,
       rngs: nnx.Rngs,
   ):
+    self.input_shape = tuple(input_shape)  # to rebuild it narrower (models.thinning)
     conv_init = initializers.conv_init(init, init_scale)
     in_features = input_shape[-1]
     self.stages = nnx.List()

@@ -1,0 +1,375 @@
+"""Structured thinning: a sparse model rebuilt narrower, without the channels it does not use.
+
+A channel (a conv's output channel, a linear layer's neuron) goes when that leaves the
+eval-mode outputs unchanged:
+
+* nothing reads it: the next layer's weights on it are all zero (kernel-mode sparsity, or
+  unstructured sparsity that zeroes a whole input slice);
+* it is dead: its kernel slice or its BatchNorm scale is all zero, so it outputs the constant
+  ``c = act(bn(bias))`` (``act`` the ReLU where the model has one there), and either ``c == 0``,
+  or the next layer sees ``c`` at every input position — a linear layer, or a conv without
+  padding (max-pools and global means keep a constant) — and ``c`` times the next layer's
+  weights on the channel folds into that layer's bias. Behind a padded conv the border
+  positions see zeros, not ``c``, so there a dead channel with ``c != 0`` stays.
+
+Removals repeat until none applies: a fold can leave a channel of the next layer dead, and
+removing a layer's outputs can leave its inputs unread. A layer keeps at least one channel.
+
+What is thinned per family: LeNet-300-100 its hidden neurons; LeNet-5 conv1's and conv2's
+channels and fc1's neurons; VGG every conv's channels; ResNet only the inner channels of each
+block (conv1's outputs, conv2's inputs): a block's outputs are added to its shortcut's.
+
+>>> from flax import nnx
+>>> import models
+>>> model = models.get_model("lenet300100_tiny", 10, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
+>>> model.layers[0].kernel.set_value(model.layers[0].kernel.get_value().at[:, :12].set(0.0))
+>>> thinned, report = thin(model)  # 12 of the 32 first hidden neurons are dead
+>>> type(thinned).__name__, thinned.layers[0].kernel.shape
+('LeNet300100', (64, 20))
+>>> report.params_before - report.params_after  # 12 × (64 + 1) + 12 × 16
+972
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from models.lenet import LeNet5, LeNet300100
+from models.resnet import ResNet
+from models.vgg import VGG
+
+Path = tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerThinning:
+  """One conv or linear layer with its BatchNorm: widths and parameter counts before and after.
+
+  ``kept`` holds the original indices of the output channels kept.
+  """
+
+  name: str
+  in_before: int
+  in_after: int
+  out_before: int
+  out_after: int
+  params_before: int
+  params_after: int
+  kept: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ThinningReport:
+  """What ``thin`` removed: every conv/linear layer in forward order, and the parameter totals."""
+
+  layers: tuple[LayerThinning, ...]
+  params_before: int
+  params_after: int
+
+  def __str__(self) -> str:
+    rows = [("layer", "inputs", "outputs", "params")]
+    rows += [(l.name, f"{l.in_before} -> {l.in_after}", f"{l.out_before} -> {l.out_after}",
+              f"{l.params_before:,} -> {l.params_after:,}") for l in self.layers]
+    rows.append(("total", "", "", f"{self.params_before:,} -> {self.params_after:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+  path: Path              # of the nnx.Conv / nnx.Linear
+  bn: Path | None = None  # of the BatchNorm right after it
+
+
+@dataclasses.dataclass(frozen=True)
+class _Link:
+  """``producer``'s channels (after its BatchNorm, and a ReLU if ``relu``) feed ``consumer``
+  and nothing else."""
+
+  producer: _Layer
+  consumer: _Layer
+  relu: bool
+
+
+class _Family(NamedTuple):
+  layers: list[_Layer]  # every conv/linear layer, forward order
+  links: list[_Link]
+  # widths (out channels of a layer) -> the constructor of the narrower model, less rngs
+  build: Callable[[Callable[[_Layer], int]], Callable[..., nnx.Module]]
+
+
+def _lenet300100(model: LeNet300100) -> _Family:
+  layers = [_Layer(("layers", i)) for i in range(len(model.layers))]
+  links = [_Link(a, b, relu=True) for a, b in zip(layers[:-1], layers[1:])]
+  return _Family(layers, links, lambda width: functools.partial(
+      LeNet300100, width(layers[-1]), input_shape=model.input_shape,
+      hidden=tuple(width(layer) for layer in layers[:-1])))
+
+
+def _lenet5(model: LeNet5) -> _Family:
+  conv1, conv2, fc1, fc2 = (_Layer((name,)) for name in ("conv1", "conv2", "fc1", "fc2"))
+  # Caffe's LeNet-5 has no nonlinearity after the convs.
+  links = [_Link(conv1, conv2, relu=False), _Link(conv2, fc1, relu=False),
+           _Link(fc1, fc2, relu=True)]
+  return _Family([conv1, conv2, fc1, fc2], links, lambda width: functools.partial(
+      LeNet5, width(fc2), input_shape=model.input_shape,
+      features=(width(conv1), width(conv2)), hidden=width(fc1)))
+
+
+def _vgg(model: VGG) -> _Family:
+  stages = [[_Layer(("stages", i, j, "conv"), ("stages", i, j, "bn")) for j in range(len(stage))]
+            for i, stage in enumerate(model.stages)]
+  layers = [layer for stage in stages for layer in stage] + [_Layer(("classifier",))]
+  links = [_Link(a, b, relu=True) for a, b in zip(layers[:-1], layers[1:])]
+  return _Family(layers, links, lambda width: functools.partial(
+      VGG, width(layers[-1]), input_shape=model.input_shape,
+      stages=tuple(tuple(width(layer) for layer in stage) for stage in stages)))
+
+
+def _resnet(model: ResNet) -> _Family:
+  layers, links, inner = [_Layer(("stem",), ("stem_bn",))], [], []
+  for i, block in enumerate(model.blocks):
+    conv1 = _Layer(("blocks", i, "conv1"), ("blocks", i, "bn1"))
+    conv2 = _Layer(("blocks", i, "conv2"), ("blocks", i, "bn2"))
+    layers += [conv1, conv2]
+    if block.use_projection:
+      layers.append(_Layer(("blocks", i, "projection"), ("blocks", i, "projection_bn")))
+    links.append(_Link(conv1, conv2, relu=True))
+    inner.append(conv1)
+  layers.append(_Layer(("classifier",)))
+  return _Family(layers, links, lambda width: functools.partial(
+      ResNet, width(layers[-1]), stage_sizes=model.stage_sizes, features=model.features,
+      shortcut=model.shortcut, input_shape=model.input_shape,
+      block_features=tuple(width(layer) for layer in inner)))
+
+
+# Exact classes: a subclass may take other constructor arguments or add layers.
+_FAMILIES: dict[type, Callable[[Any], _Family]] = {
+    LeNet300100: _lenet300100, LeNet5: _lenet5, VGG: _vgg, ResNet: _resnet,
+}
+
+
+def thin(model: nnx.Module, params: Any = None,
+         batch_stats: Any = None) -> tuple[nnx.Module, ThinningReport]:
+  """The narrower model of ``model``'s family without its removable channels (module docstring).
+
+  Args:
+    model: a ``LeNet300100``, ``LeNet5``, ``VGG`` or ``ResNet`` (any registered variant).
+    params, batch_stats: optional trees (pure dicts as ``nnx.to_pure_dict`` gives, as the
+      training loop's state holds them, or ``nnx.State``) used instead of the model's own
+      parameters and BatchNorm statistics; they must match the model's tree and shapes.
+
+  Returns:
+    ``(thinned, report)``: a new model of the same class built with the narrower widths, in
+    eval mode, whose eval-mode outputs equal ``model``'s (up to float rounding), and a
+    ``ThinningReport``. ``model`` is left unchanged.
+
+  Raises:
+    TypeError: for a model family that is not supported, or leaves that are not arrays.
+    ValueError: for ``params``/``batch_stats`` that do not match the model.
+  """
+  family = _FAMILIES.get(type(model))
+  if family is None:
+    names = ", ".join(cls.__name__ for cls in _FAMILIES)
+    raise TypeError(f"thin: unsupported model {type(model).__name__}; it thins {names} "
+                    "(every model of models.MODELS).")
+  layers, links, build = family(model)
+  values = _read(model, nnx.Param, params, "params")
+  param_paths = set(values)
+  values.update(_read(model, nnx.BatchStat, batch_stats, "batch_stats"))
+  before = dict(values)
+  kept = {layer.path: np.arange(values[layer.path + ("kernel",)].shape[-1]) for layer in layers}
+
+  changed = True
+  while changed:
+    changed = False
+    for link in links:
+      keep = _thin_link(model, link, values)
+      if keep is not None:
+        kept[link.producer.path] = kept[link.producer.path][keep]
+        changed = True
+
+  def width(layer: _Layer) -> int:
+    return values[layer.path + ("kernel",)].shape[-1]
+
+  thinned = _rebuild(build(width), values)
+  thinned.eval()
+
+  def count(tree: dict[Path, np.ndarray], layer: _Layer) -> int:
+    keys = [layer.path + ("kernel",), layer.path + ("bias",)]
+    if layer.bn is not None:
+      keys += [layer.bn + ("scale",), layer.bn + ("bias",)]
+    return sum(tree[key].size for key in keys if key in tree)
+
+  rows = []
+  for layer in layers:
+    kernel, new_kernel = before[layer.path + ("kernel",)], values[layer.path + ("kernel",)]
+    rows.append(LayerThinning(
+        name=".".join(map(str, layer.path)),
+        in_before=kernel.shape[-2], in_after=new_kernel.shape[-2],
+        out_before=kernel.shape[-1], out_after=new_kernel.shape[-1],
+        params_before=count(before, layer), params_after=count(values, layer),
+        kept=tuple(int(i) for i in kept[layer.path])))
+  report = ThinningReport(
+      layers=tuple(rows),
+      params_before=sum(before[path].size for path in param_paths),
+      params_after=sum(values[path].size for path in param_paths))
+  return thinned, report
+
+
+def _thin_link(model: nnx.Module, link: _Link, values: dict[Path, np.ndarray]) -> np.ndarray | None:
+  """Removes what it can of ``link.producer``'s outputs in ``values``; the mask kept, or None."""
+  producer, consumer = link.producer, link.consumer
+  width = values[producer.path + ("kernel",)].shape[-1]
+  next_kernel = values[consumer.path + ("kernel",)]
+  by_channel = _by_input_channel(next_kernel, width)  # (positions, width, outputs)
+  unread = ~by_channel.any(axis=(0, 2))
+  dead, constant = _constant_outputs(model, link, values)
+  consumer_module = _module(model, consumer.path)
+  foldable = consumer_module.use_bias and _sees_constants_everywhere(consumer_module)
+  remove = unread | (dead & ((constant == 0) | foldable))
+  if remove.all():
+    remove[0] = False  # a zero-width layer is no model
+  if not remove.any():
+    return None
+  fold = remove & dead & ~unread
+  if foldable and fold.any():
+    bias = values[consumer.path + ("bias",)]
+    shift = np.einsum("pko,k->o", by_channel[:, fold].astype(np.float64),
+                      constant[fold].astype(np.float64))
+    values[consumer.path + ("bias",)] = (bias.astype(np.float64) + shift).astype(bias.dtype)
+
+  keep = ~remove
+  names = [producer.path + ("kernel",), producer.path + ("bias",)]
+  if producer.bn is not None:
+    names += [producer.bn + (name,) for name in ("scale", "bias", "mean", "var")]
+  for name in names:
+    if name in values:
+      values[name] = values[name][..., keep]
+  narrow = by_channel[:, keep]
+  if next_kernel.ndim == 2:  # (positions × channels, outputs), the channel varying fastest
+    values[consumer.path + ("kernel",)] = narrow.reshape(-1, next_kernel.shape[-1])
+  else:  # HWIO
+    values[consumer.path + ("kernel",)] = narrow.reshape(
+        *next_kernel.shape[:-2], narrow.shape[1], next_kernel.shape[-1])
+  return keep
+
+
+def _by_input_channel(kernel: np.ndarray, width: int) -> np.ndarray:
+  """A consumer's kernel as (input positions, channels, outputs).
+
+  A conv's positions are its H×W taps; a linear layer after a flatten of an (h, w, c) map
+  has one row per (position, channel), the channel varying fastest.
+  """
+  return kernel.reshape(-1, width, kernel.shape[-1])
+
+
+def _constant_outputs(model: nnx.Module, link: _Link,
+                      values: dict[Path, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Which of the producer's channels are constant, and their value after BatchNorm and ReLU."""
+  producer = link.producer
+  kernel = values[producer.path + ("kernel",)]
+  width = kernel.shape[-1]
+  dead = ~kernel.reshape(-1, width).any(axis=0)
+  x = jnp.asarray(values.get(producer.path + ("bias",), np.zeros(width, kernel.dtype)))
+  if producer.bn is not None:
+    scale = values[producer.bn + ("scale",)]
+    dead |= scale == 0  # then the BatchNorm outputs its shift, whatever its input
+    epsilon = _module(model, producer.bn).epsilon
+    mean, var, shift = (jnp.asarray(values[producer.bn + (name,)])
+                        for name in ("mean", "var", "bias"))
+    # As flax's BatchNorm computes it with running statistics, so that a zero stays a zero.
+    x = (x - mean) * (jax.lax.rsqrt(var + epsilon) * jnp.asarray(scale)) + shift
+  if link.relu:
+    x = jax.nn.relu(x)
+  return dead, np.asarray(x)
+
+
+def _sees_constants_everywhere(module: nnx.Module) -> bool:
+  """Whether every input position of ``module`` is a real one, never padding."""
+  if isinstance(module, nnx.Linear):
+    return True
+  padding = module.padding
+  if isinstance(padding, str):
+    return padding.upper() == "VALID"
+  if isinstance(padding, int):
+    return padding == 0
+  return all(np.all(np.asarray(pad) == 0) for pad in padding)
+
+
+def _module(model: nnx.Module, path: Path) -> Any:
+  for key in path:
+    model = model[key] if isinstance(key, int) else getattr(model, key)
+  return model
+
+
+def _name(path: Sequence[Any]) -> str:
+  return "/".join(map(str, path))
+
+
+def _flatten(tree: Any, what: str, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  if isinstance(tree, nnx.State):
+    tree = nnx.to_pure_dict(tree)
+  if not isinstance(tree, Mapping):
+    if not prefix:
+      raise TypeError(f"thin: {what} must be a nested dict (nnx.to_pure_dict) or an nnx.State, "
+                      f"got {type(tree).__name__}.")
+    return {prefix: tree}
+  flat = {}
+  for key, subtree in tree.items():
+    # str(key): a checkpoint restores nnx.List indices as the strings "0", "1", ...
+    flat.update(_flatten(subtree, what, prefix + (str(key),)))
+  return flat
+
+
+def _read(model: nnx.Module, kind: type, given: Any, what: str) -> dict[Path, np.ndarray]:
+  """The model's ``kind`` variables by path, as NumPy arrays, or ``given`` checked against them."""
+  own = {path: var.get_value() for path, var in nnx.to_flat_state(nnx.state(model, kind))}
+  if given is None:
+    return {path: np.asarray(value) for path, value in own.items()}
+  family = type(model).__name__
+  by_name = {tuple(map(str, path)): path for path in own}
+  flat = _flatten(given, what)
+  for key in flat:
+    if key not in by_name:
+      raise ValueError(f"thin: {what} do not match the {family} model: {_name(key)!r} is not "
+                       f"one of its {what}.")
+  values = {}
+  for key, path in by_name.items():
+    if key not in flat:
+      raise ValueError(f"thin: {what} do not match the {family} model: {_name(key)!r} is "
+                       "missing.")
+    leaf = flat[key]
+    if isinstance(leaf, nnx.Variable):
+      leaf = leaf.get_value()
+    if isinstance(leaf, jax.core.Tracer):
+      raise TypeError(f"thin: {what} {_name(key)!r} is traced; thin needs concrete arrays (the "
+                      "kept widths set the shapes), so call it outside jax.jit.")
+    if not isinstance(leaf, (jax.Array, np.ndarray)):
+      raise TypeError(f"thin: {what} {_name(key)!r} is a {type(leaf).__name__}, not an array.")
+    if leaf.shape != own[path].shape:
+      raise ValueError(f"thin: {what} do not match the {family} model: {_name(key)!r} has shape "
+                       f"{tuple(leaf.shape)}, the model's has {tuple(own[path].shape)}.")
+    values[path] = np.asarray(leaf)
+  return values
+
+
+def _rebuild(constructor: Callable[..., nnx.Module], values: dict[Path, np.ndarray]) -> nnx.Module:
+  """The model ``constructor`` builds, holding ``values`` (no random init is drawn)."""
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: constructor(rngs=nnx.Rngs(0))))
+  flat = nnx.to_flat_state(state)
+  for path, var in flat:
+    value = values[path]
+    if var.get_value().shape != value.shape:  # the family's build and links disagree
+      raise AssertionError(f"thin: {_name(path)} built {var.get_value().shape}, has {value.shape}.")
+    var.set_value(jnp.asarray(value))
+  return nnx.merge(graphdef, nnx.from_flat_state(flat))
