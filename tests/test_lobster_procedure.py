@@ -37,3 +37,13 @@ def test_zero_tolerance_prunes_only_what_costs_nothing():
       params, lambda p: 1.0 + float(jnp.sum(jnp.abs(params["w"] - p["w"]))), 0.0)
   assert t <= 1.0
   np.testing.assert_array_equal(pruned["w"], params["w"])
+
+
+def test_an_equal_loss_is_no_improvement():
+  # With zero tolerance a flat validation loss is a plateau; were "equal" an improvement, the
+  # pruning phase would never start on a loss that stopped moving.
+  detector = lobster.PlateauDetector(patience=2, tolerance=0.0)
+  assert [detector.update(1.0) for _ in range(3)] == [False, False, True]
+  detector = lobster.PlateauDetector(patience=1, tolerance=0.5)
+  detector.update(1.0)
+  assert detector.update(0.5)  # exactly the tolerance: not a gain of more than 50%

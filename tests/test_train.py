@@ -128,11 +128,15 @@ def test_end_to_end_mock_data(baseline):
   assert set(state) == {"step", "params", "batch_stats", "opt_state"}
 
 
-def test_rerun_of_finished_run_only_evaluates(baseline, tmp_path):
+def test_rerun_of_finished_run_only_evaluates(baseline, tmp_path, capsys):
   import shutil
   workdir = tmp_path / "copy"
   shutil.copytree(baseline[0], workdir)
+  capsys.readouterr()
   final = _run(workdir)
+  printed = capsys.readouterr().out  # the chief prints the final figures
+  assert (f"Final: test accuracy {final['test_accuracy']:.4f}, density {final['density']:.4f} "
+          f"({final['nonzeros']}/{final['total']} non-zeros)") in printed
   assert final["step"] == 8
   assert final["test_accuracy"] == baseline[1]["test_accuracy"]
   assert len(_records(workdir)) == 2  # nothing trained, nothing appended
