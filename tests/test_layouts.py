@@ -101,7 +101,7 @@ def test_summary_counts_kernels_of_chosen_convs_in_either_layout():
   s = so.sparsity_summary({"c": jnp.asarray(k)}, convs={"c": True})
   assert (s["kernels"], int(s["zero_kernels"]), s["channels"], int(s["zero_channels"])) == (
       6, 5, 3, 2)
-  s = so.sparsity_summary({"c": jnp.asarray(np.transpose(k, (2, 1, 0)))}, convs=True,
+  s = so.sparsity_summary({"c": jnp.asarray(np.transpose(k, (2, 1, 0)))}, convs={"c": True},
                           kernel_layout="OIHW")
   assert (int(s["zero_kernels"]), int(s["zero_channels"])) == (5, 2)
   assert so.sparsity_summary({"c": jnp.asarray(k)})["kernels"] == 0  # 3-D: not a conv by default
