@@ -342,6 +342,7 @@ def test_metrics_log_the_learning_rate_of_each_epochs_last_step(baseline):
     ("optimizer", "adam", r"Unknown optimizer 'adam'.*prox_sgd.*xrda"),
     ("structure", "rows", r"Unknown structure 'rows'"),
     ("batch_size", 0, r"batch_size=0 must be a positive multiple"),
+    ("num_epochs", 0, r"num_epochs must be positive, got 0"),
 ])
 def test_bad_config_values(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
