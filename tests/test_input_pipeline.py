@@ -146,6 +146,7 @@ def test_cifar_augmentation_is_pad_crop_flip_of_distinct_examples():
         matched.add(i)
         transforms.append(transform)
     assert len({t[:2] for t in transforms}) > 5  # many offsets
+    assert {t[0] for t in transforms} | {t[1] for t in transforms} >= {0, 8}  # the full pad of 4
     assert {t[2] for t in transforms} == {False, True}  # both flips
     assert sum(t == (4, 4, False) for t in transforms) < N // 4  # images actually change
 

@@ -47,3 +47,9 @@ def test_an_equal_loss_is_no_improvement():
   detector = lobster.PlateauDetector(patience=1, tolerance=0.5)
   detector.update(1.0)
   assert detector.update(0.5)  # exactly the tolerance: not a gain of more than 50%
+
+
+def test_tolerance_must_lie_in_zero_one():
+  for bad in (-0.1, 1.0):
+    with pytest.raises(ValueError, match=r"tolerance must lie in \[0, 1\)"):
+      lobster.PlateauDetector(patience=1, tolerance=bad)

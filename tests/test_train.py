@@ -350,6 +350,11 @@ def test_bad_config_values(tmp_path, field, value, match):
   assert not (tmp_path / "w").exists()  # rejected before any work
 
 
+def test_batch_larger_than_the_data(tmp_path):
+  with pytest.raises(ValueError, match=r"batch_size=256 exceeds the 128 training examples"):
+    _run(tmp_path, batch_size=256)
+
+
 def test_batch_not_divisible_by_device_count(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: 4)
   with pytest.raises(ValueError, match=r"batch_size=30 must be .* device count \(4\)"):
