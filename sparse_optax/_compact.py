@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from sparse_optax._metrics import _path_name
+from sparse_optax import _base
+
 
 # Signed, narrowest first. Signed because BCOO's own ops (concatenate, padding
 # to a larger nse) write indices up to the dimension size and raise on signed
@@ -18,7 +19,7 @@ _INDEX_DTYPES = (np.int8, np.int16, np.int32, np.int64)
 
 
 def _where(path) -> str:
-  name = _path_name(path)
+  name = _base.path_name(path)
   return f"leaf {name!r}" if name else "the root leaf"
 
 
@@ -210,7 +211,7 @@ def compact_summary(params: Any) -> dict[str, Any]:
     c = _compact_leaf(path, x, "compact_summary")
     dense_bytes = int(np.dtype(x.dtype).itemsize * np.prod(x.shape, dtype=np.int64))
     if isinstance(c, sparse.BCOO):
-      layers[_path_name(path)] = {
+      layers[_base.path_name(path)] = {
           "format": "bcoo",
           "dense_bytes": dense_bytes,
           "compact_bytes": int(c.data.nbytes + c.indices.nbytes),
@@ -218,7 +219,7 @@ def compact_summary(params: Any) -> dict[str, Any]:
           "index_dtype": str(c.indices.dtype),
       }
     else:
-      layers[_path_name(path)] = {
+      layers[_base.path_name(path)] = {
           "format": "dense",
           "dense_bytes": dense_bytes,
           "compact_bytes": dense_bytes,

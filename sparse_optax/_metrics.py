@@ -11,9 +11,6 @@ from sparse_optax import _base
 from sparse_optax import _reweighting
 
 
-_path_name = _base.path_name
-
-
 def count_nonzeros(params: Any) -> jax.Array:
   """Number of non-zero entries over all leaves (int32 scalar).
 
@@ -72,7 +69,7 @@ def sparsity_summary(params: Any, *, kernel_layout: str = "HWIO",
              if convs is not None else [jnp.ndim(x) == 4 for x in jax.tree.leaves(params)])
   for (path, x), conv in zip(jax.tree_util.tree_leaves_with_path(params), is_conv):
     nz = jnp.count_nonzero(x)
-    layers[_path_name(path)] = {
+    layers[_base.path_name(path)] = {
         "total": x.size,
         "nonzeros": nz,
         "density": nz.astype(jnp.float32) / max(x.size, 1),
