@@ -8,7 +8,7 @@ CONFIG ?= train/configs/lenet5_mnist_xrda.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 MUTANTS ?= 40
 
-.PHONY: install train test bench mutate clean
+.PHONY: install train test test-lowest bench mutate clean
 
 install: $(STAMP)
 
@@ -24,6 +24,18 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# The library's tests against the lowest versions pyproject.toml allows (CI runs it too).
+LOWEST := .venv-lowest
+LIBRARY_TESTS := sparse_optax tests/test_math.py tests/test_optimizers_common.py \
+  tests/test_optax_compat.py tests/test_errors.py tests/test_edge_cases.py tests/test_layouts.py \
+  tests/test_compact.py tests/test_baselines.py tests/test_compressed_sensing.py \
+  tests/test_metrics_and_masking.py
+test-lowest:
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q $$($(PYTHON) .ci/lowest_requirements.py) pytest pytest-xdist
+	$(LOWEST)/bin/python -m pip list 2>/dev/null | grep -E '^(jax|jaxlib|optax|chex|numpy) '
+	$(LOWEST)/bin/python -m pytest -q -n 2 --dist loadfile $(LIBRARY_TESTS)
+
 # Mutation testing (cosmic-ray): every mutant of sparse_optax/, a sample of train/'s logic.
 # Hours on 2 cores; writes mutation/results/*.json (see the README's Tests section).
 mutate: $(STAMP)
@@ -35,4 +47,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.optimizer_update
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(LOWEST) runs

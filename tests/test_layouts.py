@@ -152,7 +152,7 @@ def test_equinox_model_end_to_end():
 
 
 def test_flax_linen_model_end_to_end():
-  from flax import linen as nn
+  nn = pytest.importorskip("flax.linen")
 
   class Net(nn.Module):
     @nn.compact
