@@ -1,7 +1,9 @@
-"""Every exported optimizer, as (name, factory, kwargs): the table the common checks run over.
+"""The tables the common checks run over.
 
-Transforms that need a base optimizer enter as small factories of their usual chain.
-`EXACT_ZEROS` names the ones whose own update produces exact zeros."""
+`OPTIMIZERS`: the named optimizers and baselines at training settings (schedules, decay), as
+(name, factory, kwargs), for the multi-device checks. `TRANSFORMS`: every public transform."""
+
+from typing import Callable, NamedTuple
 
 import optax
 
@@ -56,8 +58,63 @@ OPTIMIZERS += [
 ]
 
 IDS = [name for name, _, _ in OPTIMIZERS]
-EXACT_ZEROS = {name for name in IDS if name not in ("affine_scaling", "lobster")}
 
 
-def build(factory, kwargs):
-  return factory(**kwargs)
+# Every public GradientTransformation factory, primitives too, each as the sparse_optax call
+# itself (so that inject_hyperparams wraps the real signature) inside the minimal chain a user
+# writes around it. `make(strength)` gives the call's kwargs with its sparsity knob (l1,
+# threshold, target sparsity, shrinkage) at `strength`; 0 makes it a plain optimizer.
+class Case(NamedTuple):
+  name: str
+  factory: Callable[..., optax.GradientTransformation]
+  make: Callable[[float], dict]
+  chain: Callable[[optax.GradientTransformation], optax.GradientTransformation] = lambda tx: tx
+  strength: float | None = None  # where the sparse checks run; None: not a sparsity method
+  exact_zeros: bool = True  # the chain writes exact zeros (LOBSTER only shrinks)
+  zeroed: float = 1.0  # the fraction of a sparse target's zeros it reaches exactly
+
+
+def _after_sgd(tx):
+  return optax.chain(optax.sgd(0.1), tx)
+
+
+def _threshold(weights):
+  return lambda s: dict(threshold=so.accumulated_threshold(s, 0.1, weights=weights))
+
+
+_XRDA = dict(learning_rate=0.1, averaging=0.5, momentum_timescale=1.0)
+
+TRANSFORMS = [
+    *(Case(f"xrda_{s}", so.xrda, lambda l1, s=s: dict(_XRDA, l1=l1, structure=s),
+           strength=2e-3) for s in so.STRUCTURES),
+    Case("xrda_uniform", so.xrda,
+         lambda l1: dict(_XRDA, l1=l1, weights=so.uniform_l1_weights()), strength=2e-3),
+    Case("rda", so.rda, lambda l1: dict(gamma=0.5, l1=l1), strength=2e-2),
+    Case("prox_sgd", so.prox_sgd, lambda l1: dict(learning_rate=0.1, l1=l1), strength=2e-2),
+    Case("prox_sgd_momentum", so.prox_sgd,
+         lambda l1: dict(learning_rate=0.05, l1=l1, momentum=0.9, weight_decay=1e-4),
+         strength=2e-2),
+    Case("dual_averaging", so.dual_averaging, lambda _: dict(averaging=0.5), _after_sgd),
+    Case("dual_averaging_initial", so.dual_averaging,
+         lambda _: dict(averaging=1.0, center="initial"), _after_sgd),
+    Case("soft_threshold", so.soft_threshold, lambda t: dict(threshold=t), _after_sgd,
+         strength=2e-3),
+    Case("soft_threshold_uniform", so.soft_threshold, _threshold(so.uniform_l1_weights()),
+         _after_sgd, strength=2e-2),
+    *(Case(f"soft_threshold_log_l1_{s}", so.soft_threshold,
+           _threshold(so.log_l1_weights(0.1, 1.0, maximum_factor=20.0, structure=s)),
+           _after_sgd, strength=2e-2) for s in so.STRUCTURES),
+    Case("timescale_momentum", so.scale_by_timescale_momentum,
+         lambda _: dict(learning_rate=0.1, timescale=1.0),
+         lambda tx: optax.chain(tx, optax.scale(-0.1))),
+    Case("freeze_zeros", so.freeze_zeros, lambda _: {},
+         lambda tx: optax.chain(optax.sgd(0.1), so.soft_threshold(2e-3), tx), strength=0.0),
+    Case("prune_by_magnitude", so.prune_by_magnitude,
+         lambda s: dict(sparsity=s, begin_step=150), _after_sgd,
+         strength=0.5, zeroed=0.5),  # half of each leaf: 18 of the kernel's 32 zeros
+    Case("affine_scaling", so.scale_by_affine_scaling, lambda _: dict(method="l1", tau=0.5),
+         lambda tx: optax.chain(tx, optax.sgd(0.1))),
+    Case("lobster", so.lobster, lambda s: dict(inner=optax.sgd(0.1), strength=s),
+         strength=5e-3, exact_zeros=False),
+]
+TRANSFORM_IDS = [case.name for case in TRANSFORMS]

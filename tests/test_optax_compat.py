@@ -8,29 +8,17 @@ import optax
 import pytest
 
 import sparse_optax as so
+from tests.optimizer_table import TRANSFORM_IDS, TRANSFORMS
 
 PARAMS = {"conv": jnp.linspace(-1.0, 1.0, 3 * 3 * 2 * 4).reshape(3, 3, 2, 4),
           "dense": jnp.linspace(-0.5, 0.8, 12).reshape(4, 3),
           "bias": jnp.linspace(0.0, 0.3, 3)}
 XRDA = dict(learning_rate=0.1, averaging=0.5, l1=1e-2, momentum_timescale=1.0)
 
-# Every public GradientTransformation factory, called with its defaults where it has them.
-FACTORIES = [
-    ("xrda", so.xrda, (), XRDA),
-    ("xrda_kernel", so.xrda, (), dict(XRDA, structure="kernel")),
-    ("xrda_channel", so.xrda, (), dict(XRDA, structure="channel")),
-    ("rda", so.rda, (1.0, 1e-2), {}),
-    ("prox_sgd", so.prox_sgd, (0.1, 1e-2), {}),
-    ("dual_averaging", so.dual_averaging, (0.5,), {}),
-    ("dual_averaging_initial", so.dual_averaging, (0.5,), dict(center="initial")),
-    ("soft_threshold", so.soft_threshold, (0.01,), {}),
-    ("timescale_momentum", so.scale_by_timescale_momentum, (0.1, 1.0), {}),
-    ("freeze_zeros", so.freeze_zeros, (), {}),
-    ("prune_by_magnitude", so.prune_by_magnitude, (0.5,), {}),
-    ("affine_scaling", so.scale_by_affine_scaling, ("l1",), {}),
-    ("lobster", so.lobster, (optax.sgd(0.1), 1e-3), {}),
-]
-IDS = [name for name, *_ in FACTORIES]
+# Every public GradientTransformation factory (the common table), called alone.
+FACTORIES = [(case.name, case.factory, (), case.make(case.strength or 0.0))
+             for case in TRANSFORMS]
+IDS = TRANSFORM_IDS
 
 
 def _run(tx, params, steps=3):
@@ -41,16 +29,6 @@ def _run(tx, params, steps=3):
                             params)
     params = optax.apply_updates(params, updates)
   return params, state
-
-
-@pytest.mark.parametrize("name,factory,args,kwargs", FACTORIES, ids=IDS)
-def test_inject_hyperparams_with_defaults_matches_the_plain_factory(name, factory, args, kwargs):
-  del name
-  plain, _ = _run(factory(*args, **kwargs), PARAMS)
-  injected, state = _run(optax.inject_hyperparams(factory)(*args, **kwargs), PARAMS)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-               injected, plain)
-  assert state.hyperparams  # the numeric defaults really were injected
 
 
 def _empty_group_trees():
