@@ -49,12 +49,13 @@ def _run(workdir, hooks=(), **overrides):
     return train.train_and_evaluate(_config(**overrides), workdir, hooks=hooks)
 
 
-def _latest_checkpoint(workdir):
-  """(step, state as numpy arrays) of the latest checkpoint, whatever device count wrote it."""
+def _latest_checkpoint(workdir, step=None):
+  """(step, state as numpy arrays) of the latest checkpoint (or of `step`), whatever device
+  count wrote it."""
   import jax
   import orbax.checkpoint as ocp
-  manager = ocp.CheckpointManager(Path(workdir) / "checkpoints")
-  step = manager.latest_step()
+  if step is None:
+    step = ocp.CheckpointManager(Path(workdir) / "checkpoints").latest_step()
   path = Path(workdir) / "checkpoints" / str(step) / "default"
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -87,8 +88,10 @@ if __name__ == "__main__":
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
+import sparse_optax as so  # noqa: E402
 from train import train  # noqa: E402
 from train.configs import default  # noqa: E402
 
@@ -407,14 +410,81 @@ def test_published_hyperparameters():
     assert (config.lr_schedule, config.averaging) == ("cosine", "cosine")
 
 
+def _expected_optimizer(c, total, per_epoch):
+  """What each config asks for, written out from the library (the loop's optimizer must match)."""
+  lr = so.cosine_decay(c.learning_rate, total)
+  avg = so.cosine_averaging(total)
+  sgd = optax.chain(optax.add_decayed_weights(c.weight_decay),
+                    optax.sgd(lr, momentum=c.momentum, nesterov=c.nesterov))
+  return {
+      "xrda": so.xrda(lr, avg, c.l1, momentum_timescale=c.momentum_timescale,
+                      magnitude_timescale=c.magnitude_timescale,
+                      maximum_factor=c.maximum_factor, weight_decay=c.weight_decay,
+                      structure=c.structure),
+      "rda": so.rda(c.rda_gamma, c.l1, weight_decay=c.weight_decay),
+      "prox_sgd": so.prox_sgd(lr, c.l1, momentum=c.momentum, nesterov=c.nesterov,
+                              weight_decay=c.weight_decay),
+      "sgd": sgd,
+      "affine_scaling": optax.chain(
+          optax.add_decayed_weights(c.weight_decay),
+          so.scale_by_affine_scaling(c.affine_method, tau=c.affine_tau, p=c.affine_p,
+                                     period=c.affine_period_epochs * per_epoch),
+          optax.sgd(lr, momentum=c.momentum, nesterov=c.nesterov)),
+      "lobster": optax.chain(so.lobster(sgd, c.lobster_strength, mask=train.not_normalization),
+                             so.freeze_zeros()),
+  }[c.optimizer]
+
+
 @pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
-def test_create_optimizer(optimizer):
+def test_create_optimizer_builds_what_the_config_names(optimizer):
   config = default.get_config()
   config.optimizer = optimizer
-  tx = train.create_optimizer(config, total_steps=10, steps_per_epoch=5)
-  params = {"w": jax.numpy.ones((3, 3, 2, 2)), "b": jax.numpy.zeros(2)}
-  updates, _ = tx.update(params, tx.init(params), params)
-  assert jax.tree.structure(updates) == jax.tree.structure(params)
+  config.l1, config.lobster_strength, config.weight_decay = 1e-2, 1e-2, 1e-3
+  config.structure = "kernel" if optimizer == "xrda" else config.structure
+  total, per_epoch = 12, 3
+  params = {"conv": {"kernel": jax.random.normal(jax.random.key(0), (3, 3, 2, 4)),
+                     "bias": jax.numpy.full(4, 0.1)},
+            "bn": {"scale": jax.numpy.ones(4)}}
+
+  def run(tx):
+    p, state = params, tx.init(params)
+    for i in range(6):
+      grads = jax.tree.map(lambda x, i=i: jax.numpy.cos(x + i), p)
+      updates, state = tx.update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    return p
+
+  got = run(train.create_optimizer(config, total_steps=total, steps_per_epoch=per_epoch))
+  expected = run(_expected_optimizer(config, total, per_epoch))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, expected)
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), got, params)
+  assert all(jax.tree.leaves(changed)), changed  # every leaf trained
+
+
+@pytest.mark.parametrize("extra,append", [
+    (dict(freeze_zeros_epoch=2), lambda per_epoch: so.freeze_zeros(start_step=2 * per_epoch)),
+    (dict(pruning="gradual", pruning_begin_epoch=1, pruning_end_epoch=3, pruning_frequency=2,
+          pruning_sparsity=0.6, pruning_scope="global"),
+     lambda per_epoch: so.prune_by_magnitude(
+         so.polynomial_sparsity(0.6, per_epoch, 3 * per_epoch),
+         begin_step=per_epoch, end_step=3 * per_epoch, frequency=2, scope="global")),
+], ids=["freeze_zeros", "gradual_pruning"])
+def test_create_optimizer_appends_retraining_and_pruning(extra, append):
+  config = default.get_config()
+  config.optimizer = "sgd"
+  for k, v in extra.items():
+    config[k] = v
+  total, per_epoch = 12, 3
+  params = {"w": jax.random.normal(jax.random.key(1), (6, 5)), "b": jax.numpy.zeros(5)}
+  results = []
+  for tx in (train.create_optimizer(config, total, per_epoch),
+             optax.chain(_expected_optimizer(config, total, per_epoch), append(per_epoch))):
+    p, state = params, tx.init(params)
+    for i in range(total):
+      updates, state = tx.update(jax.tree.map(lambda x, i=i: jax.numpy.sin(x * i), p), state, p)
+      p = optax.apply_updates(p, updates)
+    results.append(p)
+  jax.tree.map(np.testing.assert_array_equal, *results)
 
 
 def _raw_mnist() -> Path | None:
