@@ -87,6 +87,7 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------- tests
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
@@ -420,7 +421,8 @@ def _expected_optimizer(c, total, per_epoch):
       "xrda": so.xrda(lr, avg, c.l1, momentum_timescale=c.momentum_timescale,
                       magnitude_timescale=c.magnitude_timescale,
                       maximum_factor=c.maximum_factor, weight_decay=c.weight_decay,
-                      structure=c.structure),
+                      structure=c.structure,
+                      accumulator_dtype=None if c.accumulator_dtype == "float32" else jnp.bfloat16),
       "rda": so.rda(c.rda_gamma, c.l1, weight_decay=c.weight_decay),
       "prox_sgd": so.prox_sgd(lr, c.l1, momentum=c.momentum, nesterov=c.nesterov,
                               weight_decay=c.weight_decay),
@@ -440,7 +442,8 @@ def test_create_optimizer_builds_what_the_config_names(optimizer):
   config = default.get_config()
   config.optimizer = optimizer
   config.l1, config.lobster_strength, config.weight_decay = 1e-2, 1e-2, 1e-3
-  config.structure = "kernel" if optimizer == "xrda" else config.structure
+  if optimizer == "xrda":
+    config.structure, config.accumulator_dtype = "kernel", "bfloat16"
   total, per_epoch = 12, 3
   params = {"conv": {"kernel": jax.random.normal(jax.random.key(0), (3, 3, 2, 4)),
                      "bias": jax.numpy.full(4, 0.1)},

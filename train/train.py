@@ -49,6 +49,7 @@ DATASETS = input_pipeline.DATASETS
 OPTIMIZERS = ("xrda", "rda", "prox_sgd", "sgd", "affine_scaling", "lobster")
 L1_WEIGHTS = ("log", "uniform")
 PRUNINGS = ("none", "once", "gradual")
+ACCUMULATOR_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # None: the params' dtype
 LR_SCHEDULES = ("cosine", "constant")
 AVERAGINGS = ("cosine", "zero", "one")
 
@@ -95,6 +96,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_name("lr_schedule", config.lr_schedule, LR_SCHEDULES)
   check_name("averaging", config.averaging, AVERAGINGS)
   check_name("structure", config.structure, so.STRUCTURES)
+  check_name("accumulator_dtype", config.accumulator_dtype, ACCUMULATOR_DTYPES)
   check_name("init", config.init, models.INITS)
   check_name("l1_weights", config.l1_weights, L1_WEIGHTS)
   check_name("pruning", config.pruning, PRUNINGS)
@@ -175,7 +177,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
         magnitude_timescale=config.magnitude_timescale,
         maximum_factor=config.maximum_factor,
         weight_decay=config.weight_decay,
-        structure=config.structure)
+        structure=config.structure,
+        accumulator_dtype=ACCUMULATOR_DTYPES[config.accumulator_dtype])
   elif config.optimizer == "rda":
     tx = so.rda(config.rda_gamma, config.l1, weight_decay=config.weight_decay)
   elif config.optimizer == "prox_sgd":
