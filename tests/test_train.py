@@ -93,7 +93,7 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import sparse_optax as so  # noqa: E402
-from train import train  # noqa: E402
+from train import steps, train  # noqa: E402
 from train.configs import default  # noqa: E402
 
 
@@ -295,7 +295,7 @@ def test_padded_eval_batches_count_each_example_once_on_uneven_shards():
       ids = np.arange(size) + (0 if not seen else 1000)
       source = iter([{"image": ids[i:i + 24, None].astype(np.float32), "label": ids[i:i + 24],
                       "id": ids[i:i + 24]} for i in range(0, size, 24)])
-      out = list(train._padded_eval_batches(source, 24, num_batches=3))
+      out = list(steps.padded_eval_batches(source, 24, num_batches=3))
       assert len(out) == 3 and all(b["label"].shape == (24,) and set(b) == {"image", "label", "mask"}
                                    for b in out)
       labels = np.concatenate([b["label"] for b in out])

@@ -87,3 +87,39 @@ def bisect_threshold(
       hi = mid
   pruned = prune_below(params, lo, min_ndim=min_ndim)
   return lo, pruned, {"loss_before": base, "loss_after": best_loss, "threshold": lo}
+
+
+class PruneOnPlateau:
+  """LOBSTER's pruning phase as an epoch-end callback of the training loop (SPEC §4).
+
+  When the validation loss has plateaued, bisects the global threshold and zeroes the pruned
+  weights; the optimizer's ``freeze_zeros`` pins them. The epoch's record then describes the
+  pruned model. The detector's state is checkpointed with the train state (``state()`` /
+  ``restore()``), so every process resumes it alike.
+  """
+
+  name = "lobster"
+  needs_validation = True
+
+  def __init__(self, patience: int, worsening_tolerance: float):
+    self.detector = PlateauDetector(patience)
+    self.worsening_tolerance = worsening_tolerance
+
+  def state(self) -> dict[str, Any]:
+    return {"best": jnp.asarray(self.detector.best, jnp.float32),
+            "waiting": jnp.asarray(self.detector.epochs_without_improvement, jnp.int32)}
+
+  def restore(self, saved: dict[str, Any]) -> None:
+    self.detector.best = float(saved["best"])
+    self.detector.epochs_without_improvement = int(saved["waiting"])
+
+  def on_epoch_end(self, params: Any, record: dict[str, Any], loop: Any
+                   ) -> tuple[Any, dict[str, Any]]:
+    """``loop`` gives ``validation_loss(params)`` and ``record(params)`` (a fresh record)."""
+    if self.detector.update(record["val_loss"]):
+      _, params, info = bisect_threshold(params, loop.validation_loss, self.worsening_tolerance)
+      self.detector.reset()
+      record = {**loop.record(params), "lobster_pruned": info}
+    record["lobster"] = {"best": self.detector.best,
+                         "waiting": self.detector.epochs_without_improvement}
+    return params, record

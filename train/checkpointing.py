@@ -1,0 +1,99 @@
+"""Checkpoints of the train state: orbax, asynchronous, resumable, checked against the config.
+
+* Saves return once the arrays are copied to host memory; the writing goes on in the
+  background while training continues (orbax's async checkpointing). ``close`` waits for it.
+* A checkpoint that cannot be read (a crash mid-write, a corrupted file) is skipped with a
+  warning, and deleted so the run can write that step again: the previous one is restored.
+* ``check_same_run`` refuses to resume a workdir trained with another config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+# Fields that may change between a run and its resumption: where data comes from, where and
+# how the run executes, and how it is shown or kept; not what is trained.
+RESUMABLE_CHANGES = frozenset({
+    "data_dir", "prepare_data", "progress_bar", "max_checkpoints_to_keep", "eval_batch_size",
+    "checkpoint_every_steps", "sharding",
+    "distributed", "coordinator_address", "num_processes", "process_id",
+})
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
+  """Raises ``ValueError`` when ``workdir`` holds checkpoints of a different config.
+
+  Resuming them would silently mix two runs (e.g. a new learning rate on top of a state that
+  diverged under the old one); only the fields in ``RESUMABLE_CHANGES`` may differ.
+  """
+  saved_path, checkpoints = workdir / "config.json", workdir / "checkpoints"
+  if not (saved_path.exists() and checkpoints.is_dir()
+          and any(p.name.isdigit() for p in checkpoints.iterdir())):
+    return
+  saved = json.loads(saved_path.read_text())
+  current = json.loads(config.to_json_best_effort())
+  changed = sorted(k for k in set(saved) | set(current)
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if changed:
+    diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    raise ValueError(f"{workdir} holds checkpoints of a different config ({diff}). Resuming "
+                     "would mix two runs: use a new workdir, or delete this one to start over.")
+
+
+class Checkpointer:
+  """The workdir's orbax ``CheckpointManager``, with the loop's save and restore policy."""
+
+  def __init__(self, workdir: Path, max_to_keep: int | None):
+    self.manager = ocp.CheckpointManager(
+        Path(workdir) / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=True))
+
+  def restore(self, target: Any) -> Any | None:
+    """The newest readable checkpoint, restored into ``target``'s structure and shardings
+    (``None`` when there is none). Unreadable newer ones are deleted, with a warning."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as error:  # pylint: disable=broad-except
+        if _is_mismatch(error):
+          raise ValueError(
+              f"The checkpoint of step {step} in {self.manager.directory} does not fit this "
+              f"config's train state ({error}). It was written by another version of the code "
+              "or another model: use a new workdir.") from error
+        logging.warning("Checkpoint of step %d in %s cannot be read (%s: %s); it is deleted "
+                        "and the previous one is tried.", step, self.manager.directory,
+                        type(error).__name__, str(error).splitlines()[0][:200])
+        self.manager.delete(step)
+    return None
+
+  def save(self, state: dict[str, Any]) -> None:
+    """Starts saving ``state`` at its step (once per step), without waiting for the write."""
+    step = int(jax.device_get(state["step"]))
+    if step not in self.manager.all_steps():
+      self.manager.save(step, args=ocp.args.StandardSave(state))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _is_mismatch(error: Exception) -> bool:
+  """A checkpoint of another tree structure or shapes, as opposed to unreadable bytes."""
+  text = str(error)
+  return isinstance(error, (ValueError, KeyError)) and any(
+      s in text for s in ("tree structure", "Missing", "Dict key mismatch", "shape", "Shape"))

@@ -1,0 +1,94 @@
+"""The config's checks, run before anything else: a mistake is a clear error, not a late crash."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+
+import models
+import sparse_optax as so
+from train import input_pipeline, methods, steps
+
+
+def _flatten_keys(config: Mapping[str, Any], prefix: str = "") -> set[str]:
+  keys = set()
+  for key, value in config.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      keys |= _flatten_keys(value, f"{prefix}{key}.")
+    else:
+      keys.add(f"{prefix}{key}")
+  return keys
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` for anything that would fail (or silently misbehave) later.
+
+  Checks: every key exists in ``configs/default.py``; model, dataset, optimizer,
+  schedule, structure and init names; batch sizes divisible by the device count.
+  """
+  from train.configs import default  # pylint: disable=g-import-not-at-top
+
+  unknown = sorted(_flatten_keys(config) - _flatten_keys(default.get_config()))
+  if unknown:
+    known = sorted(_flatten_keys(default.get_config()))
+    hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, known, 1)[0]!r}?)"
+             if difflib.get_close_matches(k, known, 1) else repr(k) for k in unknown]
+    raise ValueError(f"Unknown config key(s): {', '.join(hints)}. Valid keys: {', '.join(known)}.")
+
+  def check_name(field: str, value: str, valid: Iterable[str]) -> None:
+    valid = sorted(valid)
+    if value not in valid:
+      raise ValueError(f"Unknown {field} {value!r} (config.{field}); valid: {', '.join(valid)}.")
+
+  check_name("model", config.model, models.MODELS)
+  check_name("dataset", config.dataset, input_pipeline.DATASETS)
+  check_name("optimizer", config.optimizer, methods.METHODS)
+  check_name("lr_schedule", config.lr_schedule, methods.LR_SCHEDULES)
+  check_name("averaging", config.averaging, methods.AVERAGINGS)
+  check_name("structure", config.structure, so.STRUCTURES)
+  check_name("accumulator_dtype", config.accumulator_dtype, methods.ACCUMULATOR_DTYPES)
+  check_name("init", config.init, models.INITS)
+  check_name("l1_weights", config.l1_weights, methods.L1_WEIGHTS)
+  check_name("pruning", config.pruning, methods.PRUNINGS)
+  check_name("pruning_scope", config.pruning_scope, so.PRUNING_SCOPES)
+  check_name("affine_method", config.affine_method, so.AFFINE_SCALING_METHODS)
+  check_name("sharding", config.sharding, steps.SHARDINGS)
+  if config.checkpoint_every_steps is not None and config.checkpoint_every_steps <= 0:
+    raise ValueError("config.checkpoint_every_steps must be a positive number of steps or None "
+                     f"(epoch ends only); got {config.checkpoint_every_steps}.")
+  if config.pruning == "gradual" and config.pruning_end_epoch <= config.pruning_begin_epoch:
+    raise ValueError("config.pruning='gradual' needs pruning_end_epoch > pruning_begin_epoch; got "
+                     f"{config.pruning_begin_epoch} and {config.pruning_end_epoch}.")
+  method = methods.METHODS[config.optimizer]
+  if method.callback is not None and getattr(method.callback(config), "needs_validation", False):
+    if config.validation_split is None:
+      raise ValueError(f"config.optimizer={config.optimizer!r} decides on the validation loss: "
+                       "set config.validation_split (held out of config.train_split).")
+
+  devices, processes = jax.device_count(), jax.process_count()
+  for field in ("batch_size", "eval_batch_size"):
+    size = config[field]
+    if size <= 0 or size % devices or size % processes:
+      raise ValueError(
+          f"config.{field}={size} must be a positive multiple of the device count ({devices}) "
+          f"and of the process count ({processes}).")
+  if config.num_epochs <= 0:
+    raise ValueError(f"config.num_epochs must be positive, got {config.num_epochs}.")
+
+
+_DISTRIBUTED_INITIALIZED = False
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize()`` for multi-host runs (before any other JAX call)."""
+  global _DISTRIBUTED_INITIALIZED
+  if _DISTRIBUTED_INITIALIZED:
+    return
+  if config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+    _DISTRIBUTED_INITIALIZED = True

@@ -1,0 +1,106 @@
+"""Each epoch's record: test (and validation) loss and accuracy, sparsity, train metrics."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+
+import sparse_optax as so
+from train import input_pipeline, methods, steps
+from train.reporting import to_python
+
+
+class Evaluator:
+  """Evaluates train states on the eval (and validation) split, with every process running the
+  same number of equally shaped, padded batches (the eval step is collective)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, info, model: steps.Model,
+               state_shardings: Any, data_sharding: NamedSharding, total_steps: int):
+    self.config, self.total_steps = config, total_steps
+    self.data_sharding, self.state_shardings = data_sharding, state_shardings
+    self.local_batch = config.eval_batch_size // jax.process_count()
+    self.num_batches = {config.eval_split: self._batches_for(info.num_test)}
+    if config.validation_split is not None:
+      self.num_batches[config.validation_split] = self._batches_for(input_pipeline.get_info(
+          config.dataset, data_dir=config.data_dir, eval_split=config.validation_split).num_test)
+    replicated = NamedSharding(data_sharding.mesh, jax.sharding.PartitionSpec())
+    self._eval_step = jax.jit(functools.partial(steps.eval_step, model),
+                              in_shardings=(state_shardings, data_sharding),
+                              out_shardings=replicated)
+    self._sparsity = jax.jit(so.sparsity_summary, in_shardings=(state_shardings["params"],),
+                             out_shardings=replicated)
+    # On CPU, several queued steps with collectives over fake devices can deadlock.
+    self.block_each_step = jax.default_backend() == "cpu"
+
+  def _batches_for(self, num_examples: int) -> int:
+    return math.ceil(math.ceil(num_examples / jax.process_count()) / self.local_batch)
+
+  def loss_and_accuracy(self, state: Mapping[str, Any], split: str) -> tuple[float, float]:
+    config = self.config
+    sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    batches = input_pipeline.create_split(
+        config.dataset, split, config.eval_batch_size, train=False,
+        seed=config.seed, data_dir=config.data_dir, drop_remainder=False)
+    for batch in steps.padded_eval_batches(iter(batches), self.local_batch,
+                                           self.num_batches[split]):
+      out = self._eval_step(state, steps.global_batch(batch, self.data_sharding))
+      if self.block_each_step:
+        jax.block_until_ready(out)
+      sums = jax.tree.map(lambda a, b: a + b, sums, out)
+    sums = to_python(sums)
+    return sums["loss"] / sums["count"], sums["correct"] / sums["count"]
+
+  def record(self, state: Mapping[str, Any], epoch: int,
+             train_metrics: Sequence[Mapping[str, jax.Array]], epoch_time: float
+             ) -> dict[str, Any]:
+    config = self.config
+    test_loss, test_accuracy = self.loss_and_accuracy(state, config.eval_split)
+    validation = {}
+    if config.validation_split is not None:
+      validation = dict(zip(("val_loss", "val_accuracy"),
+                            self.loss_and_accuracy(state, config.validation_split)))
+    sparsity = to_python(self._sparsity(state["params"]))
+    train = to_python(list(train_metrics))
+    step = int(jax.device_get(state["step"]))
+    return {
+        "epoch": epoch,
+        "step": step,
+        "learning_rate": methods.learning_rate_at(config, max(step - 1, 0), self.total_steps),
+        "train_loss": float(np.mean([m["loss"] for m in train])) if train else float("nan"),
+        "train_accuracy": float(np.mean([m["accuracy"] for m in train])) if train else float("nan"),
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        **validation,
+        **{k: sparsity[k] for k in ("density", "compression", "nonzeros", "total", "kernels",
+                                    "zero_kernels", "channels", "zero_channels")},
+        "epoch_time_s": epoch_time,
+        "layers": sparsity["layers"],
+    }
+
+
+class CallbackView:
+  """What an epoch-end callback may ask of the loop, for candidate params of ``state``."""
+
+  def __init__(self, evaluator: Evaluator, state: Mapping[str, Any], epoch: int,
+               train_metrics: Sequence[Mapping[str, jax.Array]], epoch_time: float):
+    self._evaluator, self._state = evaluator, state
+    self._epoch, self._train_metrics, self._epoch_time = epoch, train_metrics, epoch_time
+
+  def _with(self, params: Any) -> dict[str, Any]:
+    return {**self._state,
+            "params": jax.device_put(params, self._evaluator.state_shardings["params"])}
+
+  def validation_loss(self, params: Any) -> float:
+    return self._evaluator.loss_and_accuracy(self._with(params),
+                                             self._evaluator.config.validation_split)[0]
+
+  def record(self, params: Any) -> dict[str, Any]:
+    return self._evaluator.record(self._with(params), self._epoch, self._train_metrics,
+                                  self._epoch_time)

@@ -1,0 +1,227 @@
+"""The training methods, one builder per ``config.optimizer`` name, looked up in ``METHODS``.
+
+A method says how to build its optimizer from the config and the run's length, and optionally
+its logged step size, the advice given when it diverges, and an epoch-end callback (LOBSTER's
+prune-on-plateau). The loop knows nothing method-specific. Adding one::
+
+  @register("my_method")
+  def _my_method(config, run):
+    return optax.chain(...)
+
+Every method may be followed by adaptive sparse retraining (``config.freeze_zeros_epoch``) and
+magnitude pruning (``config.pruning``), appended by :func:`create_optimizer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+import sparse_optax as so
+
+L1_WEIGHTS = ("log", "uniform")
+PRUNINGS = ("none", "once", "gradual")
+ACCUMULATOR_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # None: the params' dtype
+LR_SCHEDULES = ("cosine", "constant")
+AVERAGINGS = ("cosine", "zero", "one")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a method may need to know about the run it is built for."""
+  total_steps: int
+  steps_per_epoch: int
+
+
+Builder = Callable[[ml_collections.ConfigDict, Run], optax.GradientTransformation]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A registered training method.
+
+  Attributes:
+    build: ``(config, run) -> GradientTransformation``.
+    step_size: ``(config, run) -> schedule`` of the step size the loop logs; default the
+      config's learning rate with its schedule.
+    divergence_advice: ``config -> str``, what to change when the loss becomes NaN.
+    callback: ``(config) -> callback`` called by the loop at each epoch's end (see
+      ``train.lobster.PruneOnPlateau`` for the protocol), or None.
+  """
+  build: Builder
+  step_size: Callable[[ml_collections.ConfigDict, Run], optax.Schedule] | None = None
+  divergence_advice: Callable[[ml_collections.ConfigDict], str] | None = None
+  callback: Callable[[ml_collections.ConfigDict], Any] | None = None
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, **fields: Any) -> Callable[[Builder], Builder]:
+  """Registers the decorated builder as ``config.optimizer = name``."""
+  def decorate(build: Builder) -> Builder:
+    if name in METHODS:
+      raise ValueError(f"Method {name!r} is already registered.")
+    METHODS[name] = Method(build=build, **fields)
+    return build
+  return decorate
+
+
+def get_method(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f"Unknown optimizer {name!r} (config.optimizer); valid: "
+                     f"{', '.join(sorted(METHODS))}.")
+  return METHODS[name]
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def learning_rate(config: ml_collections.ConfigDict, run: Run) -> optax.ScalarOrSchedule:
+  if config.lr_schedule == "cosine":
+    return so.cosine_decay(config.learning_rate, run.total_steps)
+  return config.learning_rate
+
+
+def _averaging(config: ml_collections.ConfigDict, run: Run) -> optax.ScalarOrSchedule:
+  return {"cosine": so.cosine_averaging(run.total_steps), "zero": 0.0, "one": 1.0}[
+      config.averaging]
+
+
+def _sgd(config: ml_collections.ConfigDict, run: Run) -> optax.GradientTransformation:
+  """SGD with momentum and coupled weight decay (the dense baseline)."""
+  return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                     optax.sgd(learning_rate(config, run), momentum=config.momentum or None,
+                               nesterov=config.nesterov))
+
+
+_NORMALIZATION = re.compile(r"(^|_)bn\d*$")  # the models' BatchNorm attributes: bn, bn1, stem_bn
+
+
+def not_normalization(params: Any) -> Any:
+  """Mask: every leaf but BatchNorm scales and shifts (LOBSTER shrinks weights and biases).
+
+  By name, since rank cannot tell a dense bias from a BatchNorm shift.
+  """
+  def keep(path, _):
+    return not any(_NORMALIZATION.search(str(getattr(k, "key", k))) for k in path)
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+@register("xrda")
+def _xrda(config, run):
+  """xRDA with momentum and adaptive log-l1 (paper 000); ``l1_weights="uniform"``: plain l1."""
+  lr, averaging = learning_rate(config, run), _averaging(config, run)
+  if config.l1_weights == "uniform":
+    if config.structure != "unstructured":
+      raise ValueError("config.l1_weights='uniform' is plain l1, which has no structure; got "
+                       f"config.structure={config.structure!r}.")
+    return so.xrda(lr, averaging, config.l1, momentum_timescale=config.momentum_timescale,
+                   weight_decay=config.weight_decay, weights=so.uniform_l1_weights())
+  return so.xrda(lr, averaging, config.l1,
+                 momentum_timescale=config.momentum_timescale,
+                 magnitude_timescale=config.magnitude_timescale,
+                 maximum_factor=config.maximum_factor,
+                 weight_decay=config.weight_decay,
+                 structure=config.structure,
+                 accumulator_dtype=ACCUMULATOR_DTYPES[config.accumulator_dtype])
+
+
+@register("rda",
+          step_size=lambda config, run: so.rda_step_size(config.rda_gamma),
+          divergence_advice=lambda config: (
+              f"raise config.rda_gamma (now {config.rda_gamma}): the first step is 1/γ"))
+def _rda(config, run):
+  """Xiao's RDA around the initial point (paper 001); step 1/(γ√n)."""
+  del run
+  return so.rda(config.rda_gamma, config.l1, weight_decay=config.weight_decay)
+
+
+@register("prox_sgd")
+def _prox_sgd(config, run):
+  """(Momentum) SGD then soft-thresholding by λ·s."""
+  return so.prox_sgd(learning_rate(config, run), config.l1, momentum=config.momentum or None,
+                     nesterov=config.nesterov, weight_decay=config.weight_decay)
+
+
+register("sgd")(_sgd)
+
+
+@register("affine_scaling")
+def _affine_scaling(config, run):
+  """SGD preconditioned by ω² (re-weighted l1/l2, FOCUSS; paper 002)."""
+  return optax.chain(
+      optax.add_decayed_weights(config.weight_decay),
+      so.scale_by_affine_scaling(config.affine_method, tau=config.affine_tau, p=config.affine_p,
+                                 period=config.affine_period_epochs * run.steps_per_epoch),
+      optax.sgd(learning_rate(config, run), momentum=config.momentum or None,
+                nesterov=config.nesterov))
+
+
+def _lobster_callback(config):
+  from train import lobster  # pylint: disable=g-import-not-at-top
+  return lobster.PruneOnPlateau(config.lobster_patience, config.lobster_tolerance)
+
+
+@register("lobster", callback=_lobster_callback)
+def _lobster(config, run):
+  """SGD with LOBSTER's shrinkage (paper 003), zeros pinned; the callback prunes on plateaus."""
+  return optax.chain(so.lobster(_sgd(config, run), config.lobster_strength,
+                                mask=not_normalization),
+                     so.freeze_zeros())
+
+
+OPTIMIZERS = tuple(METHODS)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                     steps_per_epoch: int) -> optax.GradientTransformation:
+  """The whole optimizer from ``config``: the method's, then retraining and pruning.
+
+  ``config.freeze_zeros_epoch`` appends :func:`sparse_optax.freeze_zeros` (adaptive sparse
+  retraining: from that epoch on, zero weights stay zero). ``config.pruning`` appends
+  :func:`sparse_optax.prune_by_magnitude` (Han et al. / Zhu & Gupta).
+  """
+  run = Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+  tx = get_method(config.optimizer).build(config, run)
+  if config.freeze_zeros_epoch is not None:
+    tx = optax.chain(tx, so.freeze_zeros(start_step=config.freeze_zeros_epoch * steps_per_epoch))
+  if config.pruning != "none":
+    begin = config.pruning_begin_epoch * steps_per_epoch
+    if config.pruning == "once":
+      sparsity, end, frequency = config.pruning_sparsity, begin, 1
+    else:
+      end = config.pruning_end_epoch * steps_per_epoch
+      sparsity = so.polynomial_sparsity(config.pruning_sparsity, begin, end)
+      frequency = config.pruning_frequency
+    tx = optax.chain(tx, so.prune_by_magnitude(sparsity, begin_step=begin, end_step=end,
+                                               frequency=frequency, scope=config.pruning_scope))
+  return tx
+
+
+def learning_rate_at(config: ml_collections.ConfigDict, step: int, total_steps: int) -> float:
+  """The step size of ``step`` (for logging)."""
+  method = get_method(config.optimizer)
+  run = Run(total_steps=total_steps, steps_per_epoch=0)
+  schedule = (method.step_size or learning_rate)(config, run)
+  return float(schedule(step)) if callable(schedule) else float(schedule)
+
+
+def divergence_advice(config: ml_collections.ConfigDict) -> str:
+  method = get_method(config.optimizer)
+  if method.divergence_advice is not None:
+    return method.divergence_advice(config)
+  return f"lower config.learning_rate (now {config.learning_rate})"

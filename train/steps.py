@@ -1,0 +1,149 @@
+"""The model's train state, the jitted train and eval steps, and how batches reach them.
+
+The train state is a dict of pure pytrees: ``step``, ``params`` (the ``nnx.Param`` leaves, all
+the optimizer sees), ``batch_stats`` (BatchNorm running statistics, updated by the forward
+pass), ``opt_state``, and ``callbacks`` (the epoch-end callbacks' own state, checkpointed with
+the rest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import models
+
+Batch = Mapping[str, Any]
+SHARDINGS = ("replicated", "fsdp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The static half of an NNX model: graph definitions for training and evaluation."""
+  train: nnx.GraphDef
+  eval: nnx.GraphDef
+
+
+def create_train_state(config: ml_collections.ConfigDict, info, tx: optax.GradientTransformation,
+                       callbacks: Mapping[str, Any] | None = None,
+                       ) -> tuple[Model, dict[str, Any]]:
+  """Builds the model (from ``config.seed``) and the train state."""
+  model = models.get_model(
+      config.model, info.num_classes, input_shape=tuple(info.image_shape),
+      init=config.init, init_scale=config.init_scale, rngs=nnx.Rngs(config.seed))
+  model.train()
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model.eval()
+  eval_graphdef = nnx.graphdef(model)
+  params, batch_stats = nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
+  state = {
+      "step": jnp.zeros([], jnp.int32),
+      "params": params,
+      "batch_stats": batch_stats,
+      "opt_state": tx.init(params),
+  }
+  if callbacks:
+    state["callbacks"] = dict(callbacks)
+  return Model(train=graphdef, eval=eval_graphdef), state
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def train_step(model: Model, tx: optax.GradientTransformation, state: dict[str, Any],
+               batch: Batch) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """One optimizer step on a (global) batch; returns the new state and batch metrics."""
+
+  def loss_fn(params):
+    module = nnx.merge(model.train, params, state["batch_stats"])
+    logits = module(batch["image"])
+    loss = jnp.mean(_cross_entropy(logits, batch["label"]))
+    return loss, (logits, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat)))
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state["params"])
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  new_state = {**state, "step": state["step"] + 1, "params": params,
+               "batch_stats": batch_stats, "opt_state": opt_state}
+  metrics = {
+      "loss": loss,
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+  }
+  return new_state, metrics
+
+
+def eval_step(model: Model, state: dict[str, Any], batch: Batch) -> dict[str, jax.Array]:
+  """Sums of loss and correct predictions over the real (``mask``) examples of a batch."""
+  module = nnx.merge(model.eval, state["params"], state["batch_stats"])
+  logits = module(batch["image"])
+  mask = batch["mask"]
+  return {
+      "loss": jnp.sum(_cross_entropy(logits, batch["label"]) * mask),
+      "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+      "count": jnp.sum(mask),
+  }
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def leaf_sharding(mesh: Mesh, shape: tuple[int, ...], mode: str) -> NamedSharding:
+  """``replicated``, or ``fsdp``: split along the leaf's largest axis that the ``data`` axis
+  divides (the first of equals), replicated when none does."""
+  if mode == "fsdp":
+    n = mesh.shape["data"]
+    axes = [a for a in range(len(shape)) if shape[a] % n == 0 and shape[a] >= n]
+    if axes:
+      axis = max(axes, key=lambda a: (shape[a], -a))
+      return NamedSharding(mesh, P(*[("data" if a == axis else None) for a in range(len(shape))]))
+  elif mode != "replicated":
+    raise ValueError(f"Unknown sharding {mode!r} (config.sharding); valid: {', '.join(SHARDINGS)}.")
+  return NamedSharding(mesh, P())
+
+
+def state_shardings(state: Any, mesh: Mesh, mode: str) -> Any:
+  """A sharding for every leaf of ``state`` (params and optimizer state alike, by shape)."""
+  return jax.tree.map(lambda x: leaf_sharding(mesh, np.shape(x), mode), state)
+
+
+def global_batch(batch: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Per-process numpy batch → global array sharded along the ``data`` axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+def padded_eval_batches(batches: Iterator[Batch], local_batch_size: int,
+                        num_batches: int) -> Iterator[dict[str, np.ndarray]]:
+  """Exactly ``num_batches`` batches of ``local_batch_size``, padded, with a 0/1 ``mask``.
+
+  Every process yields the same number of equally shaped batches (needed for the
+  collective eval step), whatever the size of its shard of the eval split.
+  """
+  template = None
+  for _ in range(num_batches):
+    batch = next(batches, None)
+    if batch is None:
+      if template is None:
+        raise ValueError("The eval split is empty.")
+      batch = {k: v[:0] for k, v in template.items()}
+    batch = {k: np.asarray(v) for k, v in batch.items() if k in ("image", "label")}
+    template = batch
+    n = batch["label"].shape[0]
+    if n > local_batch_size:
+      raise ValueError(f"Eval batch of {n} examples, more than the per-process {local_batch_size}.")
+    pad = local_batch_size - n
+    out = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+    out["mask"] = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    yield out
