@@ -32,6 +32,29 @@ def test_lobster_prunes_on_plateau_and_pins(tmp_path):
   assert all(b["nonzeros"] <= a["nonzeros"] for a, b in zip(after, after[1:]))
 
 
+def test_lobster_detector_resumes_from_the_checkpoint(tmp_path):
+  """The plateau detector's state is in the checkpoint (every process restores the same), not
+  read back from metrics.jsonl: a resumed run decides as the uninterrupted one."""
+  lobster = dict(optimizer="lobster", lobster_patience=2, lobster_tolerance=0.5, num_epochs=3,
+                 learning_rate=0.01, lr_schedule="constant", **SPLITS)
+  _run(tmp_path / "whole", **lobster)
+
+  def stop(step):
+    if step == 10:  # mid-way through epoch 3 of 3 (4 steps per epoch: mock data ignores slicing)
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / "cut", hooks=[stop], **lobster)
+  _, saved = _latest_checkpoint(tmp_path / "cut")
+  whole = _records(tmp_path / "whole")
+  assert {k: float(v) for k, v in saved["callbacks"]["lobster"].items()} == pytest.approx(
+      whole[1]["lobster"])
+  (tmp_path / "cut" / "metrics.jsonl").unlink()
+  final = _run(tmp_path / "cut", **lobster)
+  assert final["lobster"] == whole[-1]["lobster"]
+  assert final["density"] == whole[-1]["density"]
+
+
 def test_lobster_needs_a_validation_split(tmp_path):
   with pytest.raises(ValueError, match="set config.validation_split"):
     _run(tmp_path, optimizer="lobster")

@@ -178,6 +178,78 @@ def test_resume_after_interrupt_is_exact(baseline, tmp_path, interrupt_at):
   assert final["density"] == baseline[1]["density"]
 
 
+def _assert_same_as_baseline(workdir, baseline):
+  _, resumed = _latest_checkpoint(workdir)
+  _, expected = _latest_checkpoint(baseline[0])
+  jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+  for got, want in zip(_records(workdir), _records(baseline[0]), strict=True):
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "density"):
+      assert got[key] == want[key], (got["epoch"], key)
+
+
+def test_sigterm_checkpoints_at_the_step_and_a_rerun_is_exact(baseline, tmp_path):
+  """As a preemption: SIGTERM mid-epoch, a checkpoint of that step, a non-zero exit; the rerun
+  ends with the uninterrupted run's params and every logged figure, the cut epoch's train-loss
+  average included (the running averages are in the checkpoint)."""
+  import signal
+
+  def hook(step):
+    if step == 6:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  workdir = tmp_path / "preempted"
+  with pytest.raises(train.Stopped) as stopped:
+    _run(workdir, hooks=[hook])
+  assert stopped.value.signum == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+  assert _latest_checkpoint(workdir)[0] == 6
+  _run(workdir)
+  _assert_same_as_baseline(workdir, baseline)
+
+
+def test_checkpoints_every_n_steps_written_while_training_restore_intact(baseline, tmp_path):
+  workdir = tmp_path / "every3"
+  _run(workdir, checkpoint_every_steps=3, max_checkpoints_to_keep=10)
+  steps_saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                       if p.name.isdigit())
+  assert steps_saved == [3, 4, 6, 8]
+  # Step 3's checkpoint was written in the background while steps 4.. ran: resuming from it
+  # (the later ones removed) gives the uninterrupted run exactly.
+  import shutil
+  for step in (4, 6, 8):
+    shutil.rmtree(workdir / "checkpoints" / str(step))
+  (workdir / "metrics.jsonl").unlink()
+  _run(workdir, checkpoint_every_steps=0)  # checkpoint frequency may change on resume
+  _assert_same_as_baseline(workdir, baseline)
+
+
+def test_a_corrupted_latest_checkpoint_is_skipped_with_a_warning(baseline, tmp_path, caplog):
+  import shutil
+  workdir = tmp_path / "corrupted"
+  shutil.copytree(baseline[0], workdir)
+  latest = workdir / "checkpoints" / "8"
+  data = [p for p in latest.rglob("*") if p.is_file() and p.stat().st_size > 1000]
+  assert data
+  for path in data:  # garbage where the arrays were
+    path.write_bytes(b"\x00garbage" * (path.stat().st_size // 9))
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  (workdir / "metrics.jsonl").write_text(lines[0] + "\n")  # epoch 2 is trained again
+  with caplog.at_level("WARNING"):
+    _run(workdir)
+  assert any("step 8" in r.getMessage() and "cannot be read" in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]
+  _assert_same_as_baseline(workdir, baseline)
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(baseline, tmp_path):
+  import shutil
+  workdir = tmp_path / "other"
+  shutil.copytree(baseline[0], workdir)
+  (workdir / "config.json").unlink()  # no same-run check: the state itself must not fit
+  with pytest.raises(ValueError, match="does not fit this config's train state"):
+    _run(workdir, model="lenet5", dataset="mnist")
+
+
 def test_one_device_vs_four_devices(baseline, tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))

@@ -58,9 +58,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_name("pruning_scope", config.pruning_scope, so.PRUNING_SCOPES)
   check_name("affine_method", config.affine_method, so.AFFINE_SCALING_METHODS)
   check_name("sharding", config.sharding, steps.SHARDINGS)
-  if config.checkpoint_every_steps is not None and config.checkpoint_every_steps <= 0:
-    raise ValueError("config.checkpoint_every_steps must be a positive number of steps or None "
-                     f"(epoch ends only); got {config.checkpoint_every_steps}.")
+  if config.checkpoint_every_steps < 0:
+    raise ValueError("config.checkpoint_every_steps must be >= 0 (0: at epoch ends only); got "
+                     f"{config.checkpoint_every_steps}.")
   if config.pruning == "gradual" and config.pruning_end_epoch <= config.pruning_begin_epoch:
     raise ValueError("config.pruning='gradual' needs pruning_end_epoch > pruning_begin_epoch; got "
                      f"{config.pruning_begin_epoch} and {config.pruning_end_epoch}.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -57,9 +57,8 @@ class Evaluator:
     sums = to_python(sums)
     return sums["loss"] / sums["count"], sums["correct"] / sums["count"]
 
-  def record(self, state: Mapping[str, Any], epoch: int,
-             train_metrics: Sequence[Mapping[str, jax.Array]], epoch_time: float
-             ) -> dict[str, Any]:
+  def record(self, state: Mapping[str, Any], epoch: int, epoch_time: float) -> dict[str, Any]:
+    """The epoch's record; train loss and accuracy average the epoch's steps (NaN if none)."""
     config = self.config
     test_loss, test_accuracy = self.loss_and_accuracy(state, config.eval_split)
     validation = {}
@@ -67,14 +66,15 @@ class Evaluator:
       validation = dict(zip(("val_loss", "val_accuracy"),
                             self.loss_and_accuracy(state, config.validation_split)))
     sparsity = to_python(self._sparsity(state["params"]))
-    train = to_python(list(train_metrics))
+    with np.errstate(invalid="ignore", divide="ignore"):
+      train = to_python(state["train_metrics"].compute())
     step = int(jax.device_get(state["step"]))
     return {
         "epoch": epoch,
         "step": step,
         "learning_rate": methods.learning_rate_at(config, max(step - 1, 0), self.total_steps),
-        "train_loss": float(np.mean([m["loss"] for m in train])) if train else float("nan"),
-        "train_accuracy": float(np.mean([m["accuracy"] for m in train])) if train else float("nan"),
+        "train_loss": float(train["loss"]),
+        "train_accuracy": float(train["accuracy"]),
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
         **validation,
@@ -89,9 +89,9 @@ class CallbackView:
   """What an epoch-end callback may ask of the loop, for candidate params of ``state``."""
 
   def __init__(self, evaluator: Evaluator, state: Mapping[str, Any], epoch: int,
-               train_metrics: Sequence[Mapping[str, jax.Array]], epoch_time: float):
+               epoch_time: float):
     self._evaluator, self._state = evaluator, state
-    self._epoch, self._train_metrics, self._epoch_time = epoch, train_metrics, epoch_time
+    self._epoch, self._epoch_time = epoch, epoch_time
 
   def _with(self, params: Any) -> dict[str, Any]:
     return {**self._state,
@@ -102,5 +102,4 @@ class CallbackView:
                                              self._evaluator.config.validation_split)[0]
 
   def record(self, params: Any) -> dict[str, Any]:
-    return self._evaluator.record(self._with(params), self._epoch, self._train_metrics,
-                                  self._epoch_time)
+    return self._evaluator.record(self._with(params), self._epoch, self._epoch_time)

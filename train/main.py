@@ -6,9 +6,11 @@ For example (the README's command, a few minutes on a laptop CPU)::
 
 Any config field can be overridden, ``--config.num_epochs=2``; unknown fields are
 an error. Rerunning the same command resumes from the latest checkpoint in
-``--workdir``; Ctrl-C saves a checkpoint first.
+``--workdir``; Ctrl-C and SIGTERM save a checkpoint at the next step boundary and exit with
+128 + the signal's number (130, 143).
 """
 
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -29,10 +31,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except KeyboardInterrupt:
-    logging.warning("Interrupted; rerun the same command to resume.")
-    print("\nInterrupted: checkpoint saved; rerun the same command to resume.", file=sys.stderr)
-    sys.exit(130)
+  except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: a checkpoint was saved
+    signum = getattr(stop, "signum", signal.SIGINT)
+    print(f"\nStopped ({signal.Signals(signum).name}): checkpoint saved; rerun the same command "
+          "to resume.", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,10 @@
 
 The train state is a dict of pure pytrees: ``step``, ``params`` (the ``nnx.Param`` leaves, all
 the optimizer sees), ``batch_stats`` (BatchNorm running statistics, updated by the forward
-pass), ``opt_state``, and ``callbacks`` (the epoch-end callbacks' own state, checkpointed with
-the rest).
+pass), ``opt_state``, ``train_metrics`` (the epoch's running averages, a clu metrics
+collection: checkpointed, so an epoch cut by a restart still averages all its steps) and
+``callbacks`` (the epoch-end callbacks' own state).
 """
-
-from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
@@ -17,7 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx
+from clu import metrics as clu_metrics
+from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -25,6 +25,13 @@ import models
 
 Batch = Mapping[str, Any]
 SHARDINGS = ("replicated", "fsdp")
+
+
+@struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  """The epoch's averages over its train steps, accumulated on device."""
+  loss: clu_metrics.Average.from_output("loss")
+  accuracy: clu_metrics.Average.from_output("accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,7 @@ def create_train_state(config: ml_collections.ConfigDict, info, tx: optax.Gradie
       "params": params,
       "batch_stats": batch_stats,
       "opt_state": tx.init(params),
+      "train_metrics": TrainMetrics.empty(),
   }
   if callbacks:
     state["callbacks"] = dict(callbacks)
@@ -75,12 +83,14 @@ def train_step(model: Model, tx: optax.GradientTransformation, state: dict[str, 
       state["params"])
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  new_state = {**state, "step": state["step"] + 1, "params": params,
-               "batch_stats": batch_stats, "opt_state": opt_state}
   metrics = {
       "loss": loss,
       "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
   }
+  new_state = {**state, "step": state["step"] + 1, "params": params,
+               "batch_stats": batch_stats, "opt_state": opt_state,
+               "train_metrics": state["train_metrics"].merge(
+                   TrainMetrics.single_from_model_output(**metrics))}
   return new_state, metrics
 
 

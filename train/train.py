@@ -141,13 +141,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   with _stop_requests() as stop, contextlib.closing(checkpoints):
     try:
       for epoch in range(step // steps_per_epoch, config.num_epochs):
-        start, train_metrics = time.time(), []
-        for batch in _train_batches(config, epoch, step - epoch * steps_per_epoch,
-                                    steps_per_epoch, is_chief):
+        start, skip = time.time(), step - epoch * steps_per_epoch
+        if skip == 0:  # a new epoch; a resumed one keeps the averages of its first steps
+          state["train_metrics"] = jax.device_put(steps.TrainMetrics.empty(),
+                                                  shardings["train_metrics"])
+        for batch in _train_batches(config, epoch, skip, steps_per_epoch, is_chief):
           state, metrics = train(state, steps.global_batch(batch, data_sharding))
           if evaluator.block_each_step:
             jax.block_until_ready(metrics)
-          train_metrics.append(metrics)
           step += 1
           for hook in hooks:
             hook(step)
@@ -159,15 +160,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           raise RuntimeError(f"Epoch {epoch} of {config.dataset} gave "
                              f"{step - epoch * steps_per_epoch} batches of {config.batch_size}, "
                              f"expected {steps_per_epoch}.")
-        record = evaluator.record(state, epoch + 1, train_metrics, time.time() - start)
+        record = evaluator.record(state, epoch + 1, time.time() - start)
         if not math.isfinite(record["train_loss"]):  # the last good checkpoint stays the latest
           raise FloatingPointError(
               f"Training diverged in epoch {epoch + 1}: the train loss is "
               f"{record['train_loss']}. To fix, {methods.divergence_advice(config)}, or wrap "
               "the optimizer in optax.apply_if_finite.")
         for callback in callbacks:
-          view = evaluation.CallbackView(evaluator, state, epoch + 1, train_metrics,
-                                         record["epoch_time_s"])
+          view = evaluation.CallbackView(evaluator, state, epoch + 1, record["epoch_time_s"])
           params, record = callback.on_epoch_end(state["params"], record, view)
           state = {**state, "params": params,
                    "callbacks": {**state["callbacks"], callback.name: callback.state()}}
@@ -179,7 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       raise
 
   if not record:  # already trained: a rerun of a finished run only evaluates
-    record = evaluator.record(state, config.num_epochs, [], 0.0)
+    state["train_metrics"] = jax.device_put(steps.TrainMetrics.empty(), shardings["train_metrics"])
+    record = evaluator.record(state, config.num_epochs, 0.0)
   reporter.close()
   reporter.final(record)
   return record

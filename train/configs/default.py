@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Run.
   config.seed = 0
   config.max_checkpoints_to_keep = 2
-  config.checkpoint_every_steps = config_dict.placeholder(int)  # and at every epoch's end
+  config.checkpoint_every_steps = 0  # also every this many steps; 0: at epoch ends only
   config.sharding = "replicated"  # "fsdp": params and optimizer state split over the devices
   config.distributed = False  # jax.distributed.initialize() (also when $JAX_COORDINATOR_ADDRESS is set)
   config.progress_bar = True  # tqdm bar when stdout is a terminal
