@@ -109,18 +109,21 @@ def eval_step(model: Model, state: dict[str, Any], batch: Batch) -> dict[str, ja
 # --------------------------------------------------------------------------- placement
 
 
+def fsdp_axis(shape: tuple[int, ...], num_devices: int) -> int | None:
+  """The axis ``fsdp`` splits a leaf along: its largest axis that ``num_devices`` divides (the
+  first of equals); ``None`` (replicated) when none does."""
+  axes = [a for a, size in enumerate(shape) if size >= num_devices and size % num_devices == 0]
+  return max(axes, key=lambda a: (shape[a], -a)) if axes else None
+
+
 def leaf_sharding(mesh: Mesh, shape: tuple[int, ...], mode: str) -> NamedSharding:
-  """``replicated``, or ``fsdp``: split along the leaf's largest axis that the ``data`` axis
-  divides (the first of equals), replicated when none does."""
-  if mode == "fsdp":
-    n = mesh.shape["data"]
-    axes = [a for a in range(len(shape)) if shape[a] % n == 0 and shape[a] >= n]
-    if axes:
-      axis = max(axes, key=lambda a: (shape[a], -a))
-      return NamedSharding(mesh, P(*[("data" if a == axis else None) for a in range(len(shape))]))
-  elif mode != "replicated":
+  """``replicated``, or ``fsdp``: split along :func:`fsdp_axis` of the ``data`` axis."""
+  if mode not in SHARDINGS:
     raise ValueError(f"Unknown sharding {mode!r} (config.sharding); valid: {', '.join(SHARDINGS)}.")
-  return NamedSharding(mesh, P())
+  axis = fsdp_axis(shape, mesh.shape["data"]) if mode == "fsdp" else None
+  if axis is None:
+    return NamedSharding(mesh, P())
+  return NamedSharding(mesh, P(*[("data" if a == axis else None) for a in range(len(shape))]))
 
 
 def state_shardings(state: Any, mesh: Mesh, mode: str) -> Any:
