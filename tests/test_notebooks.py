@@ -34,6 +34,8 @@ EXPECTED_OUTPUT = {
     "sparse_mnist.ipynb": (
         "density < 1: True",
         "checkpoint non-zeros == metrics.jsonl non-zeros: True",
+        "artifact logits == trained model logits: True",
+        "no test prediction flipped: True",
     ),
     "cifar_pod.ipynb": (
         "per-device batch x devices == global batch: True",
