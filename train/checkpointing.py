@@ -18,12 +18,14 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from train import distributed
+
 # Fields that may change between a run and its resumption: where data comes from, where and
 # how the run executes, and how it is shown or kept; not what is trained.
 RESUMABLE_CHANGES = frozenset({
     "data_dir", "prepare_data", "progress_bar", "max_checkpoints_to_keep", "eval_batch_size",
     "checkpoint_every_steps", "sharding",
-    "distributed", "coordinator_address", "num_processes", "process_id",
+    *distributed.LAUNCH_FIELDS,
 })
 
 

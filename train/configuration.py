@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -79,16 +78,3 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"and of the process count ({processes}).")
   if config.num_epochs <= 0:
     raise ValueError(f"config.num_epochs must be positive, got {config.num_epochs}.")
-
-
-_DISTRIBUTED_INITIALIZED = False
-
-
-def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """``jax.distributed.initialize()`` for multi-host runs (before any other JAX call)."""
-  global _DISTRIBUTED_INITIALIZED
-  if _DISTRIBUTED_INITIALIZED:
-    return
-  if config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
-    _DISTRIBUTED_INITIALIZED = True

@@ -40,7 +40,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from train import checkpointing, configuration, evaluation, input_pipeline
+from train import checkpointing, configuration, distributed, evaluation, input_pipeline
 from train import methods, prepare_data, reporting, steps
 # The names other code imports from here.
 from train.configuration import validate_config  # noqa: F401
@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   Returns:
     The metrics of the last epoch (the last line of ``metrics.jsonl``).
   """
-  configuration.maybe_initialize_distributed(config)  # TODO: train.distributed
+  distributed.initialize(config)
   configuration.validate_config(config)
   workdir = Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 2
   config.checkpoint_every_steps = 0  # also every this many steps; 0: at epoch ends only
   config.sharding = "replicated"  # "fsdp": params and optimizer state split over the devices
-  config.distributed = False  # jax.distributed.initialize() (also when $JAX_COORDINATOR_ADDRESS is set)
+  # Several processes (train/distributed.py): a coordinator's host:port, the process count and
+  # this process's id (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID); or
+  # distributed=True alone under a cluster manager JAX detects (SLURM, TPU pods, ...).
+  config.distributed = False
+  config.coordinator_address = config_dict.placeholder(str)
+  config.num_processes = config_dict.placeholder(int)
+  config.process_id = config_dict.placeholder(int)
   config.progress_bar = True  # tqdm bar when stdout is a terminal
 
   config.lock()
