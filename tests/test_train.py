@@ -129,7 +129,12 @@ def test_end_to_end_mock_data(baseline):
   assert list(Path(workdir).glob("events.out.tfevents.*"))  # TensorBoard
   step, state = _latest_checkpoint(workdir)
   assert step == 8 and int(state["step"]) == 8
-  assert set(state) == {"step", "params", "batch_stats", "opt_state"}
+  assert set(state) == {"step", "params", "batch_stats", "opt_state", "train_metrics"}
+  # the epoch's running averages, checkpointed: they give the logged train loss
+  metrics = state["train_metrics"]
+  assert float(metrics["loss"]["total"]) / int(metrics["loss"]["count"]) == pytest.approx(
+      records[-1]["train_loss"], rel=1e-6)
+  assert int(metrics["loss"]["count"]) == 4  # the steps of the last epoch
 
 
 def test_rerun_of_finished_run_only_evaluates(baseline, tmp_path, capsys):
