@@ -77,11 +77,20 @@ class Checkpointer:
         self.manager.delete(step)
     return None
 
-  def save(self, state: dict[str, Any]) -> None:
-    """Starts saving ``state`` at its step (once per step), without waiting for the write."""
+  def save(self, state: dict[str, Any], *, wait: bool = False) -> None:
+    """Starts saving ``state`` at its step (once per step), without waiting for the write.
+
+    The loop donates its state to the next step, which frees these buffers while the
+    background write may still read them (on CPU the host copy can alias them): the save
+    gets its own copy. The previous save is finished first: one save in flight at a time.
+    """
     step = int(jax.device_get(state["step"]))
+    self.manager.wait_until_finished()
     if step not in self.manager.all_steps():
-      self.manager.save(step, args=ocp.args.StandardSave(state))
+      own = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
+      self.manager.save(step, args=ocp.args.StandardSave(own))
+      if wait:
+        self.manager.wait_until_finished()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -24,8 +24,9 @@ import ml_collections
 LAUNCH_FIELDS = ("distributed", "coordinator_address", "num_processes", "process_id")
 _ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
         "process_id": "JAX_PROCESS_ID"}
-_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                "MEGASCALE_COORDINATOR_ADDRESS")
+# Where JAX's cluster detection can supply the process count and id.
+_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "OMPI_MCA_orte_hnp_uri",
+                "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "KUBERNETES_SERVICE_HOST")
 _initialized = False
 
 
@@ -71,9 +72,9 @@ def resolve(config: ml_collections.ConfigDict, environ: Mapping[str, str]) -> di
     kwargs["process_id"] = index
   missing = [f for f in ("num_processes", "process_id") if f not in kwargs]
   if missing and not any(v in environ for v in _CLUSTER_ENV):
-    raise ValueError(
-        f"A coordinator ({source}) needs {' and '.join(f'config.{f} (or ${_ENV[f]})' for f in missing)}"
-        " when no cluster manager (SLURM, Open MPI, a TPU pod) can tell them.")
+    needed = " and ".join(f"config.{f} (or ${_ENV[f]})" for f in missing)
+    raise ValueError(f"A coordinator ({source}) needs {needed} when no cluster manager (SLURM, "
+                     "Open MPI, Kubernetes, a TPU pod) can tell them.")
   return kwargs
 
 
@@ -81,7 +82,8 @@ def initialize(config: ml_collections.ConfigDict) -> None:
   """Calls ``jax.distributed.initialize`` once, before any other JAX call, if the config or
   the environment asks for more than one process."""
   global _initialized
-  if _initialized:
+  # Also when the caller started JAX's distributed runtime itself: a second start raises.
+  if _initialized or getattr(jax.distributed, "is_initialized", lambda: False)():
     return
   kwargs = resolve(config, os.environ)
   if kwargs is not None:
