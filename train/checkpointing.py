@@ -81,8 +81,9 @@ class Checkpointer:
     """Starts saving ``state`` at its step (once per step), without waiting for the write.
 
     The loop donates its state to the next step, which frees these buffers while the
-    background write may still read them (on CPU the host copy can alias them): the save
-    gets its own copy. The previous save is finished first: one save in flight at a time.
+    background write runs: the save gets its own copy, so that it never depends on orbax
+    having finished its host copy first. The previous save is finished first: one save in
+    flight at a time.
     """
     step = int(jax.device_get(state["step"]))
     self.manager.wait_until_finished()

@@ -64,10 +64,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.pruning='gradual' needs pruning_end_epoch > pruning_begin_epoch; got "
                      f"{config.pruning_begin_epoch} and {config.pruning_end_epoch}.")
   method = methods.METHODS[config.optimizer]
-  if method.callback is not None and getattr(method.callback(config), "needs_validation", False):
-    if config.validation_split is None:
-      raise ValueError(f"config.optimizer={config.optimizer!r} decides on the validation loss: "
-                       "set config.validation_split (held out of config.train_split).")
+  if method.needs_validation and config.validation_split is None:
+    raise ValueError(f"config.optimizer={config.optimizer!r} decides on the validation loss: "
+                     "set config.validation_split (held out of config.train_split).")
 
   devices, processes = jax.device_count(), jax.process_count()
   for field in ("batch_size", "eval_batch_size"):

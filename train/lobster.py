@@ -99,7 +99,6 @@ class PruneOnPlateau:
   """
 
   name = "lobster"
-  needs_validation = True
 
   def __init__(self, patience: int, worsening_tolerance: float):
     self.detector = PlateauDetector(patience)

@@ -54,11 +54,14 @@ class Method:
     divergence_advice: ``config -> str``, what to change when the loss becomes NaN.
     callback: ``(config) -> callback`` called by the loop at each epoch's end (see
       ``train.lobster.PruneOnPlateau`` for the protocol), or None.
+    needs_validation: the method decides on the validation loss, so the config must name
+      a ``validation_split``.
   """
   build: Builder
   step_size: Callable[[ml_collections.ConfigDict, Run], optax.Schedule] | None = None
   divergence_advice: Callable[[ml_collections.ConfigDict], str] | None = None
   callback: Callable[[ml_collections.ConfigDict], Any] | None = None
+  needs_validation: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -173,7 +176,7 @@ def _lobster_callback(config):
   return lobster.PruneOnPlateau(config.lobster_patience, config.lobster_tolerance)
 
 
-@register("lobster", callback=_lobster_callback)
+@register("lobster", callback=_lobster_callback, needs_validation=True)
 def _lobster(config, run):
   """SGD with LOBSTER's shrinkage (paper 003), zeros pinned; the callback prunes on plateaus."""
   return optax.chain(so.lobster(_sgd(config, run), config.lobster_strength,
