@@ -54,8 +54,20 @@ def get_model(name: str, num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> nnx.M
   return MODELS[name](num_classes, rngs=rngs, **kwargs)
 
 
+def input_layer(name: str) -> tuple[str | int, ...]:
+  """The params path of model ``name``'s first layer, the one that sees the image.
+
+  Taken from the model, not from the params tree, whose order is alphabetical (a VGG's
+  ``classifier`` comes before its ``stages``). RigL keeps this layer dense.
+  """
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}.")
+  model = MODELS[name]
+  return getattr(model, "func", model).INPUT_LAYER  # some entries are functools.partial
+
+
 __all__ = [
-    "INITS", "MODELS", "get_model",
+    "INITS", "MODELS", "get_model", "input_layer",
     "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19", "VGGSmall",
     "BasicBlock", "ResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet56",
     "LeNet300100Tiny", "LeNet5Tiny", "VGGTiny", "ResNetTiny",

@@ -23,6 +23,7 @@ class LeNet300100(nnx.Module):
   >>> model(jnp.zeros((2, 28, 28, 1))).shape
   (2, 10)
   """
+  INPUT_LAYER = ("layers", 0)  # the params path of the layer that sees the image
 
   def __init__(
       self,
@@ -61,6 +62,7 @@ class LeNet5(nnx.Module):
   >>> model(jnp.zeros((2, 28, 28, 1))).shape
   (2, 10)
   """
+  INPUT_LAYER = ("conv1",)
 
   def __init__(
       self,

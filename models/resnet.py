@@ -72,6 +72,7 @@ class ResNet(nnx.Module):
   >>> model(jnp.zeros((2, 32, 32, 3))).shape
   (2, 10)
   """
+  INPUT_LAYER = ("stem",)
 
   def __init__(
       self,

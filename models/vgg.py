@@ -50,6 +50,7 @@ class VGG(nnx.Module):
   >>> model(jnp.zeros((2, 32, 32, 3))).shape
   (2, 10)
   """
+  INPUT_LAYER = ("stages", 0, 0, "conv")
 
   def __init__(
       self,

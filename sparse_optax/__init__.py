@@ -13,7 +13,8 @@ Primitives (each usable alone inside any ``optax.chain``):
 
 Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
 :func:`polynomial_sparsity` (Han; Zhu & Gupta), :func:`scale_by_affine_scaling`
-(re-weighted l1/l2, FOCUSS), :func:`lobster`.
+(re-weighted l1/l2, FOCUSS), :func:`lobster`, and sparse training from scratch:
+:func:`rigl`, :func:`set_` with uniform or :func:`erk_densities` layer densities.
 
 Named optimizers :func:`xrda`, :func:`rda`, :func:`prox_sgd` are chains of
 them; :func:`sparsity_summary` and friends measure the result, and
@@ -32,6 +33,14 @@ from sparse_optax._compact import (
     compact_summary,
     from_compact,
     to_compact,
+)
+from sparse_optax._dynamic_sparse import (
+    DISTRIBUTIONS,
+    DynamicSparseState,
+    erk_densities,
+    layer_densities,
+    rigl,
+    set_,
 )
 from sparse_optax._dual_averaging import DualAveragingState, dual_averaging
 from sparse_optax._lobster import LobsterState, lobster
@@ -77,6 +86,8 @@ __all__ = (
     "AFFINE_SCALING_METHODS",
     "AccumulatedThresholdState",
     "AffineScalingState",
+    "DISTRIBUTIONS",
+    "DynamicSparseState",
     "LobsterState",
     "PRUNING_SCOPES",
     "PruneByMagnitudeState",
@@ -96,8 +107,10 @@ __all__ = (
     "count_nonzeros",
     "density",
     "dual_averaging",
+    "erk_densities",
     "freeze_zeros",
     "from_compact",
+    "layer_densities",
     "lobster",
     "log_l1_weights",
     "polynomial_sparsity",
@@ -106,8 +119,10 @@ __all__ = (
     "rda",
     "rda_averaging",
     "rda_step_size",
+    "rigl",
     "scale_by_affine_scaling",
     "scale_by_timescale_momentum",
+    "set_",
     "soft_threshold",
     "sparsity_summary",
     "to_compact",

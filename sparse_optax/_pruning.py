@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import optax
 
 from sparse_optax import _base
+from sparse_optax import _dynamic_sparse
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "erk")
 
 
 def polynomial_sparsity(
@@ -70,8 +71,9 @@ def prune_by_magnitude(
 
   At every pruning step :math:`t` (``begin_step <= t <= end_step`` and
   :math:`(t - t_0) \bmod` ``frequency`` :math:`= 0`, and ``t = end_step``), the smallest-magnitude
-  fraction :math:`s_t` of the weights of each leaf (``scope="layer"``) or of all
-  prunable leaves together (``scope="global"``) is removed from the mask; at
+  fraction :math:`s_t` of the weights of each leaf (``scope="layer"``), of all
+  prunable leaves together (``scope="global"``), or of each leaf at its Erdős–Rényi-Kernel
+  share of :math:`s_t` (``scope="erk"``, see :func:`erk_densities`) is removed from the mask; at
   every step the update of masked weights is :math:`-\theta` so that
   ``optax.apply_updates`` gives 0. Put it last in a chain.
 
@@ -85,7 +87,7 @@ def prune_by_magnitude(
     begin_step: first pruning step.
     end_step: last pruning step (default: no end).
     frequency: steps between pruning steps.
-    scope: ``"layer"`` or ``"global"``.
+    scope: ``"layer"``, ``"global"`` or ``"erk"``.
     mask: the leaves that are pruned, a tree of bools (the params' structure or
       a prefix) or a callable ``params -> tree``. Default: leaves with
       ``ndim >= 2`` (not biases or normalisation scales).
@@ -134,13 +136,20 @@ def prune_by_magnitude(
       return jax.tree.map(lambda p, m, sel: m & (jnp.abs(p) > thr) if sel else m,
                           live, keep, selected)
 
-    def leaf(p, m, sel):
+    if scope == "erk":
+      no_leaf = jax.tree.map(lambda _: False, params)
+      fractions = jax.tree.map(lambda d: 1.0 - d, _dynamic_sparse.layer_densities(
+          params, s, "erk", selected, no_leaf))
+    else:
+      fractions = jax.tree.map(lambda _: s, params)
+
+    def leaf(p, m, sel, fraction):
       if not sel:
         return m
-      k = jnp.floor(s * p.size).astype(jnp.int32)
+      k = jnp.floor(fraction * p.size).astype(jnp.int32)
       return m & (jnp.abs(p) > _kth_smallest_magnitude(p, k))
 
-    return jax.tree.map(leaf, live, keep, selected)
+    return jax.tree.map(leaf, live, keep, selected, fractions)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args

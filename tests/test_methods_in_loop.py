@@ -160,3 +160,35 @@ def test_lobster_mask_excludes_exactly_the_batchnorm_params(name):
     keys = tuple(str(getattr(k, "key", k)) for k in path)
     in_norm = any(keys[:len(p)] == p for p in norm)
     assert keep == (not in_norm), keys
+
+
+@pytest.mark.parametrize("optimizer,distribution,model", [
+    ("rigl", "uniform", "vgg_tiny"), ("set", "erk", "lenet300100_tiny")])
+def test_sparse_from_scratch_keeps_each_layer_at_its_density(tmp_path, optimizer, distribution,
+                                                              model):
+  import jax
+  import models
+  import sparse_optax as so
+  overrides = dict(optimizer=optimizer, dst_distribution=distribution, dst_sparsity=0.8,
+                   dst_update_steps=2, dst_end_fraction=0.75, learning_rate=0.05, num_epochs=2,
+                   model=model)
+  _run(tmp_path, **overrides)
+  _, state = _latest_checkpoint(tmp_path)
+  params = state["params"]
+  selected = jax.tree.map(lambda x: x.ndim >= 2, params)
+  first = models.input_layer(model)
+  dense = jax.tree_util.tree_map_with_path(
+      lambda path, _: tuple(str(getattr(k, "key", k)) for k in path)[:len(first)] == tuple(
+          map(str, first)), params)  # the checkpoint's keys are strings
+  if distribution == "erk":
+    dense = jax.tree.map(lambda _: False, params)
+  want = so.layer_densities(params, 0.8, distribution, selected, dense)
+  for (path, x), d, s in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(want),
+                             jax.tree.leaves(selected)):
+    if s:
+      assert np.count_nonzero(x) == round(float(d) * x.size), jax.tree_util.keystr(path)
+  if distribution == "uniform":  # the layer that sees the image, not the first in the tree
+    layer = params
+    for key in first:
+      layer = layer[str(key)]
+    assert np.count_nonzero(layer["kernel"]) == layer["kernel"].size

@@ -250,3 +250,23 @@ def test_variants_are_partials_of_one_class():
 def test_docstrings(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
   assert result.failed == 0
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_input_layer_is_the_layer_that_sees_the_image(name):
+  """The path names the one kernel whose input is the image's channels (or flattened image)."""
+  shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+  model = nnx.eval_shape(lambda: models.get_model(name, 10, input_shape=shape,
+                                                  rngs=nnx.Rngs(0)))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  layer = params
+  for key in models.input_layer(name):
+    layer = layer[key]
+
+  def sees_image(kernel):
+    return (kernel.ndim == 4 and kernel.shape[2] == shape[-1]) or (
+        kernel.ndim == 2 and kernel.shape[0] == math.prod(shape))
+
+  assert sees_image(layer["kernel"])
+  kernels = [x for x in jax.tree.leaves(params) if x.ndim >= 2]
+  assert sum(map(sees_image, kernels)) == 1

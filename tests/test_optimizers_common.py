@@ -14,7 +14,7 @@ import pytest
 import sparse_optax as so
 from tests.optimizer_table import TRANSFORM_IDS, TRANSFORMS
 
-SPARSE = [case for case in TRANSFORMS if case.strength is not None]
+SPARSE = [case for case in TRANSFORMS if case.strength is not None and case.finds_support]
 
 # Convergence targets, one leaf of each kind: a vector (not masked by default), a matrix, an
 # HWIO kernel. They start away from zero: zero is a fixed point of freeze_zeros and affine scaling.
@@ -209,7 +209,9 @@ def test_donated_step_equals_the_undonated_one(case):
   for _ in range(3):
     expected = plain(*expected)
     got = donated(*got)
-  chex.assert_trees_all_equal(got, expected)
+  # A donated buffer read after reuse is wrong by far more; some XLA versions fuse the two
+  # programs differently, which moves the last bit.
+  chex.assert_trees_all_close(got, expected, rtol=1e-6, atol=0)
 
 
 def test_inject_hyperparams_changes_take_effect_without_retracing():

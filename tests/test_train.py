@@ -512,6 +512,12 @@ def _expected_optimizer(c, total, per_epoch):
           optax.sgd(lr, momentum=c.momentum, nesterov=c.nesterov)),
       "lobster": optax.chain(so.lobster(sgd, c.lobster_strength, mask=train.not_normalization),
                              so.freeze_zeros()),
+      # The test's params hold no layer at the default model's input path: none kept dense.
+      **{name: factory(sgd, c.dst_sparsity, update_frequency=c.dst_update_steps,
+                       end_step=int(c.dst_end_fraction * total),
+                       drop_fraction=c.dst_drop_fraction, distribution=c.dst_distribution,
+                       seed=c.seed)
+         for name, factory in (("rigl", so.rigl), ("set", so.set_))},
   }[c.optimizer]
 
 
@@ -522,6 +528,7 @@ def test_create_optimizer_builds_what_the_config_names(optimizer):
   config.l1, config.lobster_strength, config.weight_decay = 1e-2, 1e-2, 1e-3
   if optimizer == "xrda":
     config.structure, config.accumulator_dtype = "kernel", "bfloat16"
+  config.dst_sparsity, config.dst_update_steps, config.dst_distribution = 0.5, 2, "erk"
   total, per_epoch = 12, 3
   params = {"conv": {"kernel": jax.random.normal(jax.random.key(0), (3, 3, 2, 4)),
                      "bias": jax.numpy.full(4, 0.1)},

@@ -57,6 +57,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_name("pruning_scope", config.pruning_scope, so.PRUNING_SCOPES)
   check_name("affine_method", config.affine_method, so.AFFINE_SCALING_METHODS)
   check_name("sharding", config.sharding, steps.SHARDINGS)
+  check_name("dst_distribution", config.dst_distribution, so.DISTRIBUTIONS)
+  for field in ("dst_sparsity", "dst_end_fraction", "dst_drop_fraction"):
+    if not 0 <= config[field] <= 1:
+      raise ValueError(f"config.{field} must lie in [0, 1]; got {config[field]}.")
+  if config.dst_update_steps < 1:
+    raise ValueError(f"config.dst_update_steps must be >= 1; got {config.dst_update_steps}.")
   if config.checkpoint_every_steps < 0:
     raise ValueError("config.checkpoint_every_steps must be >= 0 (0: at epoch ends only); got "
                      f"{config.checkpoint_every_steps}.")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+import models
 import sparse_optax as so
 
 L1_WEIGHTS = ("log", "uniform")
@@ -38,6 +39,7 @@ class Run:
   """What a method may need to know about the run it is built for."""
   total_steps: int
   steps_per_epoch: int
+  input_layer: tuple[Any, ...] = ()  # params path of the model's first layer (RigL keeps it dense)
 
 
 Builder = Callable[[ml_collections.ConfigDict, Run], optax.GradientTransformation]
@@ -184,6 +186,32 @@ def _lobster(config, run):
                      so.freeze_zeros())
 
 
+def _under(prefix: tuple[Any, ...]) -> Callable[[Any], Any]:
+  """Mask: the leaves at or below the params path ``prefix`` (none for an empty prefix)."""
+  def mask(params):
+    def at(path, _):
+      keys = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+      return bool(prefix) and keys[:len(prefix)] == tuple(prefix)
+    return jax.tree_util.tree_map_with_path(at, params)
+  return mask
+
+
+def _dynamic_sparse(factory):
+  def build(config, run):
+    """SGD (as the dense baseline) inside a mask of fixed size that moves (SPEC §5)."""
+    dense = _under(run.input_layer) if config.dst_distribution == "uniform" else None
+    return factory(_sgd(config, run), config.dst_sparsity,
+                   update_frequency=config.dst_update_steps,
+                   end_step=int(config.dst_end_fraction * run.total_steps),
+                   drop_fraction=config.dst_drop_fraction,
+                   distribution=config.dst_distribution, dense=dense, seed=config.seed)
+  return build
+
+
+register("rigl")(_dynamic_sparse(so.rigl))
+register("set")(_dynamic_sparse(so.set_))
+
+
 OPTIMIZERS = tuple(METHODS)
 
 
@@ -198,7 +226,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   retraining: from that epoch on, zero weights stay zero). ``config.pruning`` appends
   :func:`sparse_optax.prune_by_magnitude` (Han et al. / Zhu & Gupta).
   """
-  run = Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+  run = Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+            input_layer=models.input_layer(config.model))
   tx = get_method(config.optimizer).build(config, run)
   if config.freeze_zeros_epoch is not None:
     tx = optax.chain(tx, so.freeze_zeros(start_step=config.freeze_zeros_epoch * steps_per_epoch))

@@ -33,8 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128  # global, over all devices and hosts
   config.eval_batch_size = 1000
 
-  # Optimizer: "xrda", "rda", "prox_sgd", "sgd" (dense baseline), "affine_scaling" or
-  # "lobster"; see train.create_optimizer.
+  # Optimizer: "xrda", "rda", "prox_sgd", "sgd" (dense baseline), "affine_scaling",
+  # "lobster", "rigl" or "set"; see train/methods.py.
   config.optimizer = "xrda"
   config.num_epochs = 5
   config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd)
@@ -59,10 +59,20 @@ def get_config() -> ml_collections.ConfigDict:
   # schedule from pruning_begin_epoch to pruning_end_epoch, every pruning_frequency steps).
   config.pruning = "none"
   config.pruning_sparsity = 0.9  # final fraction of weights (ndim >= 2) pruned
-  config.pruning_scope = "layer"  # "layer" or "global"
+  config.pruning_scope = "layer"  # "layer", "global" or "erk"
   config.pruning_begin_epoch = 0
   config.pruning_end_epoch = 0
   config.pruning_frequency = 100  # steps between gradual pruning steps
+
+  # RigL / SET (sparse from scratch, SPEC §5): SGD as the dense baseline with a fixed share
+  # of each layer active, dst_drop_fraction of it moved (cosine decay) every dst_update_steps
+  # until dst_end_fraction of training. "uniform": every layer at dst_sparsity but the first,
+  # kept dense (as RigL); "erk": Erdős–Rényi-Kernel densities, dst_sparsity overall.
+  config.dst_sparsity = 0.9
+  config.dst_distribution = "uniform"
+  config.dst_update_steps = 100
+  config.dst_end_fraction = 0.75
+  config.dst_drop_fraction = 0.3
 
   # Affine scaling (paper 002): θ ← θ − s·ω²·g, ω refreshed every affine_period_epochs.
   config.affine_method = "l1"  # "l1", "l2" or "focuss"

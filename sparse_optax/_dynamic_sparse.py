@@ -1,0 +1,260 @@
+"""Sparse training from scratch: RigL and SET (a fixed-size mask that moves), ERK densities."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparse_optax import _base
+
+DISTRIBUTIONS = ("uniform", "erk")
+
+
+def erk_densities(shapes: list[tuple[int, ...]], density: Any,
+                  dense: list[bool] | None = None) -> list[jax.Array]:
+  r"""Erdős–Rényi-Kernel layer densities for an overall ``density`` (Evci et al. 2020).
+
+  Layer :math:`l` of shape :math:`(n_1, \dots, n_k)` gets
+  :math:`d_l = \min(1, \varepsilon \sum_i n_i / \prod_i n_i)`, with :math:`\varepsilon` chosen
+  so that :math:`\sum_l d_l |l| = d \sum_l |l|`; layers that would exceed 1 are dense and
+  the others rescaled. Leaves flagged in ``dense`` are dense and count against the budget.
+  ``density`` may be traced (a schedule's value).
+
+  Example:
+    >>> import sparse_optax as so
+    >>> [round(float(d), 4) for d in so.erk_densities([(784, 300), (300, 100), (100, 10)], 0.1)]
+    [0.0796, 0.2302, 1.0]
+  """
+  if dense is None:
+    dense = [False] * len(shapes)
+  sizes = jnp.array([math.prod(s) for s in shapes], jnp.float32)
+  raw = jnp.array([sum(s) / max(math.prod(s), 1) for s in shapes], jnp.float32)
+  forced = jnp.array(dense, bool)
+  budget = jnp.asarray(density, jnp.float32) * sizes.sum()
+  full = forced
+  for _ in range(len(shapes)):  # each pass makes at least one more layer dense, or none
+    free = jnp.where(full, 0.0, sizes * raw).sum()
+    eps = (budget - jnp.where(full, sizes, 0.0).sum()) / jnp.where(free > 0, free, 1.0)
+    full = full | (eps * raw >= 1.0)
+  return list(jnp.where(full, 1.0, jnp.clip(eps * raw, 0.0, 1.0)))
+
+
+def layer_densities(params: Any, sparsity: Any, distribution: str, selected: Any,
+                    dense: Any) -> Any:
+  """A tree with each selected leaf's density (``1 - sparsity`` spread by ``distribution``).
+
+  ``"uniform"``: every selected leaf at ``1 - sparsity`` but those in ``dense``, at 1
+  (RigL's uniform: the overall density ends a little above the target). ``"erk"``: see
+  :func:`erk_densities`. Unselected leaves get 1.
+  """
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}; got {distribution!r}.")
+  leaves, treedef = jax.tree.flatten(params)
+  sel, den = jax.tree.leaves(selected), jax.tree.leaves(dense)
+  target = 1.0 - jnp.asarray(sparsity, jnp.float32)
+  out = [jnp.ones([], jnp.float32)] * len(leaves)
+  idx = [i for i, s in enumerate(sel) if s]
+  if distribution == "uniform":
+    for i in idx:
+      out[i] = jnp.ones([], jnp.float32) if den[i] else target
+  elif idx:
+    erk = erk_densities([tuple(leaves[i].shape) for i in idx], target, [den[i] for i in idx])
+    for i, d in zip(idx, erk):
+      out[i] = d
+  return jax.tree.unflatten(treedef, out)
+
+
+def _ranks(scores: jax.Array) -> jax.Array:
+  """Each element's rank in ascending order of ``scores`` (ties by position)."""
+  flat = scores.reshape(-1)
+  order = jnp.argsort(flat, stable=True)
+  return jnp.zeros(flat.shape, jnp.int32).at[order].set(
+      jnp.arange(flat.size, dtype=jnp.int32)).reshape(scores.shape)
+
+
+def _random_mask(key: jax.Array, shape: tuple[int, ...], density: jax.Array) -> jax.Array:
+  """Exactly ``round(density * size)`` True elements, uniformly at random."""
+  n = math.prod(shape)
+  active = jnp.round(density * n).astype(jnp.int32)
+  return _ranks(jax.random.uniform(key, shape)) < active
+
+
+class DynamicSparseState(NamedTuple):
+  count: jax.Array  # int32
+  keep: optax.Params  # bool, each param's shape: True where the weight is active
+  inner: Any
+
+
+def _dynamic_sparse(
+    who: str, grow: str, inner: optax.GradientTransformation, sparsity: Any, *,
+    update_frequency: int, end_step: int, drop_fraction: Any, distribution: str,
+    dense: _base.Mask | None, mask: _base.Mask | None, seed: int,
+) -> optax.GradientTransformationExtraArgs:
+  _base.check_hparam("sparsity", sparsity, at_most_one=True, allow_schedule=False)
+  _base.check_hparam("drop_fraction", drop_fraction, at_most_one=True, allow_schedule=False)
+  _base.check_step("update_frequency", update_frequency, minimum=1)
+  _base.check_step("end_step", end_step)
+  _base.check_step("seed", seed)
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f"{who}: distribution must be one of {DISTRIBUTIONS}; got "
+                     f"{distribution!r}.")
+  no_leaf = lambda params: jax.tree.map(lambda _: False, params)  # noqa: E731
+  inner = optax.with_extra_args_support(inner)
+
+  def masks(params):
+    selected = _base.resolve_mask(who, mask, params)
+    kept_dense = _base.resolve_mask(who, no_leaf if dense is None else dense, params)
+    return selected, kept_dense
+
+  def init_fn(params):
+    _base.check_float_params(who, params)
+    selected, kept_dense = masks(params)
+    densities = layer_densities(params, sparsity, distribution, selected, kept_dense)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
+    keep = [_random_mask(k, x.shape, d) if s else jnp.ones(x.shape, bool)
+            for k, x, d, s in zip(keys, leaves, jax.tree.leaves(densities),
+                                  jax.tree.leaves(selected))]
+    return DynamicSparseState(jnp.zeros([], jnp.int32), jax.tree.unflatten(treedef, keep),
+                              inner.init(params))
+
+  def regrow(key, stepped, grads, keep, fraction, selected):
+    leaves, treedef = jax.tree.flatten(keep)
+    keys = jax.random.split(key, max(len(leaves), 1))
+
+    def leaf(k, p, g, m, sel):
+      if not sel:
+        return m
+      n_drop = jnp.floor(fraction * m.sum()).astype(jnp.int32)
+      # Drop the active weights of least magnitude after this step.
+      dropped = _ranks(jnp.where(m, jnp.abs(p), jnp.inf)) < n_drop
+      survivors = m & ~dropped
+      # Grow as many among the rest: largest dense gradient (RigL) or at random (SET).
+      score = jnp.abs(g) if grow == "gradient" else jax.random.uniform(k, m.shape)
+      grown = _ranks(jnp.where(survivors, jnp.inf, -score.astype(jnp.float32))) < n_drop
+      return survivors | grown
+
+    return jax.tree.unflatten(treedef, [
+        leaf(k, p, g, m, s) for k, p, g, m, s in zip(
+            keys, jax.tree.leaves(stepped), jax.tree.leaves(grads), leaves,
+            jax.tree.leaves(selected))])
+
+  def update_fn(updates, state, params=None, **extra_args):
+    _base.require_params(params, who)
+    _base.check_tree_match(who, "updates", updates, params)
+    _base.check_tree_match(who, "params", params, state.keep)
+    selected, _ = masks(params)
+    t = state.count
+    masked = jax.tree.map(lambda g, m: jnp.where(m, g, 0).astype(g.dtype), updates, state.keep)
+    u, inner_state = inner.update(masked, state.inner, params, **extra_args)
+    due = (t > 0) & (t % update_frequency == 0) & (t < end_step)
+    fraction = 0.5 * jnp.asarray(drop_fraction, jnp.float32) * (
+        1 + jnp.cos(jnp.pi * t / jnp.maximum(end_step, 1)))
+    stepped = jax.tree.map(lambda p, x: p + x, params, u)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), t)
+    keep = jax.lax.cond(due, lambda: regrow(key, stepped, updates, state.keep, fraction,
+                                             selected), lambda: state.keep)
+    # Active before and after: the inner step. Dropped, inactive or newly grown: zero.
+    out = jax.tree.map(
+        lambda p, x, old, new, sel: jnp.where(old & new, x, -p).astype(p.dtype) if sel else x,
+        params, u, state.keep, keep, selected)
+    return out, DynamicSparseState(optax.safe_increment(t), keep, inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+_DOC_ARGS = """
+  Args:
+    inner: the optimizer (RigL: SGD with momentum); it sees the gradients of active
+      weights only.
+    sparsity: the fraction of the selected weights that are zero, in [0, 1].
+    update_frequency: steps between mask updates (RigL: 100).
+    end_step: no mask update from this step on (RigL: 75% of training).
+    drop_fraction: :math:`\\alpha`, the fraction of active weights moved at step 0 of the
+      cosine decay :math:`f_t = (\\alpha/2)(1 + \\cos(\\pi t / T_{end}))` (RigL: 0.3).
+    distribution: ``"uniform"`` or ``"erk"`` (see :func:`layer_densities`).
+    dense: leaves kept dense, a tree of bools or a callable ``params -> tree``. RigL keeps
+      the first layer dense under the uniform distribution: which leaf that is depends on the
+      model, so pass it (the training loop takes it from the model). Default: none.
+    mask: the leaves that are sparse; default: leaves with ``ndim >= 2``.
+    seed: the random initial mask (and SET's growth).
+
+  ``sparsity``, ``drop_fraction``, ``update_frequency``, ``end_step`` and ``seed`` may be
+  injected (``optax.inject_hyperparams``); ``distribution``, ``dense`` and ``mask`` decide
+  the state's shapes and are static.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``. Weights outside the
+    mask are set to zero at the first step and stay zero until grown; a grown weight starts
+    at zero. The inner optimizer's state of a dropped weight is not reset: with the gradients
+    of inactive weights zeroed, momentum decays while it is inactive.
+"""
+
+
+def rigl(
+    inner: optax.GradientTransformation,
+    sparsity: Any,
+    *,
+    update_frequency: int = 100,
+    end_step: int,
+    drop_fraction: Any = 0.3,
+    distribution: str = "uniform",
+    dense: _base.Mask | None = None,
+    mask: _base.Mask | None = None,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""RigL (Evci et al. 2020): a fixed number of active weights per layer, moved during training.
+
+  Every ``update_frequency`` steps before ``end_step``, each sparse layer drops the fraction
+  :math:`f_t` of its active weights with the smallest magnitude and grows as many inactive
+  ones, those with the largest dense-gradient magnitude.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = so.rigl(optax.sgd(0.1), 0.5, end_step=100)
+    >>> params = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
+    >>> updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    >>> int(so.count_nonzeros(optax.apply_updates(params, updates)))  # 8 of 16, and the bias
+    12
+
+  References:
+    Evci et al., Rigging the Lottery: Making All Tickets Winners, ICML 2020.
+  """
+  return _dynamic_sparse("rigl", "gradient", inner, sparsity,
+                         update_frequency=update_frequency, end_step=end_step,
+                         drop_fraction=drop_fraction, distribution=distribution, dense=dense,
+                         mask=mask, seed=seed)
+
+
+def set_(
+    inner: optax.GradientTransformation,
+    sparsity: Any,
+    *,
+    update_frequency: int = 100,
+    end_step: int,
+    drop_fraction: Any = 0.3,
+    distribution: str = "uniform",
+    dense: _base.Mask | None = None,
+    mask: _base.Mask | None = None,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""SET (Mocanu et al. 2018): as :func:`rigl`, but grown weights are chosen at random.
+
+  Named ``set_`` as Python's ``set`` is taken.
+
+  References:
+    Mocanu et al., Scalable training of artificial neural networks with adaptive sparse
+    connectivity inspired by network science, Nature Communications 2018.
+  """
+  return _dynamic_sparse("set", "random", inner, sparsity,
+                         update_frequency=update_frequency, end_step=end_step,
+                         drop_fraction=drop_fraction, distribution=distribution, dense=dense,
+                         mask=mask, seed=seed)
+
+
+rigl.__doc__ += _DOC_ARGS
+set_.__doc__ += _DOC_ARGS
