@@ -1,0 +1,255 @@
+"""The papers' budgets: each method tuned with the same trials on validation, its sparsity knob
+swept to a front, and seeds at its reference point (issue: results that hold up).
+
+    python -m benchmarks.sweeps --experiment lenet300100_mnist [--workers 2] [--methods xrda,sgd]
+    python -m benchmarks.sweeps --experiment lenet300100_mnist --plan   # what would run
+
+Stages per method, in order, each trial its own workdir under runs/sweeps/<experiment>/:
+  1. tune:  the method's `tune` grid at its `reference` knob value, seed 0;
+  2. front: every `front` knob value with the tuned setting, seed 0;
+  3. seeds: the reference point with the tuned setting, seeds 1 and 2.
+The tuned setting is the tune trial with the highest final validation accuracy; the test set is
+never read to choose. Rerunning resumes: finished trials are skipped and cut ones resume from
+their checkpoints (each workdir records the commit that started it). `benchmarks/report.py`
+turns the finished trials into tables and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "runs" / "sweeps"
+
+MNIST_SPLITS = dict(train_split="train[:54000]", validation_split="train[54000:]")
+SEEDS = (1, 2)  # besides seed 0, at each method's reference point
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method as data.
+
+  Attributes:
+    id: directory name.
+    label: display name.
+    overrides: config overrides (on top of the experiment's).
+    knob: the config key of the sparsity knob swept to a front (None: dense).
+    reference: the knob's value where the method is tuned and seeded.
+    front: the knob's values of the front (the reference is one of them).
+    tune: (config key, values): the trials on validation; every method gets as many.
+    note: what the table says about it.
+  """
+  id: str
+  label: str
+  overrides: dict[str, Any]
+  knob: str | None
+  reference: Any
+  front: tuple[Any, ...]
+  tune: tuple[str, tuple[Any, ...]]
+  note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  id: str
+  label: str
+  config: str  # a file under train/configs
+  overrides: dict[str, Any]
+  methods: tuple[Method, ...]
+  published: tuple[tuple[str, float, float, str], ...] = ()  # (method, error %, compression, source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  method: Method
+  stage: str  # "tune", "front" or "seed"
+  knob_value: Any
+  setting: Any  # the tuned key's value
+  seed: int
+
+  @property
+  def id(self) -> str:
+    knob = f"{self.method.knob}={self.knob_value}" if self.method.knob else "dense"
+    return f"{self.method.id}/{knob}_{self.method.tune[0]}={self.setting}_seed={self.seed}"
+
+  def overrides(self, experiment: Experiment) -> dict[str, Any]:
+    out = {**experiment.overrides, **self.method.overrides, self.method.tune[0]: self.setting,
+           "seed": self.seed}
+    if self.method.knob:
+      out[self.method.knob] = self.knob_value
+    return out
+
+
+# Sparsity targets of ~10×, ~33×, ~100×, ~300× compression of the kernels.
+TARGETS = (0.9, 0.97, 0.99, 0.9967)
+SGD = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, lr_schedule="cosine", l1=0.0)
+SGD_LRS = ("learning_rate", (0.02, 0.05, 0.1))
+
+
+def _lenet300100(epochs: int = 200) -> Experiment:
+  gradual = dict(SGD, pruning="gradual", pruning_begin_epoch=epochs // 20,
+                 pruning_end_epoch=epochs // 2, pruning_frequency=100)
+  dst = dict(SGD, dst_distribution="erk", dst_update_steps=100, dst_end_fraction=0.75)
+  methods = (
+      Method("xrda", "xRDA (log-l1)", dict(optimizer="xrda", momentum_timescale=9.5,
+                                           maximum_factor=500.0, weight_decay=5e-4),
+             "l1", 5e-6, (1.5e-6, 5e-6, 1.5e-5, 4e-5), ("learning_rate", (0.25, 0.5, 1.0))),
+      Method("sgd", "dense SGD", SGD, None, None, (), SGD_LRS),
+      Method("gmp_layer", "gradual pruning, per layer", gradual, "pruning_sparsity", 0.98,
+             TARGETS, SGD_LRS),
+      Method("gmp_global", "gradual pruning, global", dict(gradual, pruning_scope="global"),
+             "pruning_sparsity", 0.98, TARGETS, SGD_LRS),
+      Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
+             "pruning_sparsity", 0.98, TARGETS, SGD_LRS),
+      Method("rigl_erk", "RigL (ERK)", dict(dst, optimizer="rigl"), "dst_sparsity", 0.98, TARGETS,
+             SGD_LRS, note="ERK: uniform keeps the first layer dense, 88% of LeNet-300-100's "
+             "weights, so it cannot reach 10×"),
+      Method("set_erk", "SET (ERK)", dict(dst, optimizer="set"), "dst_sparsity", 0.98, TARGETS,
+             SGD_LRS),
+      # The published protocol (PWE 20, TWT 0.05, λ 1e-4, SGD 0.1, no momentum); its knob is λ.
+      Method("lobster", "LOBSTER", dict(optimizer="lobster", momentum=0.0, weight_decay=0.0,
+                                        lr_schedule="constant", lobster_patience=20,
+                                        lobster_tolerance=0.05),
+             "lobster_strength", 1e-4, (5e-5, 1e-4, 2e-4, 4e-4),
+             ("learning_rate", (0.05, 0.1, 0.2))),
+  )
+  return Experiment(
+      "lenet300100_mnist" + ("" if epochs == 200 else f"_{epochs}ep"), "LeNet-300-100, MNIST", "train/configs/lenet300100_mnist_xrda.py",
+      dict(MNIST_SPLITS, num_epochs=epochs, progress_bar=False), methods,
+      published=(("dense", 1.64, 1.0, "LOBSTER paper, table 2"),
+                 ("Han pruning", 1.59, 12.0, "LOBSTER paper, table 2"),
+                 ("Sparse VD", 1.92, 68.0, "LOBSTER paper, table 2"),
+                 ("LOBSTER", 1.65, 50.0, "LOBSTER paper, table 2"),
+                 ("LOBSTER", 1.95, 115.0, "LOBSTER paper, table 2")))
+
+
+EXPERIMENTS = {"lenet300100_mnist": _lenet300100}  # name -> (epochs=the paper budget) -> Experiment
+
+
+# --------------------------------------------------------------------------- trial state
+
+
+def workdir(experiment: Experiment, trial: Trial) -> Path:
+  return RUNS / experiment.id / trial.id
+
+
+def last_record(experiment: Experiment, trial: Trial) -> dict | None:
+  metrics = workdir(experiment, trial) / "metrics.jsonl"
+  if not metrics.exists():
+    return None
+  lines = metrics.read_text().splitlines()
+  return json.loads(lines[-1]) if lines else None
+
+
+def finished(experiment: Experiment, trial: Trial) -> bool:
+  record = last_record(experiment, trial)
+  return record is not None and record["epoch"] >= experiment.overrides["num_epochs"]
+
+
+def tune_trials(method: Method) -> list[Trial]:
+  return [Trial(method, "tune", method.reference, v, 0) for v in method.tune[1]]
+
+
+def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
+  """The tune trial with the best final validation accuracy (None until all have finished)."""
+  trials = tune_trials(method)
+  if not all(finished(experiment, t) for t in trials):
+    return None
+  return max(trials, key=lambda t: last_record(experiment, t)["val_accuracy"]).setting
+
+
+def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
+  """(trials that can run now, trials that wait for their method's tuning)."""
+  ready, waiting = [], []
+  for method in methods:  # in order: a method's front runs before the next method's tuning
+    ready += tune_trials(method)
+    best = tuned_setting(experiment, method)
+    later = [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
+    later += [Trial(method, "seed", method.reference, best, s) for s in SEEDS]
+    if best is None:
+      waiting += later
+    else:
+      ready += later
+  return [t for t in ready if not finished(experiment, t)], waiting
+
+
+def _commit() -> str:
+  return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                        text=True, check=False).stdout.strip()
+
+
+def launch(experiment: Experiment, trial: Trial) -> subprocess.Popen:
+  directory = workdir(experiment, trial)
+  directory.mkdir(parents=True, exist_ok=True)
+  commit = directory / "commit.txt"
+  if not commit.exists():
+    commit.write_text(_commit() + "\n")
+  flags = [f"--config.{k}={v}" for k, v in trial.overrides(experiment).items()]
+  command = [sys.executable, "-m", "train.main", f"--config={REPO / experiment.config}",
+             f"--workdir={directory}", *flags]
+  log = open(directory / "log.txt", "a")  # pylint: disable=consider-using-with
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""), TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def run(experiment: Experiment, methods: list[Method], workers: int) -> None:
+  running: dict[str, subprocess.Popen] = {}
+  failed: set[str] = set()
+  while True:
+    for trial_id, proc in list(running.items()):
+      if proc.poll() is not None:
+        del running[trial_id]
+        status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+        if proc.returncode:
+          failed.add(trial_id)
+        print(f"{time.strftime('%H:%M:%S')} {trial_id}: {status}", flush=True)
+    ready, waiting = plan(experiment, methods)
+    ready = [t for t in ready if t.id not in running and t.id not in failed]
+    while ready and len(running) < workers:
+      trial = ready.pop(0)
+      running[trial.id] = launch(experiment, trial)
+      print(f"{time.strftime('%H:%M:%S')} {trial.id}: started", flush=True)
+    if not running:
+      if waiting or failed:
+        print(f"stopped: {len(failed)} failed, {len(waiting)} waiting on them", flush=True)
+      return
+    time.sleep(5)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS))
+  parser.add_argument("--methods", default="", help="comma-separated method ids (default: all)")
+  parser.add_argument("--workers", type=int, default=2)
+  parser.add_argument("--plan", action="store_true", help="print the trials and exit")
+  parser.add_argument("--epochs", type=int, default=None,
+                      help="another budget than the paper's (its own directory; for trying)")
+  args = parser.parse_args(argv)
+  build = EXPERIMENTS[args.experiment]
+  experiment = build() if args.epochs is None else build(args.epochs)
+  known = {m.id: m for m in experiment.methods}
+  wanted = [s for s in args.methods.split(",") if s]
+  unknown = [s for s in wanted if s not in known]
+  if unknown:
+    parser.error(f"unknown method(s) {unknown}; valid: {', '.join(known)}")
+  methods = [known[s] for s in wanted] if wanted else list(experiment.methods)
+  if args.plan:
+    ready, waiting = plan(experiment, methods)
+    for t in ready:
+      print("ready  ", t.id)
+    for t in waiting:
+      print("waiting", t.id)
+    return
+  run(experiment, methods, args.workers)
+
+
+if __name__ == "__main__":
+  main()
