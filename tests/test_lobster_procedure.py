@@ -27,7 +27,7 @@ def test_bisection_finds_largest_threshold_within_tolerance():
   t, pruned, info = lobster.bisect_threshold(params, val_loss, 0.35, iterations=30)
   assert 0.2 < t < 0.31  # in float32 the threshold still keeps 0.3 (checked below)
   np.testing.assert_allclose(pruned["w"], [[0, 0, 0.3, 0.4, 5.0]], rtol=1e-6)
-  assert float(pruned["b"][0]) == pytest.approx(0.05)  # biases are not pruned
+  assert float(pruned["b"][0]) == pytest.approx(0.05)  # by default only kernels are pruned
   assert info["loss_before"] == 1.0 and info["loss_after"] == pytest.approx(1.3)
 
 
@@ -53,3 +53,17 @@ def test_tolerance_must_lie_in_zero_one():
   for bad in (-0.1, 1.0):
     with pytest.raises(ValueError, match=r"tolerance must lie in \[0, 1\)"):
       lobster.PlateauDetector(patience=1, tolerance=bad)
+
+
+def test_the_mask_chooses_what_is_pruned():
+  params = {"fc": {"kernel": jnp.array([[0.1, 2.0]]), "bias": jnp.array([0.05, 3.0])},
+            "bn": {"scale": jnp.array([0.01, 1.0])}}
+  from train import methods
+  from train.configs import default
+  pruned = lobster.prune_below(params, 0.5, mask=methods.not_normalization)
+  np.testing.assert_array_equal(pruned["fc"]["kernel"], [[0.0, 2.0]])
+  np.testing.assert_array_equal(pruned["fc"]["bias"], [0.0, 3.0])  # shrunk, so pruned
+  np.testing.assert_array_equal(pruned["bn"]["scale"], params["bn"]["scale"])  # neither
+  # The loop's LOBSTER prunes with the mask its optimizer shrinks with.
+  callback = methods.get_method("lobster").callback(default.get_config())
+  assert callback.mask is methods.not_normalization

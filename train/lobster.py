@@ -45,15 +45,18 @@ class PlateauDetector:
     self.best, self.epochs_without_improvement = float("inf"), 0
 
 
-def _prunable(x: jax.Array, min_ndim: int) -> bool:
-  return x.ndim >= min_ndim
+Mask = Callable[[Any], Any]  # params -> tree of bools: the leaves that are shrunk and pruned
 
 
-def prune_below(params: Any, threshold: float, *, min_ndim: int = 2) -> Any:
-  """Zero every weight (leaves with ndim >= min_ndim) with |θ| < threshold."""
+def _kernels(params: Any) -> Any:
+  return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def prune_below(params: Any, threshold: float, *, mask: Mask = _kernels) -> Any:
+  """Zero every weight of the leaves ``mask(params)`` selects with |θ| < threshold."""
   return jax.tree.map(
-      lambda x: jnp.where(jnp.abs(x) < threshold, 0, x).astype(x.dtype)
-      if _prunable(x, min_ndim) else x, params)
+      lambda x, m: jnp.where(jnp.abs(x) < threshold, 0, x).astype(x.dtype) if m else x,
+      params, mask(params))
 
 
 def bisect_threshold(
@@ -62,7 +65,7 @@ def bisect_threshold(
     worsening_tolerance: float,
     *,
     iterations: int = 16,
-    min_ndim: int = 2,
+    mask: Mask = _kernels,
 ) -> tuple[float, Any, dict[str, float]]:
   """Largest global threshold T with val_loss(prune_below(params, T)) <= (1 + TWT)·val_loss(params).
 
@@ -75,34 +78,36 @@ def bisect_threshold(
     raise ValueError(f"worsening_tolerance must be >= 0; got {worsening_tolerance}.")
   base = float(val_loss(params))
   limit = (1 + worsening_tolerance) * base
-  leaves = [x for x in jax.tree.leaves(params) if _prunable(x, min_ndim)]
+  leaves = [x for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask(params))) if m]
   lo, hi = 0.0, float(max(jnp.max(jnp.abs(x)) for x in leaves)) if leaves else 0.0
   best_loss = base
   for _ in range(iterations):
     mid = 0.5 * (lo + hi)
-    loss = float(val_loss(prune_below(params, mid, min_ndim=min_ndim)))
+    loss = float(val_loss(prune_below(params, mid, mask=mask)))
     if loss <= limit:
       lo, best_loss = mid, loss
     else:
       hi = mid
-  pruned = prune_below(params, lo, min_ndim=min_ndim)
+  pruned = prune_below(params, lo, mask=mask)
   return lo, pruned, {"loss_before": base, "loss_after": best_loss, "threshold": lo}
 
 
 class PruneOnPlateau:
   """LOBSTER's pruning phase as an epoch-end callback of the training loop (SPEC §4).
 
-  When the validation loss has plateaued, bisects the global threshold and zeroes the pruned
-  weights; the optimizer's ``freeze_zeros`` pins them. The epoch's record then describes the
+  When the validation loss has plateaued, bisects the global threshold over the leaves of
+  ``mask`` (give it the optimizer's shrinkage mask: what is shrunk is what is pruned) and zeroes
+  the pruned weights; the optimizer's ``freeze_zeros`` pins them. The epoch's record then describes the
   pruned model. The detector's state is checkpointed with the train state (``state()`` /
   ``restore()``), so every process resumes it alike.
   """
 
   name = "lobster"
 
-  def __init__(self, patience: int, worsening_tolerance: float):
+  def __init__(self, patience: int, worsening_tolerance: float, mask: Mask = _kernels):
     self.detector = PlateauDetector(patience)
     self.worsening_tolerance = worsening_tolerance
+    self.mask = mask
 
   def state(self) -> dict[str, Any]:
     return {"best": jnp.asarray(self.detector.best, jnp.float32),
@@ -116,7 +121,8 @@ class PruneOnPlateau:
                    ) -> tuple[Any, dict[str, Any]]:
     """``loop`` gives ``validation_loss(params)`` and ``record(params)`` (a fresh record)."""
     if self.detector.update(record["val_loss"]):
-      _, params, info = bisect_threshold(params, loop.validation_loss, self.worsening_tolerance)
+      _, params, info = bisect_threshold(params, loop.validation_loss, self.worsening_tolerance,
+                                         mask=self.mask)
       self.detector.reset()
       record = {**loop.record(params), "lobster_pruned": info}
     record["lobster"] = {"best": self.detector.best,

@@ -175,7 +175,8 @@ def _affine_scaling(config, run):
 
 def _lobster_callback(config):
   from train import lobster  # pylint: disable=g-import-not-at-top
-  return lobster.PruneOnPlateau(config.lobster_patience, config.lobster_tolerance)
+  return lobster.PruneOnPlateau(config.lobster_patience, config.lobster_tolerance,
+                                mask=not_normalization)  # prunes what the optimizer shrinks
 
 
 @register("lobster", callback=_lobster_callback, needs_validation=True)
