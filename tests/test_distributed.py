@@ -6,6 +6,7 @@ Run as a module, this file is those processes' worker (see ``launch``)."""
 import ast
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -207,17 +208,19 @@ def test_two_processes_agree_on_a_collective():
 def test_two_processes_train_interrupt_and_resume(tmp_path):
   whole = launch([str(tmp_path / "whole"), "0"])
   assert all(r.returncode == 0 for r in whole), _stderr(whole)
-  # Both processes stop after step 3 of 4; told by config, so the rerun (told by the environment,
-  # at another port) resumes with different launch fields.
+  # Process 1 alone gets SIGTERM after step 3 of 4, and both stop there with a checkpoint.
+  # Told by config, so the rerun (told by the environment, at another port) resumes with
+  # different launch fields.
   cut = launch([str(tmp_path / "cut"), "3"], via="config")
-  assert all(r.returncode == 130 for r in cut), _stderr(cut)
+  assert all(r.returncode == 143 for r in cut), _stderr(cut)
+  from tests.test_train import _latest_checkpoint
+  assert _latest_checkpoint(tmp_path / "cut")[0] == 3
   resumed = launch([str(tmp_path / "cut"), "0"])
   assert all(r.returncode == 0 for r in resumed), _stderr(resumed)
   finals = [json.loads(r.stdout.strip().splitlines()[-1]) for r in whole + resumed]
   assert all(f["process_count"] == 2 and f["device_count"] == 4 for f in finals)
   assert finals[0] == finals[1]  # every process reports the same run
   assert finals[2] == finals[3] == finals[0]  # and the resumed one is the uninterrupted one
-  from tests.test_train import _latest_checkpoint
   import jax
   import numpy as np
   _, a = _latest_checkpoint(tmp_path / "whole")
@@ -251,19 +254,20 @@ def _collective_worker(overrides: dict) -> None:
 
 
 def _worker(workdir: str, stop_at: int, overrides: dict) -> None:
-  """One process of the job: a short run, stopped (exit 130) after ``stop_at`` steps if > 0."""
+  """One process of the job: a short run. If ``stop_at`` > 0, process 1 alone gets SIGTERM
+  after that step, and every process must stop there (exit 143)."""
   from tests.test_train import _run  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   def stop(step):
-    if step == stop_at:
-      raise KeyboardInterrupt
+    if step == stop_at and jax.process_index() == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
 
   try:
     final = _run(workdir, hooks=[stop], batch_size=32, eval_batch_size=64, num_epochs=1,
                  **overrides)
-  except KeyboardInterrupt:
-    sys.exit(130)
+  except KeyboardInterrupt as stopped:
+    sys.exit(128 + getattr(stopped, "signum", signal.SIGINT))
   print(json.dumps({"process_count": jax.process_count(), "device_count": jax.device_count(),
                     "step": final["step"], "test_accuracy": final["test_accuracy"],
                     "train_loss": final["train_loss"], "density": final["density"]}))

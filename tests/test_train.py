@@ -210,6 +210,8 @@ def test_sigterm_checkpoints_at_the_step_and_a_rerun_is_exact(baseline, tmp_path
   assert _latest_checkpoint(workdir)[0] == 6
   _run(workdir)
   _assert_same_as_baseline(workdir, baseline)
+  # Epoch 2 (steps 5-8) resumed at step 6: its time is partial, and the record says so.
+  assert [r.get("epoch_resumed_at_step") for r in _records(workdir)] == [None, 6]
 
 
 def test_checkpoints_every_n_steps_written_while_training_restore_intact(baseline, tmp_path):

@@ -35,6 +35,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -79,6 +80,20 @@ def _stop_requests():
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
+
+
+def _requested_anywhere(requested: list[int]) -> int:
+  """The signal any process received (0 if none), the same on every process.
+
+  A cluster manager signals every process, but a kill by hand or a lost host may reach one:
+  the others would then block in the next step's collectives. One small all-gather per step
+  (multi-process runs only) lets every process stop at the same step with a checkpoint.
+  """
+  local = requested[0] if requested else 0
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(np.max(multihost_utils.process_allgather(np.int32(local))))
 
 
 def _data_sizes(config: ml_collections.ConfigDict):
@@ -155,13 +170,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             # Blocking: an async save here, finished by the epoch-end save one step later,
             # lost its array metadata in 5 of 6 test runs (orbax 0.12.8, CPU).
             checkpoints.save(state, wait=True)
-          if stop:
-            raise Stopped(stop[0])
+          signum = _requested_anywhere(stop)
+          if signum:
+            raise Stopped(signum)
         if step != (epoch + 1) * steps_per_epoch:
           raise RuntimeError(f"Epoch {epoch} of {config.dataset} gave "
                              f"{step - epoch * steps_per_epoch} batches of {config.batch_size}, "
                              f"expected {steps_per_epoch}.")
         record = evaluator.record(state, epoch + 1, time.time() - start)
+        if skip:  # the time before the restart is not known: say so rather than under-report
+          record["epoch_resumed_at_step"] = step - steps_per_epoch + skip
         if not math.isfinite(record["train_loss"]):  # the last good checkpoint stays the latest
           raise FloatingPointError(
               f"Training diverged in epoch {epoch + 1}: the train loss is "
