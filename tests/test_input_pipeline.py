@@ -251,3 +251,11 @@ def test_each_process_reads_a_disjoint_part_of_every_epoch(monkeypatch, small_mn
     # Eval shards cover the split exactly once between them, none empty.
     assert sorted(i for t in test for i in t) == list(range(23))
     assert all(test)
+
+
+def test_a_dataset_still_missing_after_preparing_is_named(tmp_path, monkeypatch):
+    # The local preparation claims success but leaves nothing readable: the second read fails.
+    monkeypatch.setattr(prepare_data, "maybe_prepare", lambda name, data_dir: True)
+    with pytest.raises(input_pipeline.DatasetUnavailableError,
+                       match=r"'mnist' is not available in .*Cause: AssertionError"):
+        input_pipeline.create_split("mnist", "train", 8, train=True, data_dir=str(tmp_path))

@@ -597,3 +597,14 @@ def test_real_mnist_short_run(tmp_path):
   input_pipeline.clear_cache()
   assert final["test_accuracy"] > 0.85
   assert final["density"] < 1.0
+
+
+def test_logged_train_figures_average_the_epochs_batches(tmp_path):
+  """With a step size of 0 the params never move, so the epoch's train loss and accuracy (one
+  pass over the mock train set's 128 examples, accumulated on device) must equal an evaluation
+  of the same params on the same examples; LeNet has no BatchNorm, so both modes agree."""
+  final = _run(tmp_path, model="lenet300100_tiny", dataset="mnist", optimizer="sgd",
+               learning_rate=0.0, weight_decay=0.0, num_epochs=1, eval_split="train")
+  assert final["train_accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-7)
+  assert final["train_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
+  assert 0 < final["train_accuracy"] < 1  # an untrained model: neither all right nor all wrong
