@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +59,7 @@ from jax.experimental import sparse
 
 import models
 import sparse_optax as so
-from train import input_pipeline
+from train import input_pipeline, machine
 
 FORMATS = ("auto", "thin", "sparse")
 CONV_MODES = ("densify", "im2col")
@@ -486,21 +485,6 @@ def _directory_bytes(path: Path) -> int:
   return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def machine() -> dict[str, Any]:
-  """The machine latencies were measured on."""
-  cpu = platform.processor() or "unknown"
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-  except OSError:
-    pass
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  device = jax.devices()[0]
-  return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-          "cores_available": cores, "load_average": list(os.getloadavg()),
-          "jax": jax.__version__, "backend": device.platform, "device": device.device_kind}
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -575,7 +559,7 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
       # Multiply-adds per example of the convs and linear layers.
       "flops": {"dense": sum(row["flops_dense"] for row in layers),
                 "compact": sum(row["flops_compact"] for row in layers)},
-      "machine": machine(),
+      "machine": machine.describe(),
       "layers": layers,
   }
   if latency_calls:
