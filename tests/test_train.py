@@ -220,6 +220,8 @@ def test_checkpoints_every_n_steps_written_while_training_restore_intact(baselin
   steps_saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
                        if p.name.isdigit())
   assert steps_saved == [3, 4, 6, 8]
+  for step in steps_saved:  # every one is whole: readable with its metadata
+    assert _latest_checkpoint(workdir, step)[1]["step"] == step
   # Step 4's (epoch end) was written in the background while steps 5.. ran: resuming from it
   # (the later ones removed) gives the uninterrupted run exactly.
   import shutil

@@ -167,8 +167,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           for hook in hooks:
             hook(step)
           if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-            # Blocking: an async save here, finished by the epoch-end save one step later,
-            # lost its array metadata in 5 of 6 test runs (orbax 0.12.8, CPU).
+            # Blocking. Async, this save fails in the background about one run in two (orbax
+            # 0.12.8, CPU): FileNotFoundError on "<step>.orbax-checkpoint-tmp/.../
+            # array_metadatas/process_0", the array metadata written after the tmp dir was
+            # renamed. A two-save script outside the loop did not reproduce it (0 of 6).
             checkpoints.save(state, wait=True)
           signum = _requested_anywhere(stop)
           if signum:
