@@ -1,0 +1,151 @@
+"""Tables and plots from the finished trials of `benchmarks/sweeps.py`.
+
+    python -m benchmarks.report --experiment lenet300100_mnist
+
+Writes benchmarks/results/sweeps/<experiment>.{json,md,png}: each method's tuned setting
+(chosen on validation), its front (test error against compression, seed 0), and its reference
+point over seeds 0-2 (mean ± std). Trials still running or waiting are listed as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchmarks import sweeps
+
+RESULTS = sweeps.REPO / "benchmarks" / "results" / "sweeps"
+
+
+def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
+  if not sweeps.finished(experiment, trial):
+    return None
+  record = sweeps.last_record(experiment, trial)
+  return {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
+          "setting": trial.setting, "seed": trial.seed,
+          "val_error": 100 * (1 - record["val_accuracy"]),
+          "test_error": 100 * (1 - record["test_accuracy"]),
+          "compression": record["compression"], "nonzeros": record["nonzeros"]}
+
+
+def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
+  """Per method: tune rows, the chosen setting, front rows and the reference's seeds."""
+  methods, missing = {}, []
+  for method in experiment.methods:
+    tune = [_row(experiment, t) for t in sweeps.tune_trials(method)]
+    best = sweeps.tuned_setting(experiment, method)
+    entry: dict[str, Any] = {"label": method.label, "knob": method.knob,
+                             "tuned": {"key": method.tune[0], "values": list(method.tune[1]),
+                                       "chosen": best},
+                             "note": method.note, "tune": [r for r in tune if r]}
+    missing += [t.id for t, r in zip(sweeps.tune_trials(method), tune) if r is None]
+    if best is not None:
+      front = [sweeps.Trial(method, "tune" if v == method.reference else "front", v, best, 0)
+               for v in (method.front or (method.reference,))]
+      seeds = [sweeps.Trial(method, "tune", method.reference, best, 0)] + [
+          sweeps.Trial(method, "seed", method.reference, best, s) for s in sweeps.SEEDS]
+      front_rows = [_row(experiment, t) for t in front]
+      seed_rows = [_row(experiment, t) for t in seeds]
+      missing += [t.id for t, r in zip(front + seeds, front_rows + seed_rows) if r is None]
+      entry["front"] = sorted((r for r in front_rows if r), key=lambda r: r["compression"])
+      done = [r for r in seed_rows if r]
+      entry["reference"] = {"knob_value": method.reference, "seeds": [r["seed"] for r in done]}
+      for key in ("test_error", "val_error", "compression"):
+        values = [r[key] for r in done]
+        entry["reference"][f"{key}_mean"] = statistics.fmean(values) if values else None
+        entry["reference"][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+    methods[method.id] = entry
+  return {"experiment": experiment.id, "label": experiment.label,
+          "epochs": experiment.overrides["num_epochs"], "methods": methods,
+          "published": [dict(zip(("method", "error", "compression", "source"), p))
+                        for p in experiment.published],
+          "missing": missing}
+
+
+def _pm(mean, std, digits=2) -> str:
+  if mean is None:
+    return "–"
+  return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+  lines = [f"# {summary['label']}, {summary['epochs']} epochs", "",
+           "Each method's setting was chosen on the validation split (last 6,000 training "
+           "images) from the same number of trials; the test error is reported, never used to "
+           "choose. Compression = all parameters / non-zeros.", "",
+           "## Reference points, seeds 0-2 (mean ± std)", "",
+           "| method | knob | tuned | test error % | compression × |", "|---|---|---|---|---|"]
+  for entry in summary["methods"].values():
+    ref = entry.get("reference") or {}
+    tuned = entry["tuned"]
+    lines.append(
+        f"| {entry['label']} | {entry['knob'] or '–'} = {ref.get('knob_value', '–')} | "
+        f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}) | "
+        f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
+        f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} |")
+  lines += ["", "## Fronts (seed 0)", "", "| method | knob | compression × | test error % |",
+            "|---|---|---|---|"]
+  for entry in summary["methods"].values():
+    for r in entry.get("front", []):
+      lines.append(f"| {entry['label']} | {r['knob_value']} | {r['compression']:.1f} | "
+                   f"{r['test_error']:.2f} |")
+  if summary["published"]:
+    lines += ["", "## Published", "", "| method | error % | compression × | source |",
+              "|---|---|---|---|"]
+    lines += [f"| {p['method']} | {p['error']} | {p['compression']} | {p['source']} |"
+              for p in summary["published"]]
+  if summary["missing"]:
+    lines += ["", f"Not finished yet ({len(summary['missing'])}): "
+              + ", ".join(f"`{m}`" for m in summary["missing"])]
+  notes = [f"- {e['label']}: {e['note']}" for e in summary["methods"].values() if e["note"]]
+  if notes:
+    lines += ["", "Notes:", *notes]
+  return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for entry in summary["methods"].values():
+    front = entry.get("front", [])
+    if front:
+      ax.plot([r["compression"] for r in front], [r["test_error"] for r in front], marker="o",
+              label=entry["label"])
+  for i, p in enumerate(summary["published"]):
+    ax.scatter(p["compression"], p["error"], marker="*", s=90, color="black", zorder=3)
+    ax.annotate(f"{p['method']} (published)", (p["compression"], p["error"]), fontsize=7,
+                xytext=(6, 8 if i % 2 else -12), textcoords="offset points")
+  ax.set_xscale("log")
+  ax.set_xlabel("compression (all parameters / non-zeros), log scale")
+  ax.set_ylabel("test error %")
+  ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--experiment", required=True, choices=sorted(sweeps.EXPERIMENTS))
+  parser.add_argument("--epochs", type=int, default=None)
+  args = parser.parse_args(argv)
+  build = sweeps.EXPERIMENTS[args.experiment]
+  experiment = build() if args.epochs is None else build(args.epochs)
+  summary = summarize(experiment)
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  base = RESULTS / experiment.id
+  base.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+  base.with_suffix(".md").write_text(markdown(summary))
+  plot(summary, base.with_suffix(".png"))
+  print(markdown(summary))
+
+
+if __name__ == "__main__":
+  main()

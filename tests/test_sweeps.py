@@ -1,0 +1,82 @@
+"""The sweep runner's plan and selection, and the report, on hand-written metrics files."""
+
+import json
+
+import pytest
+
+from benchmarks import report, sweeps
+
+
+def _experiment():
+  methods = (
+      sweeps.Method("m", "method M", dict(optimizer="sgd"), "pruning_sparsity", 0.9,
+                    (0.5, 0.9, 0.99), ("learning_rate", (0.1, 0.2))),
+      sweeps.Method("d", "dense", dict(optimizer="sgd"), None, None, (),
+                    ("learning_rate", (0.1, 0.2))),
+  )
+  return sweeps.Experiment("toy", "Toy", "train/configs/default.py", dict(num_epochs=2),
+                           methods, published=(("dense", 1.0, 1.0, "a paper"),))
+
+
+def _finish(experiment, trial, val, test, compression, epoch=2):
+  path = sweeps.workdir(experiment, trial) / "metrics.jsonl"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  record = dict(epoch=epoch, val_accuracy=val, test_accuracy=test, compression=compression,
+                nonzeros=10)
+  path.write_text(json.dumps(dict(record, epoch=1)) + "\n" + json.dumps(record) + "\n")
+
+
+@pytest.fixture
+def experiment(tmp_path, monkeypatch):
+  monkeypatch.setattr(sweeps, "RUNS", tmp_path)
+  return _experiment()
+
+
+def test_fronts_and_seeds_wait_for_the_tuning_and_use_its_validation_choice(experiment):
+  m = experiment.methods[0]
+  ready, waiting = sweeps.plan(experiment, [m])
+  assert [t.setting for t in ready] == [0.1, 0.2] and all(t.stage == "tune" for t in ready)
+  assert len(waiting) == 2 + 2  # the two other front values, seeds 1 and 2
+  low, high = sweeps.tune_trials(m)
+  # 0.2 is better on validation, 0.1 on test: the choice follows validation.
+  _finish(experiment, low, val=0.90, test=0.99, compression=10.0)
+  assert sweeps.plan(experiment, [m])[0] == [high]  # an unfinished tune trial still blocks
+  _finish(experiment, high, val=0.95, test=0.80, compression=10.0)
+  ready, waiting = sweeps.plan(experiment, [m])
+  assert not waiting
+  assert {(t.stage, t.knob_value, t.setting, t.seed) for t in ready} == {
+      ("front", 0.5, 0.2, 0), ("front", 0.99, 0.2, 0), ("seed", 0.9, 0.2, 1),
+      ("seed", 0.9, 0.2, 2)}
+  assert all(t.overrides(experiment)["learning_rate"] == 0.2 for t in ready)
+  assert ready[0].overrides(experiment)["pruning_sparsity"] == ready[0].knob_value
+
+
+def test_a_trial_cut_before_its_last_epoch_is_not_finished(experiment):
+  trial = sweeps.tune_trials(experiment.methods[1])[0]
+  _finish(experiment, trial, 0.9, 0.9, 1.0, epoch=1)
+  assert not sweeps.finished(experiment, trial)
+  assert trial in sweeps.plan(experiment, [experiment.methods[1]])[0]
+
+
+def test_report_means_the_seeds_and_orders_the_front(experiment):
+  m = experiment.methods[0]
+  low, high = sweeps.tune_trials(m)
+  _finish(experiment, low, 0.90, 0.99, 10.0)
+  _finish(experiment, high, 0.95, 0.97, 10.0)  # seed 0 of the reference: 3% test error
+  ready, _ = sweeps.plan(experiment, [m])
+  for trial in ready:
+    if trial.stage == "seed":  # 5% and 7% test error
+      _finish(experiment, trial, 0.9, 0.95 if trial.seed == 1 else 0.93, 11.0)
+    else:
+      _finish(experiment, trial, 0.9, 0.9, 100.0 if trial.knob_value == 0.99 else 2.0)
+  summary = report.summarize(experiment)
+  entry = summary["methods"]["m"]
+  assert entry["tuned"]["chosen"] == 0.2
+  assert entry["reference"]["seeds"] == [0, 1, 2]
+  assert entry["reference"]["test_error_mean"] == pytest.approx(5.0)
+  assert entry["reference"]["test_error_std"] == pytest.approx(2.0)
+  assert [r["compression"] for r in entry["front"]] == [2.0, 10.0, 100.0]
+  assert summary["missing"] == [t.id for t in sweeps.tune_trials(experiment.methods[1])]
+  text = report.markdown(summary)
+  assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]) | " \
+         "5.00 ± 2.00 | 10.7 ± 0.6 |" in text
