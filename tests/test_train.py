@@ -515,7 +515,7 @@ def _expected_optimizer(c, total, per_epoch):
                                      period=c.affine_period_epochs * per_epoch),
           optax.sgd(lr, momentum=c.momentum, nesterov=c.nesterov)),
       "lobster": optax.chain(so.lobster(sgd, c.lobster_strength, mask=train.not_normalization),
-                             so.freeze_zeros()),
+                             so.freeze_zeros(mask=train.not_normalization)),
       # The test's params hold no layer at the default model's input path: none kept dense.
       **{name: factory(sgd, c.dst_sparsity, update_frequency=c.dst_update_steps,
                        end_step=int(c.dst_end_fraction * total),

@@ -184,7 +184,7 @@ def _lobster(config, run):
   """SGD with LOBSTER's shrinkage (paper 003), zeros pinned; the callback prunes on plateaus."""
   return optax.chain(so.lobster(_sgd(config, run), config.lobster_strength,
                                 mask=not_normalization),
-                     so.freeze_zeros())
+                     so.freeze_zeros(mask=not_normalization))  # pins what the callback prunes
 
 
 def _under(prefix: tuple[Any, ...]) -> Callable[[Any], Any]:
