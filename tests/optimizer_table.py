@@ -51,10 +51,16 @@ def lobster_sgd(learning_rate, strength):
   return so.lobster(optax.sgd(learning_rate), strength)
 
 
+def rigl_erk(learning_rate, sparsity):
+  return so.rigl(optax.sgd(learning_rate, momentum=0.9), sparsity, update_frequency=10,
+                 end_step=TOTAL * 3 // 4, distribution="erk")
+
+
 OPTIMIZERS += [
     ("gmp", gmp, dict(learning_rate=0.05, final_sparsity=0.5)),
     ("affine_scaling", affine_scaling, dict(learning_rate=0.1, tau=1.0)),
     ("lobster", lobster_sgd, dict(learning_rate=0.1, strength=1e-3)),
+    ("rigl_erk", rigl_erk, dict(learning_rate=0.05, sparsity=0.5)),
 ]
 
 IDS = [name for name, _, _ in OPTIMIZERS]
