@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# Params-shaped state, and per-channel state in one packed buffer (kernel mode packs the same
-# way with other groups; tests/test_multidevice.py runs it under fsdp).
-STRUCTURES = ("unstructured", "channel")
+STRUCTURES = ("unstructured", "kernel", "channel")
 
 
 def test_fsdp_axis():
