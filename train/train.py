@@ -129,7 +129,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   is_chief = jax.process_index() == 0
   checkpointing.check_same_run(config, workdir)
   if is_chief:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    # Atomic: the other processes may be reading the previous one in check_same_run.
+    partial = workdir / f"config.json.tmp{os.getpid()}"
+    partial.write_text(config.to_json_best_effort(indent=2) + "\n")
+    os.replace(partial, workdir / "config.json")
 
   info, steps_per_epoch = _data_sizes(config)
   total_steps = config.num_epochs * steps_per_epoch
