@@ -21,9 +21,9 @@ RESULTS = sweeps.REPO / "benchmarks" / "results" / "sweeps"
 
 
 def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
-  if not sweeps.finished(experiment, trial):
+  record = sweeps.final_record(experiment, trial)
+  if record is None:
     return None
-  record = sweeps.last_record(experiment, trial)
   return {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
           "setting": trial.setting, "seed": trial.seed,
           "val_error": 100 * (1 - record["val_accuracy"]),

@@ -122,7 +122,8 @@ def _lenet300100(epochs: int = 200) -> Experiment:
              ("learning_rate", (0.05, 0.1, 0.2))),
   )
   return Experiment(
-      "lenet300100_mnist" + ("" if epochs == 200 else f"_{epochs}ep"), "LeNet-300-100, MNIST", "train/configs/lenet300100_mnist_xrda.py",
+      "lenet300100_mnist" + ("" if epochs == 200 else f"_{epochs}ep"), "LeNet-300-100, MNIST",
+      "train/configs/lenet300100_mnist_xrda.py",
       dict(MNIST_SPLITS, num_epochs=epochs, progress_bar=False), methods,
       published=(("dense", 1.64, 1.0, "LOBSTER paper, table 2"),
                  ("Han pruning", 1.59, 12.0, "LOBSTER paper, table 2"),
@@ -149,9 +150,16 @@ def last_record(experiment: Experiment, trial: Trial) -> dict | None:
   return json.loads(lines[-1]) if lines else None
 
 
-def finished(experiment: Experiment, trial: Trial) -> bool:
+def final_record(experiment: Experiment, trial: Trial) -> dict | None:
+  """The trial's last epoch record if it has trained every epoch, else None."""
   record = last_record(experiment, trial)
-  return record is not None and record["epoch"] >= experiment.overrides["num_epochs"]
+  if record is None or record["epoch"] < experiment.overrides["num_epochs"]:
+    return None
+  return record
+
+
+def finished(experiment: Experiment, trial: Trial) -> bool:
+  return final_record(experiment, trial) is not None
 
 
 def tune_trials(method: Method) -> list[Trial]:
@@ -161,9 +169,10 @@ def tune_trials(method: Method) -> list[Trial]:
 def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   """The tune trial with the best final validation accuracy (None until all have finished)."""
   trials = tune_trials(method)
-  if not all(finished(experiment, t) for t in trials):
+  records = [final_record(experiment, t) for t in trials]
+  if any(r is None for r in records):
     return None
-  return max(trials, key=lambda t: last_record(experiment, t)["val_accuracy"]).setting
+  return max(zip(trials, records), key=lambda tr: tr[1]["val_accuracy"])[0].setting
 
 
 def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
@@ -196,7 +205,7 @@ def launch(experiment: Experiment, trial: Trial) -> subprocess.Popen:
   command = [sys.executable, "-m", "train.main", f"--config={REPO / experiment.config}",
              f"--workdir={directory}", *flags]
   log = open(directory / "log.txt", "a")  # pylint: disable=consider-using-with
-  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", ""), TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 

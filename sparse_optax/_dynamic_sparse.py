@@ -44,17 +44,18 @@ def erk_densities(shapes: list[tuple[int, ...]], density: Any,
 
 
 def layer_densities(params: Any, sparsity: Any, distribution: str, selected: Any,
-                    dense: Any) -> Any:
+                    dense: Any | None = None) -> Any:
   """A tree with each selected leaf's density (``1 - sparsity`` spread by ``distribution``).
 
-  ``"uniform"``: every selected leaf at ``1 - sparsity`` but those in ``dense``, at 1
-  (RigL's uniform: the overall density ends a little above the target). ``"erk"``: see
-  :func:`erk_densities`. Unselected leaves get 1.
+  ``"uniform"``: every selected leaf at ``1 - sparsity`` but those in ``dense`` (a tree of
+  bools; None: none), at 1 (RigL's uniform: the overall density ends a little above the
+  target). ``"erk"``: see :func:`erk_densities`. Unselected leaves get 1.
   """
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"distribution must be one of {DISTRIBUTIONS}; got {distribution!r}.")
   leaves, treedef = jax.tree.flatten(params)
-  sel, den = jax.tree.leaves(selected), jax.tree.leaves(dense)
+  sel = jax.tree.leaves(selected)
+  den = [False] * len(leaves) if dense is None else jax.tree.leaves(dense)
   target = 1.0 - jnp.asarray(sparsity, jnp.float32)
   out = [jnp.ones([], jnp.float32)] * len(leaves)
   idx = [i for i, s in enumerate(sel) if s]
@@ -102,17 +103,12 @@ def _dynamic_sparse(
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"{who}: distribution must be one of {DISTRIBUTIONS}; got "
                      f"{distribution!r}.")
-  no_leaf = lambda params: jax.tree.map(lambda _: False, params)  # noqa: E731
   inner = optax.with_extra_args_support(inner)
-
-  def masks(params):
-    selected = _base.resolve_mask(who, mask, params)
-    kept_dense = _base.resolve_mask(who, no_leaf if dense is None else dense, params)
-    return selected, kept_dense
 
   def init_fn(params):
     _base.check_float_params(who, params)
-    selected, kept_dense = masks(params)
+    selected = _base.resolve_mask(who, mask, params)
+    kept_dense = None if dense is None else _base.resolve_mask(who, dense, params)
     densities = layer_densities(params, sparsity, distribution, selected, kept_dense)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
@@ -147,7 +143,7 @@ def _dynamic_sparse(
     _base.require_params(params, who)
     _base.check_tree_match(who, "updates", updates, params)
     _base.check_tree_match(who, "params", params, state.keep)
-    selected, _ = masks(params)
+    selected = _base.resolve_mask(who, mask, params)
     t = state.count
     masked = jax.tree.map(lambda g, m: jnp.where(m, g, 0).astype(g.dtype), updates, state.keep)
     u, inner_state = inner.update(masked, state.inner, params, **extra_args)

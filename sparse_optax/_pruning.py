@@ -137,9 +137,8 @@ def prune_by_magnitude(
                           live, keep, selected)
 
     if scope == "erk":
-      no_leaf = jax.tree.map(lambda _: False, params)
       fractions = jax.tree.map(lambda d: 1.0 - d, _dynamic_sparse.layer_densities(
-          params, s, "erk", selected, no_leaf))
+          params, s, "erk", selected))
     else:
       fractions = jax.tree.map(lambda _: s, params)
 

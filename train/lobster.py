@@ -96,9 +96,9 @@ class PruneOnPlateau:
   """LOBSTER's pruning phase as an epoch-end callback of the training loop (SPEC §4).
 
   When the validation loss has plateaued, bisects the global threshold over the leaves of
-  ``mask`` (give it the optimizer's shrinkage mask: what is shrunk is what is pruned) and zeroes
-  the pruned weights; the optimizer's ``freeze_zeros`` pins them. The epoch's record then describes the
-  pruned model. The detector's state is checkpointed with the train state (``state()`` /
+  ``mask`` (give it the optimizer's shrinkage mask: what is shrunk is what is pruned) and
+  zeroes the pruned weights; the optimizer's ``freeze_zeros`` pins them. The epoch's record
+  then describes the pruned model. The detector's state is checkpointed with the train state (``state()`` /
   ``restore()``), so every process resumes it alike.
   """
 
