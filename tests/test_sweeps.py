@@ -80,3 +80,14 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
   text = report.markdown(summary)
   assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]) | " \
          "5.00 ± 2.00 | 10.7 ± 0.6 |" in text
+
+
+@pytest.mark.parametrize("cores, workers, expected", [
+    ({0, 1}, 2, [{0}, {1}]),
+    ({0, 1, 2, 3, 4}, 2, [{0, 1}, {2, 3}]),
+    ({0, 1}, 3, [None, None, None]),  # fewer cores than workers: no pinning
+    ({0, 1}, 1, [None]),
+])
+def test_each_worker_gets_its_own_cores(monkeypatch, cores, workers, expected):
+  monkeypatch.setattr(sweeps.os, "sched_getaffinity", lambda pid: cores)
+  assert sweeps.core_slots(workers) == expected

@@ -36,8 +36,10 @@ class Evaluator:
                               out_shardings=replicated)
     self._sparsity = jax.jit(so.sparsity_summary, in_shardings=(state_shardings["params"],),
                              out_shardings=replicated)
-    # On CPU, several queued steps with collectives over fake devices can deadlock.
-    self.block_each_step = jax.default_backend() == "cpu"
+    # On CPU, several queued steps with collectives over fake devices can deadlock. One device
+    # has no collectives: there the loop only keeps one step queued, so that the next batch is
+    # read while this step computes (LeNet-300-100: 2.0 s an epoch instead of 2.8).
+    self.block_each_step = jax.default_backend() == "cpu" and jax.device_count() > 1
 
   def _batches_for(self, num_examples: int) -> int:
     return math.ceil(math.ceil(num_examples / jax.process_count()) / self.local_batch)

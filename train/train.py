@@ -20,6 +20,7 @@ run after the current step with a checkpoint; a second Ctrl-C stops at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import itertools
@@ -162,10 +163,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if skip == 0:  # a new epoch; a resumed one keeps the averages of its first steps
           state["train_metrics"] = jax.device_put(steps.TrainMetrics.empty(),
                                                   shardings["train_metrics"])
+        queued = collections.deque(maxlen=1 if evaluator.block_each_step else _QUEUED_STEPS)
         for batch in _train_batches(config, epoch, skip, steps_per_epoch, is_chief):
           state, metrics = train(state, steps.global_batch(batch, data_sharding))
-          if evaluator.block_each_step:
-            jax.block_until_ready(metrics)
+          queued.append(metrics)
+          if len(queued) == queued.maxlen:
+            jax.block_until_ready(queued.popleft())
           step += 1
           for hook in hooks:
             hook(step)
@@ -208,6 +211,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   reporter.close()
   reporter.final(record)
   return record
+
+
+# Steps in flight when the loop waits for the oldest: enough that the next batches are read
+# while a step computes, few enough that a slow step does not queue a whole epoch of batches.
+_QUEUED_STEPS = 3
 
 
 def _train_batches(config, epoch: int, skip: int, steps_per_epoch: int, is_chief: bool):
