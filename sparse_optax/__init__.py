@@ -12,8 +12,8 @@ Primitives (each usable alone inside any ``optax.chain``):
 * :func:`freeze_zeros` — zero weights stay zero.
 
 Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
-:func:`polynomial_sparsity` (Han; Zhu & Gupta), :func:`scale_by_affine_scaling`
-(re-weighted l1/l2, FOCUSS), :func:`lobster`, and sparse training from scratch:
+:func:`polynomial_sparsity` (Han; Zhu & Gupta), :func:`affine_scaling` and
+:func:`scale_by_affine_scaling` (re-weighted l1/l2, FOCUSS), :func:`lobster`, and sparse training from scratch:
 :func:`rigl`, :func:`set_` with uniform or :func:`erk_densities` layer densities.
 
 Named optimizers :func:`xrda`, :func:`rda`, :func:`prox_sgd` are chains of
@@ -23,7 +23,9 @@ them; :func:`sparsity_summary` and friends measure the result, and
 
 from sparse_optax._affine_scaling import (
     METHODS as AFFINE_SCALING_METHODS,
+    AffineScalingGreedyState,
     AffineScalingState,
+    affine_scaling,
     scale_by_affine_scaling,
 )
 from sparse_optax._alias import prox_sgd, rda, xrda
@@ -84,6 +86,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AFFINE_SCALING_METHODS",
+    "AffineScalingGreedyState",
     "AccumulatedThresholdState",
     "AffineScalingState",
     "DISTRIBUTIONS",
@@ -99,6 +102,7 @@ __all__ = (
     "SoftThresholdState",
     "Weighting",
     "accumulated_threshold",
+    "affine_scaling",
     "compact_matmul",
     "compact_summary",
     "compression_ratio",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,5 +106,124 @@ def scale_by_affine_scaling(
     omega = jax.tree.map(leaf, params, state.omega, selected)
     out = jax.tree.map(lambda u, w: (u * w * w).astype(u.dtype), updates, omega)
     return out, AffineScalingState(optax.safe_increment(state.count), omega)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class AffineScalingGreedyState(NamedTuple):
+  count: jax.Array  # int32
+  omega: optax.Params  # ω of the current iteration t
+  inner: Any  # the inner optimizer's state, in q-space
+
+
+def affine_scaling(
+    inner: optax.GradientTransformation,
+    method: str = "l1",
+    *,
+    tau: optax.ScalarOrSchedule = 1e-3,
+    p: float = 0.5,
+    period: int = 1000,
+    leafwise: bool = False,
+    iterations: int | None = None,
+    mask: _base.Mask | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Re-weighted learning with the paper's greedy initialiser: ``inner`` steps on :math:`q`.
+
+  The params are :math:`\theta = q \odot \omega`, ``inner`` optimizes :math:`q`
+  (its gradient is :math:`g \odot \omega`, its state lives in :math:`q`-space),
+  and :math:`q` carries over when :math:`\omega` is refreshed (:math:`q^t
+  \leftarrow q^{t-1}`), so the refresh moves :math:`\theta`:
+
+  .. math::
+    \text{refresh step:}\quad \omega' = f(\theta),\quad
+      \theta \leftarrow \theta \odot \omega' / \omega
+      \quad \text{(no gradient step)} \\
+    \text{other steps:}\quad \theta \leftarrow \theta + \omega \odot
+      \mathrm{inner}(g \odot \omega)
+
+  with :math:`f` as in :func:`scale_by_affine_scaling` and :math:`\omega = 1`
+  before a leaf's first refresh. Refreshes happen every ``period`` steps from
+  step 0, for every selected leaf or (``leafwise``) for one selected leaf at a
+  time in tree order, cycling. :func:`scale_by_affine_scaling` is the variant
+  the paper rejects, with :math:`\theta` continuous.
+
+  Args:
+    inner: the optimizer of :math:`q` (paper: SGD).
+    method: ``"l1"``, ``"l2"`` or ``"focuss"``.
+    tau: :math:`\tau > 0`.
+    p: FOCUSS exponent, :math:`0 \le p \le 2`.
+    period: steps per iteration :math:`t` (the paper: 1000 epochs).
+    leafwise: refresh one leaf per iteration (the paper's LeNet-5 runs: one
+      layer per iteration, 8 iterations, each layer twice).
+    iterations: the number of refreshes; after them :math:`\omega` stays and
+      ``inner`` goes on in :math:`q`-space (retraining after pruning). None:
+      no limit.
+    mask: the re-weighted leaves (tree of bools, a prefix or a callable);
+      the others take plain ``inner`` steps. Default: leaves with ``ndim >= 2``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, sparse_optax as so
+    >>> tx = so.affine_scaling(optax.sgd(1.0), "l1", tau=0.5)
+    >>> params = jnp.array([[0.0, 1.5]])
+    >>> updates, _ = tx.update(jnp.ones((1, 2)), tx.init(params), params)
+    >>> params + updates  # step 0 refreshes: θ (|θ| + τ) / 1
+    Array([[0., 3.]], dtype=float32)
+
+  References:
+    Wipf, Rao et al., Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
+  """
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+  _base.check_hparam("tau", tau, positive=True)
+  _base.check_hparam("p", p, allow_schedule=False)
+  if _base.is_concrete(p) and not 0 <= p <= 2:
+    raise ValueError(f"p must lie in [0, 2]; got {p!r}.")
+  _base.check_step("period", period, minimum=1)
+  if iterations is not None:
+    _base.check_step("iterations", iterations, minimum=0)
+  inner = optax.with_extra_args_support(inner)
+  name = "affine_scaling"
+
+  def init_fn(params):
+    _base.check_float_params(name, params)
+    _base.resolve_mask(name, mask, params)
+    return AffineScalingGreedyState(jnp.zeros([], jnp.int32), optax.tree.ones_like(params),
+                                    inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    _base.require_params(params, name)
+    _base.check_tree_match(name, "updates", updates, params)
+    _base.check_tree_match(name, "params", params, state.omega)
+    selected = _base.resolve_mask(name, mask, params)
+    refresh = state.count % period == 0
+    if iterations is not None:
+      refresh &= state.count < iterations * period
+    t = _base.value_at(tau, state.count)
+    leaves, treedef = jax.tree.flatten(selected)
+    order = [i for i, sel in enumerate(leaves) if sel]
+    iteration = state.count // period
+    chosen = [False] * len(leaves)
+    for rank, i in enumerate(order):
+      chosen[i] = (iteration % len(order) == rank) if leafwise else True
+    chosen = jax.tree.unflatten(treedef, chosen)
+
+    def new_omega(x, w, this):
+      if this is False:
+        return w
+      return jnp.where(refresh & this, _omega(x, method, t, p), w).astype(w.dtype)
+
+    omega = jax.tree.map(new_omega, params, state.omega, chosen)
+    q_grads = jax.tree.map(lambda g, w: (g * w).astype(g.dtype), updates, state.omega)
+    u_q, inner_state = inner.update(q_grads, state.inner, params, **extra_args)
+    step = jax.tree.map(lambda u, w: (u * w).astype(u.dtype), u_q, state.omega)
+    jump = jax.tree.map(lambda x, w, w_new: (x * (w_new / w) - x).astype(x.dtype),
+                        params, state.omega, omega)
+    out = jax.tree.map(lambda j, s: jnp.where(refresh, j, s), jump, step)
+    inner_state = jax.tree.map(lambda old, new: jnp.where(refresh, old, new),
+                               state.inner, inner_state)
+    return out, AffineScalingGreedyState(optax.safe_increment(state.count), omega, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

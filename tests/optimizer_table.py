@@ -133,6 +133,8 @@ TRANSFORMS = [
          strength=0.5, finds_support=False),
     Case("affine_scaling", so.scale_by_affine_scaling, lambda _: dict(method="l1", tau=0.5),
          lambda tx: optax.chain(tx, optax.sgd(0.1))),
+    Case("affine_scaling_greedy", so.affine_scaling,
+         lambda _: dict(inner=optax.sgd(0.01), method="l1", tau=1.0, period=50, leafwise=True)),
     Case("lobster", so.lobster, lambda s: dict(inner=optax.sgd(0.1), strength=s),
          strength=5e-3, exact_zeros=False),
 ]

@@ -111,6 +111,38 @@ def test_affine_scaling_preconditions_by_frozen_omega_squared(method):
     np.testing.assert_allclose(out[n]["b"], b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("method, leafwise, iterations",
+                         [("l1", False, None), ("focuss", False, None), ("l1", True, None),
+                          ("l1", True, 3)])
+def test_greedy_affine_scaling_keeps_q_and_steps_in_q_space(method, leafwise, iterations):
+  tau, p, period, lr, mu = 0.3, 0.5, 3, 0.05, 0.9
+  rng = np.random.default_rng(3)
+  names = ("a", "b", "bias")  # a, b re-weighted (ndim 2), in tree order; the bias is not
+  theta = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(3, 2)), "bias": rng.normal(size=2)}
+  grads = [{k: rng.normal(size=v.shape) for k, v in theta.items()} for _ in range(10)]
+  tx = so.affine_scaling(optax.sgd(lr, momentum=mu), method, tau=tau, p=p, period=period,
+                         leafwise=leafwise, iterations=iterations)
+  out, _ = _steps(tx, {k: jnp.float32(v) for k, v in theta.items()},
+                  [{k: jnp.float32(v) for k, v in g.items()} for g in grads])
+  f = {"l1": lambda t: np.abs(t) + tau, "focuss": lambda t: np.abs(t) ** (2 - p) + tau}[method]
+  omega = {k: np.ones_like(v) for k, v in theta.items()}
+  velocity = {k: np.zeros_like(v) for k, v in theta.items()}  # of q
+  for n, g in enumerate(grads):
+    if n % period == 0 and n < (iterations or 99) * period:  # θ = q ⊙ ω, q kept: θ moves
+      refreshed = ["a", "b"][(n // period) % 2:][:1] if leafwise else ["a", "b"]
+      for k in refreshed:
+        new = f(theta[k])
+        theta[k] = theta[k] / omega[k] * new
+        omega[k] = new
+    else:
+      for k in names:
+        velocity[k] = mu * velocity[k] + g[k] * omega[k]
+        theta[k] = theta[k] - lr * omega[k] * velocity[k]
+    for k in names:
+      np.testing.assert_allclose(out[n][k], theta[k], rtol=2e-5, atol=1e-6, err_msg=f"{n} {k}")
+  assert not np.allclose(omega["a"], 1) and not np.allclose(omega["b"], 1)
+
+
 def test_lobster_matches_transcription():
   lam, lr = 0.1, 0.2
   rng = np.random.default_rng(2)

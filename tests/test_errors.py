@@ -60,6 +60,9 @@ def test_bad_hyperparameters(name, bad, match):
      "need 0 <= begin_step < end_step"),
     (so.scale_by_affine_scaling, dict(method="l1", period=0), "period must be an int >= 1"),
     (so.scale_by_affine_scaling, dict(method="l1", tau=math.inf), "tau must be finite"),
+    (so.affine_scaling, dict(inner=optax.sgd(0.1), iterations=-1),
+     "iterations must be an int >= 0"),
+    (so.affine_scaling, dict(inner=optax.sgd(0.1), method="l3"), "method must be one of"),
     (so.soft_threshold, dict(threshold="0.1"), "threshold must be a number"),
     (so.lobster, dict(inner=optax.sgd(0.1), strength=True), "strength must be a number"),
 ])
@@ -74,10 +77,11 @@ NON_FLOAT = {"w": jnp.ones((2, 3)), "steps": jnp.zeros((2, 2), jnp.int32)}
 @pytest.mark.parametrize("tx", [
     so.xrda(**KW), so.rda(1.0, 1e-3), so.prox_sgd(0.1, 1e-3), so.dual_averaging(0.5),
     so.soft_threshold(0.1), so.freeze_zeros(), so.prune_by_magnitude(0.5),
-    so.scale_by_affine_scaling("l1"), so.lobster(optax.sgd(0.1), 1e-4),
-    so.scale_by_timescale_momentum(0.1, 1.0),
+    so.scale_by_affine_scaling("l1"), so.affine_scaling(optax.sgd(0.1)),
+    so.lobster(optax.sgd(0.1), 1e-4), so.scale_by_timescale_momentum(0.1, 1.0),
 ], ids=["xrda", "rda", "prox_sgd", "dual_averaging", "soft_threshold", "freeze_zeros",
-        "prune_by_magnitude", "affine_scaling", "lobster", "timescale_momentum"])
+        "prune_by_magnitude", "affine_scaling", "affine_scaling_greedy", "lobster",
+        "timescale_momentum"])
 def test_non_float_params_are_refused_at_init_naming_the_leaf(tx):
   # xrda used to train an int leaf to all zeros without a word.
   with pytest.raises(TypeError, match=r"params leaf \['steps'\] has dtype int32"):

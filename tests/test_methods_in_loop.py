@@ -94,6 +94,22 @@ def test_affine_scaling_refreshes_omega_from_the_params_each_period(tmp_path):
                             epoch1["params"]["classifier"]["kernel"])
 
 
+def test_greedy_affine_scaling_refreshes_one_layer_per_period_in_params_order(tmp_path):
+  # refresh at step 0: the first kernel's ω; at step 4 (epoch 1's end): the second's, from the
+  # params then; affine_iterations=2: no third refresh at step 8
+  _run(tmp_path, optimizer="affine_scaling", affine_greedy=True, affine_leafwise=True,
+       affine_iterations=2, affine_tau=0.5, affine_period_epochs=1, learning_rate=0.05,
+       num_epochs=3)
+  _, epoch1 = _latest_checkpoint(tmp_path, step=4)
+  _, final = _latest_checkpoint(tmp_path)
+  omega = list(_kernels(final["opt_state"][1]["omega"]).values())
+  kernels = list(_kernels(epoch1["params"]).values())
+  assert len(kernels) >= 3
+  assert not np.allclose(omega[0], 1.0)
+  np.testing.assert_allclose(omega[1], np.abs(kernels[1]) + 0.5, rtol=1e-6)
+  assert all(np.all(w == 1.0) for w in omega[2:])
+
+
 def test_xrda_uniform_ablation_uses_plain_l1(tmp_path):
   # α = 0 with plain l1: the threshold holds one step's weight, the last step size, and no
   # per-weight log-l1 state exists
@@ -132,6 +148,8 @@ def test_bad_method_names(tmp_path):
       _run(tmp_path, **{key: value})
   with pytest.raises(ValueError, match="pruning_end_epoch > pruning_begin_epoch"):
     _run(tmp_path, pruning="gradual", pruning_begin_epoch=2, pruning_end_epoch=1)
+  with pytest.raises(ValueError, match="greedy refresh only: set config.affine_greedy=True"):
+    _run(tmp_path, optimizer="affine_scaling", affine_leafwise=True)
 
 
 def test_divergence_stops_with_a_clear_error(tmp_path):

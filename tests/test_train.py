@@ -162,6 +162,22 @@ def test_resume_refuses_a_different_config(baseline, tmp_path):
   assert final["test_accuracy"] == baseline[1]["test_accuracy"]
 
 
+def test_a_field_added_later_resumes_at_its_old_behaviour_only(baseline, tmp_path):
+  import json
+  import shutil
+
+  from train import checkpointing
+  workdir = tmp_path / "copy"
+  shutil.copytree(baseline[0], workdir)
+  saved = json.loads((workdir / "config.json").read_text())
+  for field in checkpointing.ADDED_FIELDS:  # as written before the field existed
+    del saved[field]
+  (workdir / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match=r"different config \(affine_greedy: False -> True\)"):
+    _run(workdir, affine_greedy=True)
+  assert _run(workdir)["test_accuracy"] == baseline[1]["test_accuracy"]
+
+
 @pytest.mark.parametrize("interrupt_at", [6])  # mid-way through the second epoch
 def test_resume_after_interrupt_is_exact(baseline, tmp_path, interrupt_at):
   def hook(step):

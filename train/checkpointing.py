@@ -28,6 +28,10 @@ RESUMABLE_CHANGES = frozenset({
     *distributed.LAUNCH_FIELDS,
 })
 
+# Fields added after runs were started, each with the value that trains as those runs did: a
+# saved config without one resumes as if it had that value.
+ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterations": None}
+
 
 def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
   """Raises ``ValueError`` when ``workdir`` holds checkpoints of a different config.
@@ -39,7 +43,7 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
   if not (saved_path.exists() and checkpoints.is_dir()
           and any(p.name.isdigit() for p in checkpoints.iterdir())):
     return
-  saved = json.loads(saved_path.read_text())
+  saved = {**ADDED_FIELDS, **json.loads(saved_path.read_text())}
   current = json.loads(config.to_json_best_effort())
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))

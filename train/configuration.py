@@ -66,6 +66,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.checkpoint_every_steps < 0:
     raise ValueError("config.checkpoint_every_steps must be >= 0 (0: at epoch ends only); got "
                      f"{config.checkpoint_every_steps}.")
+  if not config.affine_greedy and (config.affine_leafwise or config.affine_iterations is not None):
+    raise ValueError("config.affine_leafwise and config.affine_iterations apply to the greedy "
+                     "refresh only: set config.affine_greedy=True.")
+  if config.affine_iterations is not None and config.affine_iterations < 0:
+    raise ValueError(f"config.affine_iterations must be >= 0; got {config.affine_iterations}.")
   if config.pruning == "gradual" and config.pruning_end_epoch <= config.pruning_begin_epoch:
     raise ValueError("config.pruning='gradual' needs pruning_end_epoch > pruning_begin_epoch; got "
                      f"{config.pruning_begin_epoch} and {config.pruning_end_epoch}.")

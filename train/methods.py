@@ -164,13 +164,21 @@ register("sgd")(_sgd)
 
 @register("affine_scaling")
 def _affine_scaling(config, run):
-  """SGD preconditioned by ω² (re-weighted l1/l2, FOCUSS; paper 002)."""
+  """Re-weighted l1/l2 or FOCUSS (paper 002): SGD on q with θ = q ⊙ ω; with ``affine_greedy``
+  q carries over each refresh of ω (the paper's choice), else θ does (SGD preconditioned by ω²)."""
+  period = config.affine_period_epochs * run.steps_per_epoch
+  sgd = optax.sgd(learning_rate(config, run), momentum=config.momentum or None,
+                  nesterov=config.nesterov)
+  decay = optax.add_decayed_weights(config.weight_decay)
+  if config.affine_greedy:
+    return optax.chain(decay, so.affine_scaling(
+        sgd, config.affine_method, tau=config.affine_tau, p=config.affine_p, period=period,
+        leafwise=config.affine_leafwise, iterations=config.affine_iterations))
   return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
+      decay,
       so.scale_by_affine_scaling(config.affine_method, tau=config.affine_tau, p=config.affine_p,
-                                 period=config.affine_period_epochs * run.steps_per_epoch),
-      optax.sgd(learning_rate(config, run), momentum=config.momentum or None,
-                nesterov=config.nesterov))
+                                 period=period),
+      sgd)
 
 
 def _lobster_callback(config):

@@ -74,11 +74,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.dst_end_fraction = 0.75
   config.dst_drop_fraction = 0.3
 
-  # Affine scaling (paper 002): θ ← θ − s·ω²·g, ω refreshed every affine_period_epochs.
+  # Affine scaling (paper 002): θ = q ⊙ ω, SGD on q, ω refreshed every affine_period_epochs.
+  # affine_greedy: q carries over a refresh, so θ jumps to q ⊙ ω_new (the paper's greedy
+  # initialiser, all of its Table 1); False: θ carries over (SGD preconditioned by ω²).
   config.affine_method = "l1"  # "l1", "l2" or "focuss"
   config.affine_tau = 1e-2
   config.affine_p = 0.5  # FOCUSS exponent
   config.affine_period_epochs = 1
+  config.affine_greedy = False
+  config.affine_leafwise = False  # greedy only: one layer's ω per refresh, in params order
+  config.affine_iterations = config_dict.placeholder(int)  # greedy only: refreshes; None: all
 
   # LOBSTER (paper 003): shrinkage λ after every SGD step; prune when the validation loss
   # has not improved by 1% for lobster_patience epochs (PWE), with a worsening tolerance TWT.
