@@ -46,7 +46,7 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       front = [sweeps.Trial(method, "tune" if v == method.reference else "front", v, best, 0)
                for v in (method.front or (method.reference,))]
       seeds = [sweeps.Trial(method, "tune", method.reference, best, 0)] + [
-          sweeps.Trial(method, "seed", method.reference, best, s) for s in sweeps.SEEDS]
+          sweeps.Trial(method, "seed", method.reference, best, s) for s in method.seeds]
       front_rows = [_row(experiment, t) for t in front]
       seed_rows = [_row(experiment, t) for t in seeds]
       missing += [t.id for t, r in zip(front + seeds, front_rows + seed_rows) if r is None]

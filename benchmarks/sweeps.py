@@ -47,6 +47,7 @@ class Method:
     front: the knob's values of the front (the reference is one of them).
     tune: (config key, values): the trials on validation; every method gets as many.
     note: what the table says about it.
+    seeds: the seeds run at the reference besides seed 0.
   """
   id: str
   label: str
@@ -56,6 +57,7 @@ class Method:
   front: tuple[Any, ...]
   tune: tuple[str, tuple[Any, ...]]
   note: str = ""
+  seeds: tuple[int, ...] = SEEDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +135,44 @@ def _lenet300100(epochs: int = 200) -> Experiment:
                  ("LOBSTER", 1.95, 115.0, "LOBSTER paper, table 2")))
 
 
-EXPERIMENTS = {"lenet300100_mnist": _lenet300100}  # name -> (epochs=the paper budget) -> Experiment
+def _lenet5(epochs: int = 100) -> Experiment:
+  """Caffe LeNet-5 (20-50-500-10): xrda's front and 3 seeds; the baselines' fronts (seed 0);
+  affine scaling at paper 002's protocol as far as the budget allows."""
+  gradual = dict(SGD, pruning="gradual", pruning_begin_epoch=epochs // 20,
+                 pruning_end_epoch=epochs // 2, pruning_frequency=100)
+  # Paper 002, Table 1: greedy refresh, one layer per iteration, each of the 4 layers twice,
+  # then magnitude pruning and retraining. Its 1000 epochs per iteration become a tenth of the
+  # budget, and the retraining (silent in the paper) the last fifth; global pruning, as its
+  # per-layer thresholds are silent.
+  period = epochs // 10
+  affine = dict(SGD, optimizer="affine_scaling", affine_method="l1", affine_tau=1e-2,
+                affine_greedy=True, affine_leafwise=True, affine_iterations=8,
+                affine_period_epochs=period, pruning="once", pruning_begin_epoch=8 * period,
+                pruning_scope="global")
+  methods = (
+      Method("xrda", "xRDA (log-l1)", dict(optimizer="xrda", momentum_timescale=9.5,
+                                           maximum_factor=500.0, weight_decay=5e-4),
+             "l1", 5e-6, (5e-7, 1.5e-6, 5e-6, 1.5e-5), ("learning_rate", (0.25, 0.5, 1.0))),
+      Method("sgd", "dense SGD", SGD, None, None, (), SGD_LRS, seeds=()),
+      Method("gmp_global", "gradual pruning, global", dict(gradual, pruning_scope="global"),
+             "pruning_sparsity", 0.99, TARGETS, SGD_LRS, seeds=()),
+      Method("affine_l1", "affine scaling, re-weighted l1 (greedy)", affine,
+             "pruning_sparsity", 0.99, TARGETS, ("learning_rate", (0.05, 0.1, 0.2)), seeds=(),
+             note="paper 002's protocol with 10 epochs per iteration instead of 1000"),
+  )
+  return Experiment(
+      "lenet5_mnist" + ("" if epochs == 100 else f"_{epochs}ep"), "LeNet-5, MNIST",
+      "train/configs/lenet5_mnist_xrda.py",
+      dict(MNIST_SPLITS, num_epochs=epochs, progress_bar=False), methods,
+      published=(("dense", 0.80, 1.0, "SPEC reference table"),
+                 ("Han pruning", 0.77, 12.0, "SPEC reference table"),
+                 ("Sparse VD", 0.75, 280.0, "SPEC reference table"),
+                 ("DNS", 0.91, 111.0, "paper 002, table 1"),
+                 ("LOBSTER", 0.79, 230.0, "LOBSTER paper"),
+                 ("re-weighted l1", 1.16, 78.1, "paper 002, table 1")))
+
+
+EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5}  # name -> (epochs=the paper budget) -> Experiment
 
 
 # --------------------------------------------------------------------------- trial state
@@ -183,7 +222,7 @@ def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], li
     ready += tune_trials(method)
     best = tuned_setting(experiment, method)
     later = [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
-    later += [Trial(method, "seed", method.reference, best, s) for s in SEEDS]
+    later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
     if best is None:
       waiting += later
     else:
@@ -223,27 +262,34 @@ def core_slots(workers: int) -> list[set[int] | None]:
   return [set(cores[i * share:(i + 1) * share]) for i in range(workers)]
 
 
-def run(experiment: Experiment, methods: list[Method], workers: int) -> None:
+def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
+  """Runs the queue's trials, ``workers`` at a time: an experiment's before the next one's,
+  which fill the workers while the first one's wait for their tuning."""
   running: dict[str, tuple[subprocess.Popen, int]] = {}
   free = list(range(workers))
   slots = core_slots(workers)
   failed: set[str] = set()
   while True:
-    for trial_id, (proc, slot) in list(running.items()):
+    for key, (proc, slot) in list(running.items()):
       if proc.poll() is not None:
-        del running[trial_id]
+        del running[key]
         free.append(slot)
         status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         if proc.returncode:
-          failed.add(trial_id)
-        print(f"{time.strftime('%H:%M:%S')} {trial_id}: {status}", flush=True)
-    ready, waiting = plan(experiment, methods)
-    ready = [t for t in ready if t.id not in running and t.id not in failed]
+          failed.add(key)
+        print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
+    ready, waiting = [], []
+    for experiment, methods in queue:
+      now, later = plan(experiment, methods)
+      ready += [(experiment, t) for t in now]
+      waiting += later
+    ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running | failed]
     while ready and len(running) < workers:
-      trial = ready.pop(0)
+      experiment, trial = ready.pop(0)
       slot = free.pop(0)
-      running[trial.id] = (launch(experiment, trial, slots[slot]), slot)
-      print(f"{time.strftime('%H:%M:%S')} {trial.id}: started", flush=True)
+      key = f"{experiment.id}/{trial.id}"
+      running[key] = (launch(experiment, trial, slots[slot]), slot)
+      print(f"{time.strftime('%H:%M:%S')} {key}: started", flush=True)
     if not running:
       if waiting or failed:
         print(f"stopped: {len(failed)} failed, {len(waiting)} waiting on them", flush=True)
@@ -253,29 +299,37 @@ def run(experiment: Experiment, methods: list[Method], workers: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS))
+  parser.add_argument("--experiment", required=True,
+                      help=f"comma-separated, run in this order; of {', '.join(EXPERIMENTS)}")
   parser.add_argument("--methods", default="", help="comma-separated method ids (default: all)")
   parser.add_argument("--workers", type=int, default=2)
   parser.add_argument("--plan", action="store_true", help="print the trials and exit")
   parser.add_argument("--epochs", type=int, default=None,
                       help="another budget than the paper's (its own directory; for trying)")
   args = parser.parse_args(argv)
-  build = EXPERIMENTS[args.experiment]
-  experiment = build() if args.epochs is None else build(args.epochs)
-  known = {m.id: m for m in experiment.methods}
+  names = [s for s in args.experiment.split(",") if s]
+  unknown = [s for s in names if s not in EXPERIMENTS]
+  if unknown or not names:
+    parser.error(f"unknown experiment(s) {unknown}; valid: {', '.join(EXPERIMENTS)}")
   wanted = [s for s in args.methods.split(",") if s]
-  unknown = [s for s in wanted if s not in known]
-  if unknown:
-    parser.error(f"unknown method(s) {unknown}; valid: {', '.join(known)}")
-  methods = [known[s] for s in wanted] if wanted else list(experiment.methods)
+  every = {m.id for name in names for m in EXPERIMENTS[name]().methods}
+  if set(wanted) - every:
+    parser.error(f"unknown method(s) {sorted(set(wanted) - every)}; valid: {', '.join(every)}")
+  queue = []
+  for name in names:
+    experiment = EXPERIMENTS[name]() if args.epochs is None else EXPERIMENTS[name](args.epochs)
+    known = {m.id: m for m in experiment.methods}
+    queue.append((experiment, [known[s] for s in wanted if s in known] if wanted
+                  else list(experiment.methods)))
   if args.plan:
-    ready, waiting = plan(experiment, methods)
-    for t in ready:
-      print("ready  ", t.id)
-    for t in waiting:
-      print("waiting", t.id)
+    for experiment, methods in queue:
+      ready, waiting = plan(experiment, methods)
+      for t in ready:
+        print("ready  ", experiment.id, t.id)
+      for t in waiting:
+        print("waiting", experiment.id, t.id)
     return
-  run(experiment, methods, args.workers)
+  run(queue, args.workers)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,18 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
 def test_each_worker_gets_its_own_cores(monkeypatch, cores, workers, expected):
   monkeypatch.setattr(sweeps.os, "sched_getaffinity", lambda pid: cores)
   assert sweeps.core_slots(workers) == expected
+
+
+def test_a_method_without_seeds_waits_only_for_its_front(experiment):
+  import dataclasses
+  m = dataclasses.replace(experiment.methods[0], seeds=())
+  assert len(sweeps.plan(experiment, [m])[1]) == 2  # the two other front values
+
+
+def test_the_plan_of_several_experiments_keeps_their_order(capsys):
+  sweeps.main(["--experiment", "lenet5_mnist,lenet300100_mnist", "--plan", "--methods", "xrda"])
+  rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+  ready = [experiment for state, experiment, _ in rows if state == "ready"]
+  assert ready and ready == sorted(ready, key=["lenet5_mnist", "lenet300100_mnist"].index)
+  with pytest.raises(SystemExit):
+    sweeps.main(["--experiment", "lenet5_mnist", "--plan", "--methods", "rigl"])
