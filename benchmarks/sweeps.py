@@ -283,7 +283,7 @@ def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
       now, later = plan(experiment, methods)
       ready += [(experiment, t) for t in now]
       waiting += later
-    ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running | failed]
+    ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running.keys() | failed]
     while ready and len(running) < workers:
       experiment, trial = ready.pop(0)
       slot = free.pop(0)
