@@ -106,3 +106,34 @@ def test_the_plan_of_several_experiments_keeps_their_order(capsys):
   assert ready and ready == sorted(ready, key=["lenet5_mnist", "lenet300100_mnist"].index)
   with pytest.raises(SystemExit):
     sweeps.main(["--experiment", "lenet5_mnist", "--plan", "--methods", "rigl"])
+
+
+def test_the_runner_runs_the_queue_on_separate_cores_and_then_what_the_tuning_unlocked(
+    experiment, monkeypatch):
+  launched = []
+
+  class Finished:  # a trial that has trained every epoch by the time it is polled
+    returncode = 0
+
+    def __init__(self, trial):
+      self.trial = trial
+
+    def poll(self):
+      val = 0.95 if self.trial.setting == 0.2 else 0.9
+      _finish(experiment, self.trial, val=val, test=0.9, compression=10.0)
+      return 0
+
+  def launch(exp, trial, cores):
+    launched.append((exp.id, trial.id, cores))
+    return Finished(trial)
+
+  monkeypatch.setattr(sweeps, "launch", launch)
+  monkeypatch.setattr(sweeps, "core_slots", lambda workers: [{0}, {1}][:workers])
+  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
+  sweeps.run([(experiment, list(experiment.methods))], workers=2)
+  ids = [trial_id for _, trial_id, _ in launched]
+  assert len(ids) == len(set(ids)) == 2 + 4 + 2 + 2  # m: tune, front + seeds; d: tune, seeds
+  assert {frozenset(c) for _, _, c in launched[:2]} == {frozenset({0}), frozenset({1})}
+  assert all(sweeps.finished(experiment, t) for t in sweeps.plan(experiment,
+                                                                  list(experiment.methods))[0])
+  assert not sweeps.plan(experiment, list(experiment.methods))[0]
