@@ -24,16 +24,26 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
   record = sweeps.final_record(experiment, trial)
   if record is None:
     return None
-  return {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
-          "setting": trial.setting, "seed": trial.seed,
-          "val_error": 100 * (1 - record["val_accuracy"]),
-          "test_error": 100 * (1 - record["test_accuracy"]),
-          "compression": record["compression"], "nonzeros": record["nonzeros"]}
+  if "diverged" in record:
+    return {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
+            "setting": trial.setting, "seed": trial.seed, "diverged": record["diverged"]}
+  row = {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
+         "setting": trial.setting, "seed": trial.seed,
+         "val_error": 100 * (1 - record["val_accuracy"]),
+         "test_error": 100 * (1 - record["test_accuracy"]),
+         "compression": record["compression"], "nonzeros": record["nonzeros"]}
+  retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
+  before = None if retrain is None else sweeps.record_at(experiment, trial, retrain)
+  if before is not None:  # where retraining (zeros frozen) began
+    row["before_retraining"] = {"epoch": retrain,
+                                "test_error": 100 * (1 - before["test_accuracy"]),
+                                "compression": before["compression"]}
+  return row
 
 
 def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
   """Per method: tune rows, the chosen setting, front rows and the reference's seeds."""
-  methods, missing = {}, []
+  methods, missing, diverged = {}, [], []
   for method in experiment.methods:
     tune = [_row(experiment, t) for t in sweeps.tune_trials(method)]
     best = sweeps.tuned_setting(experiment, method)
@@ -42,6 +52,7 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
                                        "chosen": best},
                              "note": method.note, "tune": [r for r in tune if r]}
     missing += [t.id for t, r in zip(sweeps.tune_trials(method), tune) if r is None]
+    diverged += [r["trial"] for r in tune if r and "diverged" in r]
     if best is not None:
       front = [sweeps.Trial(method, "tune" if v == method.reference else "front", v, best, 0)
                for v in (method.front or (method.reference,))]
@@ -50,8 +61,10 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       front_rows = [_row(experiment, t) for t in front]
       seed_rows = [_row(experiment, t) for t in seeds]
       missing += [t.id for t, r in zip(front + seeds, front_rows + seed_rows) if r is None]
-      entry["front"] = sorted((r for r in front_rows if r), key=lambda r: r["compression"])
-      done = [r for r in seed_rows if r]
+      diverged += [r["trial"] for r in front_rows + seed_rows[1:] if r and "diverged" in r]
+      trained = lambda rows: [r for r in rows if r and "diverged" not in r]  # noqa: E731
+      entry["front"] = sorted(trained(front_rows), key=lambda r: r["compression"])
+      done = trained(seed_rows)
       entry["reference"] = {"knob_value": method.reference, "seeds": [r["seed"] for r in done]}
       for key in ("test_error", "val_error", "compression"):
         values = [r[key] for r in done]
@@ -62,7 +75,7 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
           "epochs": experiment.overrides["num_epochs"], "methods": methods,
           "published": [dict(zip(("method", "error", "compression", "source"), p))
                         for p in experiment.published],
-          "missing": missing}
+          "missing": missing, "diverged": sorted(set(diverged))}
 
 
 def _pm(mean, std, digits=2) -> str:
@@ -92,11 +105,24 @@ def markdown(summary: dict[str, Any]) -> str:
     for r in entry.get("front", []):
       lines.append(f"| {entry['label']} | {r['knob_value']} | {r['compression']:.1f} | "
                    f"{r['test_error']:.2f} |")
+  retrained = [(e["label"], r) for e in summary["methods"].values() for r in e.get("front", [])
+               if "before_retraining" in r]
+  if retrained:
+    lines += ["", "## Before and after retraining with zeros frozen (seed 0)", "",
+              "| method | knob | before: compression × | test error % | after: compression × "
+              "| test error % |", "|---|---|---|---|---|---|"]
+    for label, r in retrained:
+      b = r["before_retraining"]
+      lines.append(f"| {label} | {r['knob_value']} | {b['compression']:.1f} | "
+                   f"{b['test_error']:.2f} | {r['compression']:.1f} | {r['test_error']:.2f} |")
   if summary["published"]:
     lines += ["", "## Published", "", "| method | error % | compression × | source |",
               "|---|---|---|---|"]
     lines += [f"| {p['method']} | {p['error']} | {p['compression']} | {p['source']} |"
               for p in summary["published"]]
+  if summary["diverged"]:
+    lines += ["", f"Diverged ({len(summary['diverged'])}): "
+              + ", ".join(f"`{m}`" for m in summary["diverged"])]
   if summary["missing"]:
     lines += ["", f"Not finished yet ({len(summary['missing'])}): "
               + ", ".join(f"`{m}`" for m in summary["missing"])]

@@ -172,7 +172,26 @@ def _lenet5(epochs: int = 100) -> Experiment:
                  ("re-weighted l1", 1.16, 78.1, "paper 002, table 1")))
 
 
-EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5}  # name -> (epochs=the paper budget) -> Experiment
+def _rda_asr(epochs: int = 300) -> Experiment:
+  """Paper 001's trend on LeNet-300-100: RDA from a uniform init scaled by s, then adaptive
+  sparse retraining (zeros frozen) for the last third, as its 2400 + 1200 epochs. Its γ range
+  and λ were lost in the text: γ is tuned at s = 3, λ fixed."""
+  rda = dict(optimizer="rda", init="uniform", l1=1e-4, weight_decay=0.0,
+             freeze_zeros_epoch=2 * epochs // 3)
+  methods = (
+      Method("rda_asr", "RDA + ASR", rda, "init_scale", 3.0, (1.0, 3.0, 10.0, 100.0, 1000.0),
+             ("rda_gamma", (2.0, 4.0, 8.0)), seeds=(),
+             note="the knob is the init scale s (paper 001, table 1): its trend, not a front"),
+  )
+  return Experiment(
+      "rda_asr_lenet300100_mnist" + ("" if epochs == 300 else f"_{epochs}ep"),
+      "RDA + ASR against the init scale, LeNet-300-100, MNIST",
+      "train/configs/lenet300100_mnist_xrda.py",
+      dict(MNIST_SPLITS, num_epochs=epochs, progress_bar=False), methods)
+
+
+EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5,
+               "rda_asr_lenet300100_mnist": _rda_asr}  # name -> (epochs=the paper budget) -> Experiment
 
 
 # --------------------------------------------------------------------------- trial state
@@ -190,8 +209,22 @@ def last_record(experiment: Experiment, trial: Trial) -> dict | None:
   return json.loads(lines[-1]) if lines else None
 
 
+def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
+  """The trial's record of ``epoch`` (None if it has not got there)."""
+  metrics = workdir(experiment, trial) / "metrics.jsonl"
+  lines = metrics.read_text().splitlines() if metrics.exists() else []
+  return next((r for r in map(json.loads, lines) if r["epoch"] == epoch), None)
+
+
+DIVERGED = "diverged.txt"  # in a trial's workdir: the loop's message when training diverged
+
+
 def final_record(experiment: Experiment, trial: Trial) -> dict | None:
-  """The trial's last epoch record if it has trained every epoch, else None."""
+  """The trial's last epoch record if it has trained every epoch, ``{"diverged": message}`` if
+  its training diverged (an outcome too: it is not run again), else None."""
+  diverged = workdir(experiment, trial) / DIVERGED
+  if diverged.exists():
+    return {"diverged": diverged.read_text().strip()}
   record = last_record(experiment, trial)
   if record is None or record["epoch"] < experiment.overrides["num_epochs"]:
     return None
@@ -212,7 +245,10 @@ def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   records = [final_record(experiment, t) for t in trials]
   if any(r is None for r in records):
     return None
-  return max(zip(trials, records), key=lambda tr: tr[1]["val_accuracy"])[0].setting
+  trained = [(t, r) for t, r in zip(trials, records) if "diverged" not in r]
+  if not trained:
+    return None
+  return max(trained, key=lambda tr: tr[1]["val_accuracy"])[0].setting
 
 
 def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
@@ -223,8 +259,8 @@ def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], li
     best = tuned_setting(experiment, method)
     later = [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
     later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
-    if best is None:
-      waiting += later
+    if best is None:  # (all of them diverged: nothing more to run)
+      waiting += [] if all(finished(experiment, t) for t in tune_trials(method)) else later
     else:
       ready += later
   return [t for t in ready if not finished(experiment, t)], waiting
@@ -248,8 +284,10 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
   log = open(directory / "log.txt", "a")  # pylint: disable=consider-using-with
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   pin = None if cores is None else functools.partial(os.sched_setaffinity, 0, cores)
-  return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
+  proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
                           preexec_fn=pin)
+  proc.workdir = directory
+  return proc
 
 
 def core_slots(workers: int) -> list[set[int] | None]:
@@ -260,6 +298,16 @@ def core_slots(workers: int) -> list[set[int] | None]:
     return [None] * max(workers, 1)
   share = len(cores) // workers
   return [set(cores[i * share:(i + 1) * share]) for i in range(workers)]
+
+
+def _diverged(directory: Path) -> bool:
+  """Records the loop's divergence message, if that is why the trial stopped."""
+  log = directory / "log.txt"
+  lines = log.read_text().splitlines() if log.exists() else []
+  message = next((l for l in reversed(lines) if "Training diverged" in l), None)
+  if message is not None:
+    (directory / DIVERGED).write_text(message[message.index("Training diverged"):] + "\n")
+  return message is not None
 
 
 def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
@@ -275,7 +323,9 @@ def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
         del running[key]
         free.append(slot)
         status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-        if proc.returncode:
+        if proc.returncode and _diverged(proc.workdir):
+          status = "diverged"
+        elif proc.returncode:
           failed.add(key)
         print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
     ready, waiting = [], []

@@ -137,3 +137,45 @@ def test_the_runner_runs_the_queue_on_separate_cores_and_then_what_the_tuning_un
   assert all(sweeps.finished(experiment, t) for t in sweeps.plan(experiment,
                                                                   list(experiment.methods))[0])
   assert not sweeps.plan(experiment, list(experiment.methods))[0]
+
+
+def test_a_diverged_trial_is_an_outcome_that_the_tuning_passes_over(experiment, monkeypatch):
+  m = experiment.methods[0]
+  low, high = sweeps.tune_trials(m)
+  _finish(experiment, low, val=0.90, test=0.9, compression=10.0)
+  directory = sweeps.workdir(experiment, high)
+  directory.mkdir(parents=True)
+  (directory / "log.txt").write_text("epoch 1 ...\nFloatingPointError: Training diverged in "
+                                     "epoch 2: the train loss is nan.\n")
+  assert sweeps._diverged(directory)  # what the runner calls when a trial exits non-zero
+  assert sweeps.finished(experiment, high)
+  assert sweeps.tuned_setting(experiment, m) == 0.1
+  summary = report.summarize(experiment)
+  assert summary["diverged"] == [high.id]
+  assert "Diverged (1)" in report.markdown(summary)
+  (sweeps.workdir(experiment, low) / sweeps.DIVERGED).write_text("Training diverged\n")
+  assert sweeps.plan(experiment, [m]) == ([], [])  # every setting diverged: nothing to run
+
+
+def test_a_crash_is_not_taken_for_divergence(tmp_path):
+  (tmp_path / "log.txt").write_text("Traceback ...\nMemoryError\n")
+  assert not sweeps._diverged(tmp_path)
+  assert not (tmp_path / sweeps.DIVERGED).exists()
+
+
+def test_the_report_shows_each_front_point_before_and_after_retraining(experiment):
+  import dataclasses
+  m = dataclasses.replace(experiment.methods[0], overrides=dict(optimizer="rda",
+                                                                freeze_zeros_epoch=1))
+  exp = dataclasses.replace(experiment, methods=(m,))
+  for trial in sweeps.tune_trials(m):
+    _finish(exp, trial, val=0.9 + trial.setting / 10, test=0.8, compression=10.0)
+  path = sweeps.workdir(exp, sweeps.tune_trials(m)[1]) / "metrics.jsonl"
+  first, last = path.read_text().splitlines()
+  path.write_text(json.dumps(dict(json.loads(first), test_accuracy=0.7, compression=5.0)) + "\n"
+                  + last + "\n")
+  summary = report.summarize(exp)
+  row = summary["methods"]["m"]["front"][0]
+  assert row["before_retraining"] == dict(epoch=1, test_error=pytest.approx(30.0),
+                                          compression=5.0)
+  assert "| method M | 0.9 | 5.0 | 30.00 | 10.0 | 20.00 |" in report.markdown(summary)
