@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,17 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
           "missing": missing, "diverged": sorted(set(diverged))}
 
 
+def error_at(front: list[dict[str, Any]], compression: float) -> float | None:
+  """The front's test error at ``compression``, linear in log compression between its two
+  neighbouring points (None outside the front: no extrapolation)."""
+  points = sorted((r["compression"], r["test_error"]) for r in front)
+  for (c0, e0), (c1, e1) in zip(points, points[1:]):
+    if c0 <= compression <= c1:
+      w = 0.0 if c1 == c0 else math.log(compression / c0) / math.log(c1 / c0)
+      return e0 + w * (e1 - e0)
+  return next((e for c, e in points if c == compression), None)
+
+
 def _pm(mean, std, digits=2) -> str:
   if mean is None:
     return "–"
@@ -89,14 +101,16 @@ def markdown(summary: dict[str, Any]) -> str:
            "Each method's setting was chosen on the validation split (last 6,000 training "
            "images) from the same number of trials; the test error is reported, never used to "
            "choose. Compression = all parameters / non-zeros.", "",
-           "## Reference points, seeds 0-2 (mean ± std)", "",
-           "| method | knob | tuned | test error % | compression × |", "|---|---|---|---|---|"]
+           "## Reference points (mean ± std over the seeds listed)", "",
+           "| method | knob | tuned | seeds | test error % | compression × |",
+           "|---|---|---|---|---|---|"]
   for entry in summary["methods"].values():
     ref = entry.get("reference") or {}
     tuned = entry["tuned"]
+    seeds = ", ".join(map(str, ref.get("seeds", []))) or "–"
     lines.append(
         f"| {entry['label']} | {entry['knob'] or '–'} = {ref.get('knob_value', '–')} | "
-        f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}) | "
+        f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}) | {seeds} | "
         f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
         f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} |")
   lines += ["", "## Fronts (seed 0)", "", "| method | knob | compression × | test error % |",
@@ -115,6 +129,22 @@ def markdown(summary: dict[str, Any]) -> str:
       b = r["before_retraining"]
       lines.append(f"| {label} | {r['knob_value']} | {b['compression']:.1f} | "
                    f"{b['test_error']:.2f} | {r['compression']:.1f} | {r['test_error']:.2f} |")
+  sparse = [p for p in summary["published"] if p["compression"] > 1]
+  fronts = [(e["label"], e["front"]) for e in summary["methods"].values() if len(e.get("front", [])) > 1]
+  if sparse and fronts:
+    lines += ["", "## Against the published points", "",
+              "Each front's test error at the published compression (linear in log compression "
+              "between its neighbouring points; – outside the front), and its gap to the "
+              "published error (negative: better).", "",
+              "| method | " + " | ".join(f"{p['method']} {p['compression']:g}× @{p['error']}%"
+                                        for p in sparse) + " |",
+              "|---|" + "---|" * len(sparse)]
+    for label, front in fronts:
+      cells = []
+      for p in sparse:
+        e = error_at(front, p["compression"])
+        cells.append("–" if e is None else f"{e:.2f} ({e - p['error']:+.2f})")
+      lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if summary["published"]:
     lines += ["", "## Published", "", "| method | error % | compression × | source |",
               "|---|---|---|---|"]

@@ -15,7 +15,8 @@ def _experiment():
                     ("learning_rate", (0.1, 0.2))),
   )
   return sweeps.Experiment("toy", "Toy", "train/configs/default.py", dict(num_epochs=2),
-                           methods, published=(("dense", 1.0, 1.0, "a paper"),))
+                           methods, published=(("dense", 1.0, 1.0, "a paper"),
+                                                      ("P", 4.0, 50.0, "a paper")))
 
 
 def _finish(experiment, trial, val, test, compression, epoch=2):
@@ -78,8 +79,10 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
   assert [r["compression"] for r in entry["front"]] == [2.0, 10.0, 100.0]
   assert summary["missing"] == [t.id for t in sweeps.tune_trials(experiment.methods[1])]
   text = report.markdown(summary)
-  assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]) | " \
+  assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]) | 0, 1, 2 | " \
          "5.00 ± 2.00 | 10.7 ± 0.6 |" in text
+  # the front (2×: 10%, 10×: 3%, 100×: 10%) at the published 50×: 3 + 7·log(5)/log(10)
+  assert "| method M | 7.89 (+3.89) |" in text
 
 
 @pytest.mark.parametrize("cores, workers, expected", [
@@ -179,3 +182,10 @@ def test_the_report_shows_each_front_point_before_and_after_retraining(experimen
   assert row["before_retraining"] == dict(epoch=1, test_error=pytest.approx(30.0),
                                           compression=5.0)
   assert "| method M | 0.9 | 5.0 | 30.00 | 10.0 | 20.00 |" in report.markdown(summary)
+
+
+def test_error_at_a_compression_interpolates_in_log_compression_only_inside_the_front():
+  front = [dict(compression=10.0, test_error=1.0), dict(compression=1000.0, test_error=3.0)]
+  assert report.error_at(front, 100.0) == pytest.approx(2.0)
+  assert report.error_at(front, 10.0) == pytest.approx(1.0)
+  assert report.error_at(front, 5.0) is None and report.error_at(front, 2000.0) is None
