@@ -55,8 +55,9 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
     missing += [t.id for t, r in zip(sweeps.tune_trials(method), tune) if r is None]
     diverged += [r["trial"] for r in tune if r and "diverged" in r]
     if best is not None:
+      values = sorted({*method.front, method.reference}, key=method.front_order)
       front = [sweeps.Trial(method, "tune" if v == method.reference else "front", v, best, 0)
-               for v in (method.front or (method.reference,))]
+               for v in values]
       seeds = [sweeps.Trial(method, "tune", method.reference, best, 0)] + [
           sweeps.Trial(method, "seed", method.reference, best, s) for s in method.seeds]
       front_rows = [_row(experiment, t) for t in front]
