@@ -189,3 +189,16 @@ def test_error_at_a_compression_interpolates_in_log_compression_only_inside_the_
   assert report.error_at(front, 100.0) == pytest.approx(2.0)
   assert report.error_at(front, 10.0) == pytest.approx(1.0)
   assert report.error_at(front, 5.0) is None and report.error_at(front, 2000.0) is None
+
+
+@pytest.mark.parametrize("name", sorted(sweeps.EXPERIMENTS))
+def test_every_trial_of_every_experiment_is_a_valid_config(name):
+  import importlib
+
+  from train import configuration
+  experiment = sweeps.EXPERIMENTS[name]()
+  for method in experiment.methods:
+    for trial in sweeps.tune_trials(method):
+      config = importlib.import_module(experiment.config[:-3].replace("/", ".")).get_config()
+      config.update(trial.overrides(experiment))
+      configuration.validate_config(config)
