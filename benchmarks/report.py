@@ -167,22 +167,31 @@ def plot(summary: dict[str, Any], path: Path) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig, ax = plt.subplots(figsize=(10, 4.5))
   for entry in summary["methods"].values():
     front = entry.get("front", [])
     if front:
       ax.plot([r["compression"] for r in front], [r["test_error"] for r in front], marker="o",
               label=entry["label"])
-  for i, p in enumerate(summary["published"]):
-    ax.scatter(p["compression"], p["error"], marker="*", s=90, color="black", zorder=3)
-    ax.annotate(f"{p['method']} (published)", (p["compression"], p["error"]), fontsize=7,
-                xytext=(6, 8 if i % 2 else -12), textcoords="offset points")
+  # Published points: numbered stars, the names in the legend (long labels beside the stars
+  # overlapped wherever two points are close).
+  for i, p in enumerate(summary["published"], start=1):
+    ax.scatter(p["compression"], p["error"], marker="*", s=110, color="black", zorder=3,
+               label=f"{i}: {p['method']}, {p['error']}% @ {p['compression']:g}× ({p['source']})")
+    ax.annotate(str(i), (p["compression"], p["error"]), fontsize=8, fontweight="bold",
+                xytext=(5, 4), textcoords="offset points")
   ax.set_xscale("log")
+  ax.set_yscale("log")  # fronts climb steeply at high compression: keep the low-error end legible
+  low, high = ax.get_ylim()
+  ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+  ax.set_yticks([v for v in (0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70)
+                 if low <= v <= high])
+  ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.set_xlabel("compression (all parameters / non-zeros), log scale")
-  ax.set_ylabel("test error %")
+  ax.set_ylabel("test error %, log scale")
   ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=7, loc="upper left")
+  ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
   fig.tight_layout()
   fig.savefig(path, dpi=130)
   plt.close(fig)
