@@ -354,7 +354,8 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
 
 def core_slots(workers: int) -> list[set[int] | None]:
   """Disjoint CPU sets, one per worker: unpinned, two trainings on two cores each run XLA and
-  tf.data threads for both cores and took 65 s where pinned they took 49 s (LeNet-300-100)."""
+  tf.data threads for both cores; pinned, two LeNet-300-100 trainings took 67.5 s instead of
+  87.7 s (benchmarks/results/sweep_throughput.txt)."""
   cores = sorted(os.sched_getaffinity(0))
   if workers <= 1 or len(cores) < workers:
     return [None] * max(workers, 1)
