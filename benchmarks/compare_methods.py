@@ -1,7 +1,7 @@
 """Every method on equal footing: same model, data, validation split and epochs.
 
     python -m benchmarks.compare_methods --experiment lenet300100_mnist [--methods "dense SGD;LOBSTER"]
-    python -m benchmarks.compare_methods --report      # RESULTS.md and plots from results/*.json
+    python -m benchmarks.compare_methods --report      # short_budgets.md and plots from results/*.json
 
 Each method trains with `train.train_and_evaluate` in runs/compare/<experiment>/<method> (a rerun
 resumes or, when finished, only evaluates). The validation split (the last 6000 MNIST or 5000
@@ -351,12 +351,12 @@ NOTES = {
 
 
 def report() -> Path:
-  """RESULTS.md (one table per experiment, ours beside the published) and one PNG each."""
+  """short_budgets.md (one table per experiment, ours beside the published) and one PNG each."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  lines = ["# Results: every method on equal footing", "",
+  lines = ["# Earlier comparison at short budgets (4-30 epochs): every method on equal footing", "",
            "Produced by `python -m benchmarks.compare_methods --experiment NAME` (one command per "
            "experiment) and `--report`. Test error is on the test set, which no method saw; the "
            "last 6000 training images are a validation split held out of training for every "
@@ -432,7 +432,7 @@ def report() -> Path:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     lines += ["", f"![{experiment}]({png.name})", ""]
-  out = RESULTS / "RESULTS.md"
+  out = RESULTS / "short_budgets.md"
   out.write_text("\n".join(lines) + "\n")
   return out
 
@@ -442,7 +442,7 @@ def main(argv=None):
   parser.add_argument("--experiment", choices=sorted(EXPERIMENTS))
   parser.add_argument("--methods", help="method names separated by ';' (default: all)")
   parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS's)")
-  parser.add_argument("--report", action="store_true", help="write RESULTS.md and plots")
+  parser.add_argument("--report", action="store_true", help="write short_budgets.md and plots")
   parser.add_argument("--search", choices=sorted(SEARCH),
                       help="run the hyper-parameter search of an experiment (validation split)")
   args = parser.parse_args(argv)

@@ -1,6 +1,7 @@
 """Tables and plots from the finished trials of `benchmarks/sweeps.py`.
 
     python -m benchmarks.report --experiment lenet300100_mnist
+    python -m benchmarks.report --all    # every experiment, and benchmarks/results/RESULTS.md
 
 Writes benchmarks/results/sweeps/<experiment>.{json,md,png}: each method's tuned setting
 (chosen on validation), its front (test error against compression, seed 0), and its reference
@@ -109,8 +110,9 @@ def markdown(summary: dict[str, Any]) -> str:
     ref = entry.get("reference") or {}
     tuned = entry["tuned"]
     seeds = ", ".join(map(str, ref.get("seeds", []))) or "–"
+    knob = f"{entry['knob']} = {ref.get('knob_value', '–')}" if entry["knob"] else "–"
     lines.append(
-        f"| {entry['label']} | {entry['knob'] or '–'} = {ref.get('knob_value', '–')} | "
+        f"| {entry['label']} | {knob} | "
         f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}) | {seeds} | "
         f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
         f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} |")
@@ -197,20 +199,62 @@ def plot(summary: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--experiment", required=True, choices=sorted(sweeps.EXPERIMENTS))
-  parser.add_argument("--epochs", type=int, default=None)
-  args = parser.parse_args(argv)
-  build = sweeps.EXPERIMENTS[args.experiment]
-  experiment = build() if args.epochs is None else build(args.epochs)
+def write(experiment: sweeps.Experiment) -> dict[str, Any]:
+  """The experiment's summary, written as RESULTS/<id>.{json,md,png}."""
   summary = summarize(experiment)
   RESULTS.mkdir(parents=True, exist_ok=True)
   base = RESULTS / experiment.id
   base.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
   base.with_suffix(".md").write_text(markdown(summary))
   plot(summary, base.with_suffix(".png"))
-  print(markdown(summary))
+  return summary
+
+
+def started(summary: dict[str, Any]) -> bool:
+  return any(entry["tune"] for entry in summary["methods"].values())
+
+
+def index(summaries: list[dict[str, Any]]) -> str:
+  """benchmarks/results/RESULTS.md: every experiment's tables and plot, with its commands."""
+  lines = ["# Results at the papers' budgets", "",
+           "Written by `python -m benchmarks.report --all` from the trials of "
+           "`python -m benchmarks.sweeps` finished so far (the sweeps resume: rerun the same "
+           "command). Each method is tuned on the validation split with the same number of "
+           "trials; the test error is reported, never used to choose. Compression = all "
+           "parameters (biases included) / non-zeros. Published rows are copied from the papers "
+           "(SPEC §5), not rerun. The earlier short-budget comparison is in "
+           "[short_budgets.md](short_budgets.md).", ""]
+  for summary in summaries:
+    lines += [f"## {summary['label']}, {summary['epochs']} epochs", "",
+              f"Reproduce: `python -m benchmarks.sweeps --experiment {summary['experiment']}`, "
+              "then `python -m benchmarks.report --all`.", ""]
+    if not started(summary):
+      methods = ", ".join(e["label"] for e in summary["methods"].values())
+      lines += [f"Queued, no trial finished yet ({methods}).", ""]
+      continue
+    body = markdown(summary).splitlines()
+    lines += ["#" + line if line.startswith("## ") else line for line in body[1:]]
+    lines += ["", f"![{summary['experiment']}](sweeps/{summary['experiment']}.png)", ""]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  which = parser.add_mutually_exclusive_group(required=True)
+  which.add_argument("--experiment", choices=sorted(sweeps.EXPERIMENTS))
+  which.add_argument("--all", action="store_true",
+                     help="every experiment, and benchmarks/results/RESULTS.md")
+  parser.add_argument("--epochs", type=int, default=None)
+  args = parser.parse_args(argv)
+  if args.all:
+    summaries = [summarize(build()) for build in sweeps.EXPERIMENTS.values()]
+    summaries = [write(sweeps.EXPERIMENTS[s["experiment"]]()) if started(s) else s
+                 for s in summaries]
+    (RESULTS.parent / "RESULTS.md").write_text(index(summaries))
+    print(f"wrote {RESULTS.parent / 'RESULTS.md'}")
+    return
+  build = sweeps.EXPERIMENTS[args.experiment]
+  print(markdown(write(build() if args.epochs is None else build(args.epochs))))
 
 
 if __name__ == "__main__":

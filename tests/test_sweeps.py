@@ -202,3 +202,12 @@ def test_every_trial_of_every_experiment_is_a_valid_config(name):
       config = importlib.import_module(experiment.config[:-3].replace("/", ".")).get_config()
       config.update(trial.overrides(experiment))
       configuration.validate_config(config)
+
+
+def test_the_index_says_what_is_queued_and_shows_what_has_finished(experiment):
+  text = report.index([report.summarize(experiment)])
+  assert "Queued, no trial finished yet (method M, dense)" in text and "![toy]" not in text
+  _finish(experiment, sweeps.tune_trials(experiment.methods[1])[0], 0.9, 0.9, 1.0)
+  text = report.index([report.summarize(experiment)])
+  assert "### Reference points" in text and "![toy](sweeps/toy.png)" in text
+  assert "--experiment toy`" in text
