@@ -90,6 +90,26 @@ class DynamicSparseState(NamedTuple):
   inner: Any
 
 
+def _restart_grown(state: Any, params: optax.Params, grown: optax.Params) -> Any:
+  """Zeros the grown weights' entries in every params-shaped part of an optimizer state (a
+  momentum trace, Adam's moments), as jaxpruner restarts them: a weight grown back would
+  otherwise resume with the momentum it had when dropped."""
+  structure = jax.tree.structure(params)
+  shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
+
+  def params_like(x):
+    return (not isinstance(x, (optax.EmptyState, type(None)))
+            and jax.tree.structure(x) == structure
+            and [jnp.shape(v) for v in jax.tree.leaves(x)] == shapes)
+
+  def restart(x):
+    if not params_like(x):
+      return x
+    return jax.tree.map(lambda v, g: jnp.where(g, jnp.zeros_like(v), v), x, grown)
+
+  return jax.tree.map(restart, state, is_leaf=params_like)
+
+
 def _dynamic_sparse(
     who: str, grow: str, inner: optax.GradientTransformation, sparsity: Any, *,
     update_frequency: int, end_step: int, drop_fraction: Any, distribution: str,
@@ -158,6 +178,8 @@ def _dynamic_sparse(
     out = jax.tree.map(
         lambda p, x, old, new, sel: jnp.where(old & new, x, -p).astype(p.dtype) if sel else x,
         params, u, state.keep, keep, selected)
+    grown = jax.tree.map(lambda old, new: new & ~old, state.keep, keep)
+    inner_state = _restart_grown(inner_state, params, grown)
     return out, DynamicSparseState(optax.safe_increment(t), keep, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -186,8 +208,8 @@ _DOC_ARGS = """
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``. Weights outside the
     mask are set to zero at the first step and stay zero until grown; a grown weight starts
-    at zero. The inner optimizer's state of a dropped weight is not reset: with the gradients
-    of inactive weights zeroed, momentum decays while it is inactive.
+    at zero, and so do its entries in every params-shaped part of the inner optimizer's state
+    (momentum, Adam's moments), as in jaxpruner.
 """
 
 

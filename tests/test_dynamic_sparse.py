@@ -196,3 +196,33 @@ def test_integer_params_are_refused():
   tx = so.rigl(optax.sgd(0.1), 0.5, end_step=10)
   with pytest.raises(TypeError, match="float"):
     tx.init({"w": jnp.ones((3, 3), jnp.int32)})
+
+
+@pytest.mark.parametrize("inner", [optax.sgd(0.1, momentum=0.9), optax.adam(0.01)],
+                         ids=["momentum", "adam"])
+def test_a_grown_weight_restarts_its_optimizer_state(inner):
+  # Every step moves almost all active weights (update_frequency 1, drop fraction 1), so
+  # weights dropped at one update are grown back at a later one, with stale moments to reset.
+  params = _params(2)
+  tx = so.rigl(inner, 0.5, update_frequency=1, end_step=1000, drop_fraction=1.0)
+  state = tx.init(params)
+  step = jax.jit(lambda p, s, g: tx.update(g, s, p))
+  was_active = jax.tree.map(np.asarray, state.keep)
+  regrown = 0
+  for t in range(8):
+    grads = jax.tree.map(lambda x, t=t: jnp.sin(5.0 * x + t) + 0.1, params)
+    old_keep = state.keep
+    updates, state = step(params, state, grads)
+    params = optax.apply_updates(params, updates)
+    grown = jax.tree.map(lambda old, new: np.asarray(new & ~old), old_keep, state.keep)
+    # the params-shaped parts of the inner state: sgd's trace, adam's mu and nu
+    moments = [x for x in jax.tree.leaves(state.inner, is_leaf=lambda x: isinstance(
+        x, dict) and x.keys() == params.keys()) if isinstance(x, dict)]
+    assert moments
+    for moment in moments:
+      for g, v in zip(jax.tree.leaves(grown), jax.tree.leaves(moment)):
+        assert np.all(np.asarray(v)[g] == 0)
+    regrown += sum(int((g & a).sum()) for g, a in zip(jax.tree.leaves(grown),
+                                                      jax.tree.leaves(was_active)))
+    was_active = jax.tree.map(lambda a, k: a | np.asarray(k), was_active, state.keep)
+  assert regrown > 0  # weights active before, dropped, then grown again
