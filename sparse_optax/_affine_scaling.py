@@ -26,6 +26,16 @@ def _omega(theta, method, tau, p):
   return jnp.abs(theta) ** (2 - p) + tau
 
 
+def _check(method, tau, p, period) -> None:
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+  _base.check_hparam("tau", tau, positive=True)
+  _base.check_hparam("p", p, allow_schedule=False)
+  if _base.is_concrete(p) and not 0 <= p <= 2:
+    raise ValueError(f"p must lie in [0, 2]; got {p!r}.")
+  _base.check_step("period", period, minimum=1)
+
+
 def scale_by_affine_scaling(
     method: str = "l1",
     *,
@@ -75,13 +85,7 @@ def scale_by_affine_scaling(
   References:
     Wipf, Rao et al., Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
   """
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-  _base.check_hparam("tau", tau, positive=True)
-  _base.check_hparam("p", p, allow_schedule=False)
-  if _base.is_concrete(p) and not 0 <= p <= 2:
-    raise ValueError(f"p must lie in [0, 2]; got {p!r}.")
-  _base.check_step("period", period, minimum=1)
+  _check(method, tau, p, period)
 
   def init_fn(params):
     _base.check_float_params("scale_by_affine_scaling", params)
@@ -175,13 +179,7 @@ def affine_scaling(
   References:
     Wipf, Rao et al., Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
   """
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-  _base.check_hparam("tau", tau, positive=True)
-  _base.check_hparam("p", p, allow_schedule=False)
-  if _base.is_concrete(p) and not 0 <= p <= 2:
-    raise ValueError(f"p must lie in [0, 2]; got {p!r}.")
-  _base.check_step("period", period, minimum=1)
+  _check(method, tau, p, period)
   if iterations is not None:
     _base.check_step("iterations", iterations, minimum=0)
   inner = optax.with_extra_args_support(inner)
