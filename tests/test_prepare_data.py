@@ -7,6 +7,8 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 import time
 import zipfile
@@ -258,3 +260,38 @@ def test_real_mnist(tmp_path):
     raw_labels = prepare_data.read_idx(_real_mnist_source() / "t10k-labels-idx1-ubyte.gz")
     as_pairs = lambda images, labels: sorted(zip((i.tobytes() for i in images), labels.tolist()))  # noqa: E731
     assert as_pairs(stored["image"][..., 0], stored["label"]) == as_pairs(raw_images, raw_labels)
+
+
+_PREPARE_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from train import prepare_data
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.01)
+print(prepare_data.prepare("mnist", sys.argv[3], sys.argv[4]))
+"""
+
+
+def test_processes_preparing_at_once_build_the_dataset_once(tmp_path):
+    # A sweep's workers, or a host's processes, start together on a machine without the data.
+    _write_mnist_like(tmp_path / "raw", sizes={"train": 300, "test": 100})
+    go = tmp_path / "go"
+    procs = []
+    for i in range(3):
+        argv = [str(tmp_path / f"ready{i}"), str(go), str(tmp_path / "raw"), str(tmp_path / "tfds")]
+        procs.append(subprocess.Popen([sys.executable, "-c", _PREPARE_WHEN_TOLD, *argv],
+                                      cwd=Path(__file__).resolve().parents[1],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(3)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+            p.communicate() for p in procs if p.poll() is not None]
+        time.sleep(0.05)
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert {out.strip().splitlines()[-1] for out, _ in outputs} == {str(tmp_path / "tfds" / "mnist" / "3.0.1")}
+    assert sum("Downloading and preparing" in out for out, _ in outputs) == 1  # built by one
+    assert tfds.builder("mnist", data_dir=str(tmp_path / "tfds")).info.splits["train"].num_examples == 300

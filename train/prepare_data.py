@@ -36,6 +36,8 @@ Without ``--data_dir`` data goes to TFDS's default (``$TFDS_DATA_DIR``, else
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import gzip
 import io
 import os
@@ -394,14 +396,30 @@ def prepare(
     raise FileNotFoundError(f"no {dataset} raw files in {source} (see `python -m train.prepare_data --help`)")
   data_dir = None if data_dir is None else os.fspath(data_dir)
   builder = _BUILDERS[dataset](data_dir=data_dir)
-  if builder.is_prepared():
-    if not force:
-      logging.info("%s already prepared in %s", dataset, builder.data_dir)
-      return Path(builder.data_dir)
-    shutil.rmtree(builder.data_dir)
-    builder = _BUILDERS[dataset](data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(found)))
+  with _exclusive(Path(builder.data_dir).parent.parent / f".{dataset}.prepare.lock"):
+    builder = _BUILDERS[dataset](data_dir=data_dir)  # another process may have built it meanwhile
+    if builder.is_prepared():
+      if not force:
+        logging.info("%s already prepared in %s", dataset, builder.data_dir)
+        return Path(builder.data_dir)
+      shutil.rmtree(builder.data_dir)
+      builder = _BUILDERS[dataset](data_dir=data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(found)))
   return Path(builder.data_dir)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+  """Holds an inter-process lock: trainings started together (a sweep's workers, a host's
+  processes) would otherwise build the same dataset at once, and all but one fail on renaming
+  TFDS's incomplete folder."""
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  with open(lock, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def maybe_prepare(dataset: str, data_dir: str | os.PathLike | None = None) -> bool:
