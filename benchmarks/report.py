@@ -3,9 +3,11 @@
     python -m benchmarks.report --experiment lenet300100_mnist
     python -m benchmarks.report --all    # every experiment, and benchmarks/results/RESULTS.md
 
-Writes benchmarks/results/sweeps/<experiment>.{json,md,png}: each method's tuned setting
-(chosen on validation), its front (test error against compression, seed 0), and its reference
-point over seeds 0-2 (mean ± std). Trials still running or waiting are listed as missing.
+Writes benchmarks/results/sweeps/<experiment>.{json,md,png}: each method's tuned setting (chosen
+on validation), its front (test error against compression, seed 0), and its reference point over
+seeds 0-2 (mean ± std). Trials still running or waiting are listed as missing. First it archives
+the finished trials' outcomes in <experiment>.trials.json, which is committed: a machine without
+the workdirs under runs/ counts them as finished and does not run them again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from benchmarks import sweeps
 
-RESULTS = sweeps.REPO / "benchmarks" / "results" / "sweeps"
+RESULTS = sweeps.ARCHIVE
 
 
 def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
@@ -44,7 +46,8 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
 
 
 def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
-  """Per method: tune rows, the chosen setting, front rows and the reference's seeds."""
+  """Per method: tune rows, the chosen setting, front rows and the reference's seeds (from the
+  workdirs, and from the archive for trials whose workdir is gone)."""
   methods, missing, diverged = {}, [], []
   for method in experiment.methods:
     tune = [_row(experiment, t) for t in sweeps.tune_trials(method)]
@@ -201,6 +204,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def write(experiment: sweeps.Experiment) -> dict[str, Any]:
   """The experiment's summary, written as RESULTS/<id>.{json,md,png}."""
+  sweeps.archive(experiment)
   summary = summarize(experiment)
   RESULTS.mkdir(parents=True, exist_ok=True)
   base = RESULTS / experiment.id

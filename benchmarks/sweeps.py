@@ -263,27 +263,30 @@ def workdir(experiment: Experiment, trial: Trial) -> Path:
   return RUNS / experiment.id / trial.id
 
 
-def last_record(experiment: Experiment, trial: Trial) -> dict | None:
+def _local_records(experiment: Experiment, trial: Trial) -> list[dict]:
   metrics = workdir(experiment, trial) / "metrics.jsonl"
-  if not metrics.exists():
-    return None
-  lines = metrics.read_text().splitlines()
-  return json.loads(lines[-1]) if lines else None
+  lines = metrics.read_text().splitlines() if metrics.exists() else []
+  return [json.loads(line) for line in lines]
+
+
+def last_record(experiment: Experiment, trial: Trial) -> dict | None:
+  records = _local_records(experiment, trial)
+  return records[-1] if records else None
 
 
 def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
-  """The trial's record of ``epoch`` (None if it has not got there)."""
-  metrics = workdir(experiment, trial) / "metrics.jsonl"
-  lines = metrics.read_text().splitlines() if metrics.exists() else []
-  return next((r for r in map(json.loads, lines) if r["epoch"] == epoch), None)
+  """The trial's record of ``epoch`` (None if it has not got there); from the archive when the
+  workdir is gone."""
+  records = _local_records(experiment, trial)
+  if not records:
+    records = archived(experiment).get(trial.id, {}).get("records", [])
+  return next((r for r in records if r["epoch"] == epoch), None)
 
 
 DIVERGED = "diverged.txt"  # in a trial's workdir: the loop's message when training diverged
 
 
-def final_record(experiment: Experiment, trial: Trial) -> dict | None:
-  """The trial's last epoch record if it has trained every epoch, ``{"diverged": message}`` if
-  its training diverged (an outcome too: it is not run again), else None."""
+def _local_final(experiment: Experiment, trial: Trial) -> dict | None:
   diverged = workdir(experiment, trial) / DIVERGED
   if diverged.exists():
     return {"diverged": diverged.read_text().strip()}
@@ -291,6 +294,79 @@ def final_record(experiment: Experiment, trial: Trial) -> dict | None:
   if record is None or record["epoch"] < experiment.overrides["num_epochs"]:
     return None
   return record
+
+
+def final_record(experiment: Experiment, trial: Trial) -> dict | None:
+  """The trial's last epoch record if it has trained every epoch, ``{"diverged": message}`` if
+  its training diverged (an outcome too: it is not run again), else None. A trial whose workdir
+  is gone counts by its archived outcome."""
+  record = _local_final(experiment, trial)
+  if record is None:
+    entry = archived(experiment).get(trial.id)
+    if entry is not None:
+      record = {"diverged": entry["diverged"]} if "diverged" in entry else entry["records"][-1]
+  return record
+
+
+# Finished trials' outcomes, committed beside the report: workdirs live under runs/ (not in
+# git), a new machine starts without them, and rerunning what is archived would cost hours.
+ARCHIVE = REPO / "benchmarks" / "results" / "sweeps"
+
+
+def archive_path(experiment: Experiment) -> Path:
+  return ARCHIVE / f"{experiment.id}.trials.json"
+
+
+@functools.lru_cache(maxsize=32)
+def _read_archive(path: Path, mtime_ns: int) -> dict[str, dict]:
+  del mtime_ns  # (part of the cache key: a rewritten archive is read again)
+  return json.loads(path.read_text())
+
+
+def archived(experiment: Experiment) -> dict[str, dict]:
+  """{trial id: {"records": [...], "commit": ...} or {"diverged": message, "commit": ...}}."""
+  path = archive_path(experiment)
+  return _read_archive(path, path.stat().st_mtime_ns) if path.exists() else {}
+
+
+def known_trials(experiment: Experiment) -> list[Trial]:
+  """Every trial the plan has named so far (fronts and seeds once their tuning is known)."""
+  trials = []
+  for method in experiment.methods:
+    trials += tune_trials(method)
+    best = tuned_setting(experiment, method)
+    if best is not None:
+      trials += [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
+      trials += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
+  return trials
+
+
+def archive(experiment: Experiment) -> int:
+  """Copies the outcome of every trial finished in its workdir into the archive: the final
+  record, and the record where retraining began if it retrains. Returns how many changed."""
+  entries = dict(archived(experiment))
+  changed = 0
+  for trial in known_trials(experiment):
+    record = _local_final(experiment, trial)
+    if record is None:
+      continue
+    commit = workdir(experiment, trial) / "commit.txt"
+    entry: dict[str, Any] = {"commit": commit.read_text().strip() if commit.exists() else None}
+    if "diverged" in record:
+      entry["diverged"] = record["diverged"]
+    else:
+      retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
+      before = None if retrain is None else record_at(experiment, trial, retrain)
+      entry["records"] = [r for r in (before, record) if r is not None]
+    changed += entries.get(trial.id) != entry
+    entries[trial.id] = entry
+  if changed:
+    path = archive_path(experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+    temporary.replace(path)
+  return changed
 
 
 def finished(experiment: Experiment, trial: Trial) -> bool:
@@ -391,6 +467,8 @@ def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
         elif proc.returncode:
           failed.add(key)
         print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
+        for experiment, _ in queue:
+          archive(experiment)
     ready, waiting = [], []
     for experiment, methods in queue:
       now, later = plan(experiment, methods)

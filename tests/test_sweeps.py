@@ -29,7 +29,9 @@ def _finish(experiment, trial, val, test, compression, epoch=2):
 
 @pytest.fixture
 def experiment(tmp_path, monkeypatch):
-  monkeypatch.setattr(sweeps, "RUNS", tmp_path)
+  monkeypatch.setattr(sweeps, "RUNS", tmp_path / "runs")
+  monkeypatch.setattr(sweeps, "ARCHIVE", tmp_path / "results")
+  monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
   return _experiment()
 
 
@@ -211,3 +213,32 @@ def test_the_index_says_what_is_queued_and_shows_what_has_finished(experiment):
   text = report.index([report.summarize(experiment)])
   assert "### Reference points" in text and "![toy](sweeps/toy.png)" in text
   assert "--experiment toy`" in text
+
+
+def test_archived_outcomes_stand_in_for_workdirs_that_are_gone(experiment):
+  import dataclasses
+  import shutil
+  m = dataclasses.replace(experiment.methods[0], overrides=dict(optimizer="sgd",
+                                                                freeze_zeros_epoch=1))
+  experiment = dataclasses.replace(experiment, methods=(m, experiment.methods[1]))
+  low, high = sweeps.tune_trials(m)
+  _finish(experiment, low, val=0.90, test=0.99, compression=10.0)
+  _finish(experiment, high, val=0.95, test=0.97, compression=20.0)
+  ready, _ = sweeps.plan(experiment, [m])
+  _finish(experiment, ready[0], val=0.9, test=0.9, compression=50.0)
+  diverged = sweeps.tune_trials(experiment.methods[1])[0]
+  sweeps.workdir(experiment, diverged).mkdir(parents=True)
+  (sweeps.workdir(experiment, diverged) / sweeps.DIVERGED).write_text("Training diverged\n")
+  cut = ready[1]
+  _finish(experiment, cut, val=0.9, test=0.9, compression=50.0, epoch=1)  # not finished
+  before = report.summarize(experiment)
+  assert sweeps.archive(experiment) == 4 and sweeps.archive(experiment) == 0  # no rewrite
+  entries = json.loads(sweeps.archive_path(experiment).read_text())
+  assert set(entries) == {low.id, high.id, ready[0].id, diverged.id}
+  assert [r["epoch"] for r in entries[high.id]["records"]] == [1, 2]  # retraining began at 1
+
+  shutil.rmtree(sweeps.RUNS)  # a new machine: no workdirs
+  assert report.summarize(experiment) == before
+  assert sweeps.record_at(experiment, high, 1)["epoch"] == 1
+  assert sweeps.finished(experiment, diverged) and not sweeps.finished(experiment, cut)
+  assert cut in sweeps.plan(experiment, [m])[0] and ready[0] not in sweeps.plan(experiment, [m])[0]
