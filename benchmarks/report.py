@@ -226,8 +226,9 @@ def index(summaries: list[dict[str, Any]]) -> str:
            "command). Each method is tuned on the validation split with the same number of "
            "trials; the test error is reported, never used to choose. Compression = all "
            "parameters (biases included) / non-zeros. Published rows are copied from the papers "
-           "(SPEC §5), not rerun. The earlier short-budget comparison is in "
-           "[short_budgets.md](short_budgets.md).", ""]
+           "(SPEC §5), not rerun. The earlier comparison at 4–30 epochs, which these budgets "
+           "replace, is `benchmarks/results/short_budgets.md` in git history (commit 6b829fd).",
+           ""]
   for summary in summaries:
     lines += [f"## {summary['label']}, {summary['epochs']} epochs", "",
               f"Reproduce: `python -m benchmarks.sweeps --experiment {summary['experiment']}`, "

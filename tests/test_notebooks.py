@@ -42,7 +42,7 @@ EXPECTED_OUTPUT = {
         "epochs logged == num_epochs: True",
     ),
     "compare_methods.ipynb": (
-        "every plotted result has a finite error and compression >= 1: True",
+        "every plotted point has a finite error and compression >= 1: True",
     ),
 }
 
