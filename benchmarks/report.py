@@ -50,13 +50,14 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
   workdirs, and from the archive for trials whose workdir is gone)."""
   methods, missing, diverged = {}, [], []
   for method in experiment.methods:
-    tune = [_row(experiment, t) for t in sweeps.tune_trials(method)]
+    tuning = sweeps.all_tune_trials(experiment, method)
+    tune = [_row(experiment, t) for t in tuning]
     best = sweeps.tuned_setting(experiment, method)
     entry: dict[str, Any] = {"label": method.label, "knob": method.knob,
-                             "tuned": {"key": method.tune[0], "values": list(method.tune[1]),
-                                       "chosen": best},
+                             "tuned": {"key": method.tune[0], "values": [t.setting for t in tuning],
+                                       "grid": list(method.tune[1]), "chosen": best},
                              "note": method.note, "tune": [r for r in tune if r]}
-    missing += [t.id for t, r in zip(sweeps.tune_trials(method), tune) if r is None]
+    missing += [t.id for t, r in zip(tuning, tune) if r is None]
     diverged += [r["trial"] for r in tune if r and "diverged" in r]
     if best is not None:
       values = sorted({*method.front, method.reference}, key=method.front_order)
@@ -78,7 +79,8 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
         entry["reference"][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
     methods[method.id] = entry
   return {"experiment": experiment.id, "label": experiment.label,
-          "epochs": experiment.overrides["num_epochs"], "methods": methods,
+          "epochs": experiment.overrides["num_epochs"],
+          "validation_split": experiment.overrides.get("validation_split"), "methods": methods,
           "published": [dict(zip(("method", "error", "compression", "source"), p))
                         for p in experiment.published],
           "missing": missing, "diverged": sorted(set(diverged))}
@@ -101,11 +103,20 @@ def _pm(mean, std, digits=2) -> str:
   return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def _edge(tuned: dict[str, Any]) -> str:
+  """Says when the choice is the smallest or largest value tried: the best may lie beyond."""
+  values, chosen = tuned["values"], tuned["chosen"]
+  return "; on the edge" if chosen is not None and len(values) > 1 and chosen in (
+      min(values), max(values)) else ""
+
+
 def markdown(summary: dict[str, Any]) -> str:
   lines = [f"# {summary['label']}, {summary['epochs']} epochs", "",
-           "Each method's setting was chosen on the validation split (last 6,000 training "
-           "images) from the same number of trials; the test error is reported, never used to "
-           "choose. Compression = all parameters / non-zeros.", "",
+           "Each method's setting was chosen on the validation split "
+           f"(`{summary.get('validation_split')}`) from the same number of trials: its grid, "
+           "then one more trial a step beyond the grid's edge if the best was on it, else "
+           "between the best and its better neighbour. The test error is reported, never used "
+           "to choose. Compression = all parameters / non-zeros.", "",
            "## Reference points (mean ± std over the seeds listed)", "",
            "| method | knob | tuned | seeds | test error % | compression × |",
            "|---|---|---|---|---|---|"]
@@ -116,7 +127,7 @@ def markdown(summary: dict[str, Any]) -> str:
     knob = f"{entry['knob']} = {ref.get('knob_value', '–')}" if entry["knob"] else "–"
     lines.append(
         f"| {entry['label']} | {knob} | "
-        f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}) | {seeds} | "
+        f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}{_edge(tuned)}) | {seeds} | "
         f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
         f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} |")
   lines += ["", "## Fronts (seed 0)", "", "| method | knob | compression × | test error % |",

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,6 +59,7 @@ class Method:
   tune: tuple[str, tuple[Any, ...]]
   note: str = ""
   seeds: tuple[int, ...] = SEEDS
+  refine: bool = True
 
   @staticmethod
   def front_order(value: Any) -> Any:
@@ -339,7 +341,7 @@ def known_trials(experiment: Experiment) -> list[Trial]:
   """Every trial the plan has named so far (fronts and seeds once their tuning is known)."""
   trials = []
   for method in experiment.methods:
-    trials += tune_trials(method)
+    trials += all_tune_trials(experiment, method)
     best = tuned_setting(experiment, method)
     if best is not None:
       trials += [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
@@ -380,31 +382,68 @@ def finished(experiment: Experiment, trial: Trial) -> bool:
 
 
 def tune_trials(method: Method) -> list[Trial]:
+  """The method's tuning grid (at its reference knob value, seed 0)."""
   return [Trial(method, "tune", method.reference, v, 0) for v in method.tune[1]]
 
 
-def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
-  """The tune trial with the best final validation accuracy (None until all have finished)."""
-  trials = tune_trials(method)
+def _scores(experiment: Experiment, trials: list[Trial]) -> dict[Any, float] | None:
+  """{setting: final validation accuracy (-inf: diverged)}; None until every trial finished."""
   records = [final_record(experiment, t) for t in trials]
   if any(r is None for r in records):
     return None
-  trained = [(t, r) for t, r in zip(trials, records) if "diverged" not in r]
-  if not trained:
+  return {t.setting: -math.inf if "diverged" in r else r["val_accuracy"]
+          for t, r in zip(trials, records)}
+
+
+def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
+  """One more tuning trial after the grid, for every method alike: a step beyond the grid's edge
+  when the grid's best is on it, else halfway (geometrically) between the best and its better
+  neighbour. None until the grid has finished, when every grid value diverged, or when the
+  method does not refine."""
+  scores = _scores(experiment, tune_trials(method))
+  if not method.refine or scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
     return None
-  return max(trained, key=lambda tr: tr[1]["val_accuracy"])[0].setting
+  values = sorted(scores)
+  best = max(values, key=scores.__getitem__)
+  i = values.index(best)
+  if i in (0, len(values) - 1):
+    value = best * best / values[1 if i == 0 else -2]
+  else:
+    value = math.sqrt(best * max(values[i - 1], values[i + 1], key=scores.__getitem__))
+  return Trial(method, "tune", method.reference, float(f"{value:.3g}"), 0)
+
+
+def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
+  """The grid, and its refinement once the grid has told where it goes."""
+  extra = refine_trial(experiment, method)
+  return tune_trials(method) + ([] if extra is None else [extra])
+
+
+def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
+  """The tune trial with the best final validation accuracy (None until all, the refinement
+  included, have finished, or if every one diverged)."""
+  trials = tune_trials(method)
+  if _scores(experiment, trials) is None:
+    return None
+  scores = _scores(experiment, all_tune_trials(experiment, method))
+  if scores is None or max(scores.values()) == -math.inf:
+    return None
+  return max(scores, key=scores.__getitem__)
 
 
 def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
   """(trials that can run now, trials that wait for their method's tuning)."""
   ready, waiting = [], []
   for method in methods:  # in order: a method's front runs before the next method's tuning
-    ready += tune_trials(method)
+    tuning = all_tune_trials(experiment, method)
+    ready += tuning
     best = tuned_setting(experiment, method)
     later = [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
     later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
-    if best is None:  # (all of them diverged: nothing more to run)
-      waiting += [] if all(finished(experiment, t) for t in tune_trials(method)) else later
+    if best is None:
+      grid = _scores(experiment, tune_trials(method))
+      every_diverged = grid is not None and max(grid.values()) == -math.inf
+      waiting += [] if every_diverged else later  # (every setting diverged: nothing more to run)
     else:
       ready += later
   return [t for t in ready if not finished(experiment, t)], waiting

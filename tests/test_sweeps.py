@@ -10,9 +10,9 @@ from benchmarks import report, sweeps
 def _experiment():
   methods = (
       sweeps.Method("m", "method M", dict(optimizer="sgd"), "pruning_sparsity", 0.9,
-                    (0.5, 0.9, 0.99), ("learning_rate", (0.1, 0.2))),
+                    (0.5, 0.9, 0.99), ("learning_rate", (0.1, 0.2)), refine=False),
       sweeps.Method("d", "dense", dict(optimizer="sgd"), None, None, (),
-                    ("learning_rate", (0.1, 0.2))),
+                    ("learning_rate", (0.1, 0.2)), refine=False),
   )
   return sweeps.Experiment("toy", "Toy", "train/configs/default.py", dict(num_epochs=2),
                            methods, published=(("dense", 1.0, 1.0, "a paper"),
@@ -81,7 +81,7 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
   assert [r["compression"] for r in entry["front"]] == [2.0, 10.0, 100.0]
   assert summary["missing"] == [t.id for t in sweeps.tune_trials(experiment.methods[1])]
   text = report.markdown(summary)
-  assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]) | 0, 1, 2 | " \
+  assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]; on the edge) | 0, 1, 2 | " \
          "5.00 ± 2.00 | 10.7 ± 0.6 |" in text
   # the front (2×: 10%, 10×: 3%, 100×: 10%) at the published 50×: 3 + 7·log(5)/log(10)
   assert "| method M | 7.89 (+3.89) |" in text
@@ -242,3 +242,48 @@ def test_archived_outcomes_stand_in_for_workdirs_that_are_gone(experiment):
   assert sweeps.record_at(experiment, high, 1)["epoch"] == 1
   assert sweeps.finished(experiment, diverged) and not sweeps.finished(experiment, cut)
   assert cut in sweeps.plan(experiment, [m])[0] and ready[0] not in sweeps.plan(experiment, [m])[0]
+
+
+@pytest.mark.parametrize("val, refined", [
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.92, 2.0: 0.93}, 4.0),    # best on the upper edge: a step on
+    ({0.25: 0.95, 0.5: 0.91, 1.0: 0.92, 2.0: 0.93}, 0.125),  # on the lower edge
+    ({0.25: 0.90, 0.5: 0.94, 1.0: 0.92, 2.0: 0.93}, 0.707),  # inside: towards its better neighbour
+    ({0.25: 0.93, 0.5: 0.94, 1.0: 0.92, 2.0: None}, 0.354),  # None: diverged, never the better
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.94, 2.0: None}, 0.707),
+])
+def test_every_method_gets_one_refining_trial_after_its_grid(experiment, val, refined):
+  import dataclasses
+  m = sweeps.Method("r", "refined", dict(optimizer="sgd"), "pruning_sparsity", 0.9, (0.5, 0.9),
+                    ("learning_rate", tuple(val)))
+  experiment = dataclasses.replace(experiment, methods=(m,))
+  for trial in sweeps.tune_trials(m)[:-1]:
+    _finish(experiment, trial, val[trial.setting], 0.9, 10.0)
+  assert sweeps.refine_trial(experiment, m) is None  # the grid has not told where yet
+  last = sweeps.tune_trials(m)[-1]
+  if val[last.setting] is None:
+    sweeps.workdir(experiment, last).mkdir(parents=True)
+    (sweeps.workdir(experiment, last) / sweeps.DIVERGED).write_text("Training diverged\n")
+  else:
+    _finish(experiment, last, val[last.setting], 0.9, 10.0)
+  extra = sweeps.refine_trial(experiment, m)
+  assert extra.setting == refined and extra.stage == "tune" and extra.seed == 0
+  ready, waiting = sweeps.plan(experiment, [m])
+  assert ready == [extra] and len(waiting) == 1 + 2  # the front and the seeds wait for it
+  assert sweeps.tuned_setting(experiment, m) is None
+  _finish(experiment, extra, 0.999, 0.5, 10.0)  # better than the whole grid: it is chosen
+  assert sweeps.tuned_setting(experiment, m) == refined
+  summary = report.summarize(experiment)
+  assert summary["methods"]["r"]["tuned"]["values"] == [*val, refined]
+  edge = refined in (min(val), max(val)) or refined < min(val) or refined > max(val)
+  assert ("on the edge" in report.markdown(summary)) == edge
+
+
+def test_no_refinement_when_every_grid_value_diverged(experiment):
+  import dataclasses
+  m = dataclasses.replace(experiment.methods[0], refine=True)
+  experiment = dataclasses.replace(experiment, methods=(m,))
+  for trial in sweeps.tune_trials(m):
+    sweeps.workdir(experiment, trial).mkdir(parents=True)
+    (sweeps.workdir(experiment, trial) / sweeps.DIVERGED).write_text("Training diverged\n")
+  assert sweeps.refine_trial(experiment, m) is None
+  assert sweeps.plan(experiment, [m]) == ([], [])
