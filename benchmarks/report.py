@@ -53,8 +53,9 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
     tuning = sweeps.all_tune_trials(experiment, method)
     tune = [_row(experiment, t) for t in tuning]
     best = sweeps.tuned_setting(experiment, method)
+    tried = sorted(t.setting for t in tuning)
     entry: dict[str, Any] = {"label": method.label, "knob": method.knob,
-                             "tuned": {"key": method.tune[0], "values": [t.setting for t in tuning],
+                             "tuned": {"key": method.tune[0], "values": tried,
                                        "grid": list(method.tune[1]), "chosen": best},
                              "note": method.note, "tune": [r for r in tune if r]}
     missing += [t.id for t, r in zip(tuning, tune) if r is None]
@@ -147,7 +148,8 @@ def markdown(summary: dict[str, Any]) -> str:
       lines.append(f"| {label} | {r['knob_value']} | {b['compression']:.1f} | "
                    f"{b['test_error']:.2f} | {r['compression']:.1f} | {r['test_error']:.2f} |")
   sparse = [p for p in summary["published"] if p["compression"] > 1]
-  fronts = [(e["label"], e["front"]) for e in summary["methods"].values() if len(e.get("front", [])) > 1]
+  fronts = [(e["label"], e["front"]) for e in summary["methods"].values()
+            if len(e.get("front", [])) > 1]
   if sparse and fronts:
     lines += ["", "## Against the published points", "",
               "Each front's test error at the published compression (linear in log compression "
