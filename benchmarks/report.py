@@ -186,11 +186,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(10, 4.5))
-  for entry in summary["methods"].values():
+  errors = []
+  for i, entry in enumerate(summary["methods"].values()):
     front = entry.get("front", [])
-    if front:
+    errors += [r["test_error"] for r in front]
+    if front and entry["knob"] is None:  # dense: the level to beat, across the plot
+      ax.axhline(front[0]["test_error"], ls="--", lw=1, color=f"C{i % 10}",
+                 label=f"{entry['label']} (1×)")
+    elif front:
       ax.plot([r["compression"] for r in front], [r["test_error"] for r in front], marker="o",
-              label=entry["label"])
+              color=f"C{i % 10}", label=entry["label"])
   # Published points: numbered stars, the names in the legend (long labels beside the stars
   # overlapped wherever two points are close).
   for i, p in enumerate(summary["published"], start=1):
@@ -199,14 +204,17 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.annotate(str(i), (p["compression"], p["error"]), fontsize=8, fontweight="bold",
                 xytext=(5, 4), textcoords="offset points")
   ax.set_xscale("log")
-  ax.set_yscale("log")  # fronts climb steeply at high compression: keep the low-error end legible
-  low, high = ax.get_ylim()
-  ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-  ax.set_yticks([v for v in (0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70)
-                 if low <= v <= high])
-  ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  errors += [p["error"] for p in summary["published"]]
+  steep = bool(errors) and min(errors) > 0 and max(errors) > 3 * min(errors)
+  if steep:  # a front that climbs steeply at high compression: keep the low-error end legible
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_yticks([v for v in (0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70)
+                   if low <= v <= high])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.set_xlabel("compression (all parameters / non-zeros), log scale")
-  ax.set_ylabel("test error %, log scale")
+  ax.set_ylabel("test error %" + (", log scale" if steep else ""))
   ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
