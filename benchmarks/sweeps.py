@@ -17,11 +17,13 @@ turns the finished trials into tables and plots.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -467,8 +469,10 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
   log = open(directory / "log.txt", "a")  # pylint: disable=consider-using-with
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   pin = None if cores is None else functools.partial(os.sched_setaffinity, 0, cores)
+  # Its own session: a Ctrl-C in the terminal reaches the runner only, which then stops each
+  # training with one SIGTERM (a second signal would cut a training's checkpoint short).
   proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env,
-                          preexec_fn=pin)
+                          preexec_fn=pin, start_new_session=True)
   proc.workdir = directory
   return proc
 
@@ -501,36 +505,69 @@ def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
   free = list(range(workers))
   slots = core_slots(workers)
   failed: set[str] = set()
-  while True:
-    for key, (proc, slot) in list(running.items()):
-      if proc.poll() is not None:
-        del running[key]
-        free.append(slot)
-        status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-        if proc.returncode and _diverged(proc.workdir):
-          status = "diverged"
-        elif proc.returncode:
-          failed.add(key)
-        print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
-        for experiment, _ in queue:
-          archive(experiment)
-    ready, waiting = [], []
-    for experiment, methods in queue:
-      now, later = plan(experiment, methods)
-      ready += [(experiment, t) for t in now]
-      waiting += later
-    ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running.keys() | failed]
-    while ready and len(running) < workers:
-      experiment, trial = ready.pop(0)
-      slot = free.pop(0)
-      key = f"{experiment.id}/{trial.id}"
-      running[key] = (launch(experiment, trial, slots[slot]), slot)
-      print(f"{time.strftime('%H:%M:%S')} {key}: started", flush=True)
-    if not running:
-      if waiting or failed:
-        print(f"stopped: {len(failed)} failed, {len(waiting)} waiting on them", flush=True)
-      return
-    time.sleep(5)
+  with _stop_requests() as stop:
+    while not stop:
+      if not _step(queue, workers, running, free, slots, failed):
+        return
+      time.sleep(5)
+    for proc, _ in running.values():  # each saves a checkpoint and exits
+      proc.send_signal(signal.SIGTERM)
+    for key, (proc, _) in running.items():
+      proc.wait()
+      print(f"{time.strftime('%H:%M:%S')} {key}: stopped (exit {proc.returncode})", flush=True)
+    for experiment, _ in queue:
+      archive(experiment)
+    print("stopped: rerun the same command to resume", flush=True)
+    raise SystemExit(128 + stop[0])
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """The signals (SIGINT, SIGTERM) received while the runner runs, for it to stop its trials."""
+  requested: list[int] = []
+  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  for s in previous:
+    signal.signal(s, lambda signum, frame: requested.append(signum))
+  try:
+    yield requested
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
+          running: dict[str, tuple[subprocess.Popen, int]], free: list[int],
+          slots: list[set[int] | None], failed: set[str]) -> bool:
+  """Collects the trials that ended and starts what can run; False when nothing is left."""
+  for key, (proc, slot) in list(running.items()):
+    if proc.poll() is not None:
+      del running[key]
+      free.append(slot)
+      status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+      if proc.returncode and _diverged(proc.workdir):
+        status = "diverged"
+      elif proc.returncode:
+        failed.add(key)
+      print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
+      for experiment, _ in queue:
+        archive(experiment)
+  ready, waiting = [], []
+  for experiment, methods in queue:
+    now, later = plan(experiment, methods)
+    ready += [(experiment, t) for t in now]
+    waiting += later
+  ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running.keys() | failed]
+  while ready and len(running) < workers:
+    experiment, trial = ready.pop(0)
+    slot = free.pop(0)
+    key = f"{experiment.id}/{trial.id}"
+    running[key] = (launch(experiment, trial, slots[slot]), slot)
+    print(f"{time.strftime('%H:%M:%S')} {key}: started", flush=True)
+  if not running:
+    if waiting or failed:
+      print(f"stopped: {len(failed)} failed, {len(waiting)} waiting on them", flush=True)
+    return False
+  return True
 
 
 def main(argv: list[str] | None = None) -> None:

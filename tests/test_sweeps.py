@@ -287,3 +287,40 @@ def test_no_refinement_when_every_grid_value_diverged(experiment):
     (sweeps.workdir(experiment, trial) / sweeps.DIVERGED).write_text("Training diverged\n")
   assert sweeps.refine_trial(experiment, m) is None
   assert sweeps.plan(experiment, [m]) == ([], [])
+
+
+def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, monkeypatch):
+  import os
+  import signal
+  signals, launched = [], []
+
+  class Running:  # a training that runs until it is told to stop
+    returncode = None
+
+    def __init__(self, trial):
+      self.trial = trial
+
+    def poll(self):
+      return self.returncode
+
+    def send_signal(self, signum):
+      signals.append((self.trial.id, signum))
+
+    def wait(self):
+      self.returncode = 143
+
+  def launch(exp, trial, cores):
+    launched.append(trial.id)
+    if len(launched) == 2:  # both workers busy: the runner gets SIGTERM (kill, or a cluster)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return Running(trial)
+
+  monkeypatch.setattr(sweeps, "launch", launch)
+  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(SystemExit) as exit_info:
+    sweeps.run([(experiment, list(experiment.methods))], workers=2)
+  assert exit_info.value.code == 128 + signal.SIGTERM
+  assert len(launched) == 2  # nothing started after the signal
+  assert sorted(signals) == sorted((t, signal.SIGTERM) for t in launched)  # one SIGTERM each
+  assert signal.getsignal(signal.SIGTERM) == before

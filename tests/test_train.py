@@ -626,3 +626,32 @@ def test_logged_train_figures_average_the_epochs_batches(tmp_path):
   assert final["train_accuracy"] == pytest.approx(final["test_accuracy"], abs=1e-7)
   assert final["train_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
   assert 0 < final["train_accuracy"] < 1  # an untrained model: neither all right nor all wrong
+
+
+_HOLD_THE_WORKDIR = """
+import fcntl, sys, time
+with open(sys.argv[1], "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_training_of_a_running_workdir_is_refused(tmp_path):
+  # A sweep restarted while its trainings still run would start each one twice.
+  import subprocess
+  import sys
+  workdir = (tmp_path / "w").resolve()
+  workdir.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_WORKDIR,
+                             str(workdir / ".running.process0")], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RuntimeError, match=r"Another training is running in .*w \(it holds "
+                                           r"\.running\.process0\)"):
+      _run(workdir)
+    assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  assert _run(workdir)["epoch"] == 2  # the lock went with its process

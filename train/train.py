@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import functools
 import itertools
 import math
@@ -127,6 +128,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   configuration.validate_config(config)
   workdir = Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
+  with _only_training_in(workdir):
+    return _train_and_evaluate(config, workdir, hooks)
+
+
+@contextlib.contextmanager
+def _only_training_in(workdir: Path):
+  """Refuses a second training of the same workdir (the same process index) while one runs:
+  the two would write each other's checkpoints and metrics. The lock goes with its process,
+  however that ends."""
+  lock = workdir / f".running.process{jax.process_index()}"
+  with open(lock, "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise RuntimeError(
+          f"Another training is running in {workdir} (it holds {lock.name}); two would "
+          "overwrite each other's checkpoints. Wait for it or stop it (Ctrl-C or SIGTERM "
+          "saves a checkpoint), then rerun to resume.") from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
+                        hooks: Sequence[StepHook]) -> dict[str, Any]:
   is_chief = jax.process_index() == 0
   checkpointing.check_same_run(config, workdir)
   if is_chief:
