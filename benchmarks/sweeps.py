@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import math
@@ -280,16 +281,25 @@ def _local_records(experiment: Experiment, trial: Trial) -> list[dict]:
 
 
 def last_record(experiment: Experiment, trial: Trial) -> dict | None:
-  records = _local_records(experiment, trial)
-  return records[-1] if records else None
+  """The workdir's last complete record (the runner asks often: only that line is parsed)."""
+  metrics = workdir(experiment, trial) / "metrics.jsonl"
+  lines = metrics.read_text().splitlines() if metrics.exists() else []
+  for line in reversed(lines):
+    try:
+      return json.loads(line)
+    except json.JSONDecodeError:  # a line being written
+      continue
+  return None
 
 
 def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
   """The trial's record of ``epoch`` (None if it has not got there); from the archive when the
-  workdir is gone."""
-  records = _local_records(experiment, trial)
-  if not records:
-    records = archived(experiment).get(trial.id, {}).get("records", [])
+  workdir has not finished the trial but the archive has."""
+  entry = _archived_entry(experiment, trial)
+  if _local_final(experiment, trial) is None and entry is not None:
+    records = entry.get("records", [])
+  else:
+    records = _local_records(experiment, trial)
   return next((r for r in records if r["epoch"] == epoch), None)
 
 
@@ -312,7 +322,7 @@ def final_record(experiment: Experiment, trial: Trial) -> dict | None:
   is gone counts by its archived outcome."""
   record = _local_final(experiment, trial)
   if record is None:
-    entry = archived(experiment).get(trial.id)
+    entry = _archived_entry(experiment, trial)
     if entry is not None:
       record = {"diverged": entry["diverged"]} if "diverged" in entry else entry["records"][-1]
   return record
@@ -328,15 +338,36 @@ def archive_path(experiment: Experiment) -> Path:
 
 
 @functools.lru_cache(maxsize=32)
-def _read_archive(path: Path, mtime_ns: int) -> dict[str, dict]:
-  del mtime_ns  # (part of the cache key: a rewritten archive is read again)
+def _read_archive(path: Path, stamp: tuple[int, int, int]) -> dict[str, dict]:
+  del stamp  # (part of the cache key: a rewritten archive is read again)
   return json.loads(path.read_text())
 
 
 def archived(experiment: Experiment) -> dict[str, dict]:
-  """{trial id: {"records": [...], "commit": ...} or {"diverged": message, "commit": ...}}."""
+  """{trial id: {"records": [...] or "diverged": message, "config", "overrides", "commit"}}."""
   path = archive_path(experiment)
-  return _read_archive(path, path.stat().st_mtime_ns) if path.exists() else {}
+  if not path.exists():
+    return {}
+  stat = path.stat()
+  return _read_archive(path, (stat.st_mtime_ns, stat.st_ino, stat.st_size))
+
+
+def _definition(experiment: Experiment, trial: Trial) -> dict[str, Any]:
+  """What the trial trained, as the archive stores it (JSON types)."""
+  return json.loads(json.dumps({"config": experiment.config,
+                                "overrides": trial.overrides(experiment)}))
+
+
+def _archived_entry(experiment: Experiment, trial: Trial) -> dict | None:
+  """The trial's archived outcome, if it was trained as the experiment now defines it (an
+  experiment changed since, e.g. its epochs, does not take old outcomes for new ones)."""
+  entry = archived(experiment).get(trial.id)
+  if entry is None or {k: entry.get(k) for k in ("config", "overrides")} != _definition(
+      experiment, trial):
+    return None
+  if "diverged" not in entry and entry["records"][-1]["epoch"] < experiment.overrides["num_epochs"]:
+    return None
+  return entry
 
 
 def known_trials(experiment: Experiment) -> list[Trial]:
@@ -354,29 +385,41 @@ def known_trials(experiment: Experiment) -> list[Trial]:
 def archive(experiment: Experiment) -> int:
   """Copies the outcome of every trial finished in its workdir into the archive: the final
   record, and the record where retraining began if it retrains. Returns how many changed."""
-  entries = dict(archived(experiment))
-  changed = 0
-  for trial in known_trials(experiment):
-    record = _local_final(experiment, trial)
-    if record is None:
-      continue
-    commit = workdir(experiment, trial) / "commit.txt"
-    entry: dict[str, Any] = {"commit": commit.read_text().strip() if commit.exists() else None}
-    if "diverged" in record:
-      entry["diverged"] = record["diverged"]
-    else:
-      retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
-      before = None if retrain is None else record_at(experiment, trial, retrain)
-      entry["records"] = [r for r in (before, record) if r is not None]
-    changed += entries.get(trial.id) != entry
-    entries[trial.id] = entry
-  if changed:
-    path = archive_path(experiment)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
-    temporary.replace(path)
+  path = archive_path(experiment)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with _exclusive(path.with_name(f".{path.name}.lock")):  # the runner and a report at once
+    entries = dict(archived(experiment))
+    changed = 0
+    for trial in known_trials(experiment):
+      record = _local_final(experiment, trial)
+      if record is None:
+        continue
+      commit = workdir(experiment, trial) / "commit.txt"
+      entry: dict[str, Any] = {**_definition(experiment, trial),
+                               "commit": commit.read_text().strip() if commit.exists() else None}
+      if "diverged" in record:
+        entry["diverged"] = record["diverged"]
+      else:
+        retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
+        before = None if retrain is None else record_at(experiment, trial, retrain)
+        entry["records"] = [r for r in (before, record) if r is not None]
+      changed += entries.get(trial.id) != entry
+      entries[trial.id] = entry
+    if changed:
+      temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+      temporary.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+      temporary.replace(path)
   return changed
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+  with open(lock, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def finished(experiment: Experiment, trial: Trial) -> bool:
@@ -406,13 +449,20 @@ def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
   if not method.refine or scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
     return None
   values = sorted(scores)
+  if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+    return None  # geometric steps need positive numbers
   best = max(values, key=scores.__getitem__)
   i = values.index(best)
   if i in (0, len(values) - 1):
     value = best * best / values[1 if i == 0 else -2]
   else:
     value = math.sqrt(best * max(values[i - 1], values[i + 1], key=scores.__getitem__))
-  return Trial(method, "tune", method.reference, float(f"{value:.3g}"), 0)
+  if all(isinstance(v, int) for v in values):
+    rounded = [round(value)]
+  else:  # short, unless that lands on a value already tried
+    rounded = [float(f"{value:.{digits}g}") for digits in (3, 6, 12)]
+  value = next((v for v in rounded if v not in values), None)
+  return None if value is None else Trial(method, "tune", method.reference, value, 0)
 
 
 def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
@@ -477,6 +527,20 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
   return proc
 
 
+def _training_elsewhere(directory: Path) -> bool:
+  """Whether a training holds the workdir's lock (train.train refuses a second one)."""
+  lock = directory / ".running.process0"
+  if not lock.exists():
+    return False
+  with open(lock, "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    fcntl.flock(f, fcntl.LOCK_UN)
+  return False
+
+
 def core_slots(workers: int) -> list[set[int] | None]:
   """Disjoint CPU sets, one per worker: unpinned, two trainings on two cores each run XLA and
   tf.data threads for both cores; pinned, two LeNet-300-100 trainings took 67.5 s instead of
@@ -506,26 +570,46 @@ def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
   slots = core_slots(workers)
   failed: set[str] = set()
   with _stop_requests() as stop:
-    while not stop:
-      if not _step(queue, workers, running, free, slots, failed):
-        return
-      time.sleep(5)
-    for proc, _ in running.values():  # each saves a checkpoint and exits
-      proc.send_signal(signal.SIGTERM)
-    for key, (proc, _) in running.items():
-      proc.wait()
-      print(f"{time.strftime('%H:%M:%S')} {key}: stopped (exit {proc.returncode})", flush=True)
-    for experiment, _ in queue:
-      archive(experiment)
+    try:
+      while not stop:
+        if not _step(queue, workers, running, free, slots, failed, stop):
+          return
+        time.sleep(5)
+    finally:  # a signal, or the runner failing: no training is left without its runner
+      _stop_trainings(running, stop)
+      for experiment, _ in queue:
+        archive(experiment)
     print("stopped: rerun the same command to resume", flush=True)
     raise SystemExit(128 + stop[0])
 
 
+STOP_GRACE_S = 600  # for a training's checkpoint; then (or at a second signal) it is killed
+
+
+def _stop_trainings(running: dict[str, tuple[subprocess.Popen, int]], stop: list[int]) -> None:
+  """One SIGTERM each (they save a checkpoint and exit), then waits; kills what outlasts the
+  grace period or a second signal to the runner."""
+  for proc, _ in running.values():
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGTERM)
+  signals, deadline = len(stop), time.monotonic() + STOP_GRACE_S
+  for key, (proc, _) in running.items():
+    while proc.poll() is None:
+      if len(stop) > max(signals, 1) or time.monotonic() > deadline:
+        proc.kill()
+        proc.wait()
+        break
+      time.sleep(0.2)
+    print(f"{time.strftime('%H:%M:%S')} {key}: stopped (exit {proc.returncode})", flush=True)
+  running.clear()
+
+
 @contextlib.contextmanager
 def _stop_requests():
-  """The signals (SIGINT, SIGTERM) received while the runner runs, for it to stop its trials."""
+  """The signals (SIGINT, SIGTERM, SIGHUP) received while the runner runs, for it to stop its
+  trials."""
   requested: list[int] = []
-  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
   for s in previous:
     signal.signal(s, lambda signum, frame: requested.append(signum))
   try:
@@ -537,7 +621,7 @@ def _stop_requests():
 
 def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
           running: dict[str, tuple[subprocess.Popen, int]], free: list[int],
-          slots: list[set[int] | None], failed: set[str]) -> bool:
+          slots: list[set[int] | None], failed: set[str], stop: list[int]) -> bool:
   """Collects the trials that ended and starts what can run; False when nothing is left."""
   for key, (proc, slot) in list(running.items()):
     if proc.poll() is not None:
@@ -557,8 +641,10 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
     ready += [(experiment, t) for t in now]
     waiting += later
   ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running.keys() | failed]
-  while ready and len(running) < workers:
+  while ready and len(running) < workers and not stop:
     experiment, trial = ready.pop(0)
+    if _training_elsewhere(workdir(experiment, trial)):  # e.g. left by a runner killed hard
+      continue
     slot = free.pop(0)
     key = f"{experiment.id}/{trial.id}"
     running[key] = (launch(experiment, trial, slots[slot]), slot)

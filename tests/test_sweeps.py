@@ -305,9 +305,10 @@ def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, m
 
     def send_signal(self, signum):
       signals.append((self.trial.id, signum))
+      self.returncode = 128 + signum  # it checkpoints and exits
 
-    def wait(self):
-      self.returncode = 143
+    def kill(self):
+      raise AssertionError("a training that stops in time is not killed")
 
   def launch(exp, trial, cores):
     launched.append(trial.id)
@@ -324,3 +325,126 @@ def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, m
   assert len(launched) == 2  # nothing started after the signal
   assert sorted(signals) == sorted((t, signal.SIGTERM) for t in launched)  # one SIGTERM each
   assert signal.getsignal(signal.SIGTERM) == before
+
+
+class _Stubborn:
+  """A training that ignores SIGTERM until it is killed."""
+  returncode = None
+
+  def __init__(self, trial, log):
+    self.trial, self.log = trial, log
+
+  def poll(self):
+    return self.returncode
+
+  def send_signal(self, signum):
+    self.log.append(("signal", self.trial.id, signum))
+
+  def kill(self):
+    self.log.append(("kill", self.trial.id))
+    self.returncode = -9
+
+  def wait(self):
+    return self.returncode
+
+
+def test_a_second_signal_kills_a_training_that_does_not_stop(experiment, monkeypatch):
+  import os
+  import signal
+  log, polls = [], []
+
+  def launch(exp, trial, cores):
+    if len(log) == 0 and not polls:
+      os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+    proc = _Stubborn(trial, log)
+    original = proc.poll
+
+    def poll():  # the user presses Ctrl-C again while the runner waits
+      polls.append(1)
+      if len(polls) == 50:
+        os.kill(os.getpid(), signal.SIGINT)
+      return original()
+    proc.poll = poll
+    return proc
+
+  monkeypatch.setattr(sweeps, "launch", launch)
+  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
+  with pytest.raises(SystemExit) as exit_info:
+    sweeps.run([(experiment, list(experiment.methods))], workers=1)
+  assert exit_info.value.code == 128 + signal.SIGINT
+  assert [entry[0] for entry in log] == ["signal", "kill"]
+
+
+def test_a_failing_runner_stops_its_trainings(experiment, monkeypatch):
+  import signal
+  log = []
+  monkeypatch.setattr(sweeps, "launch", lambda exp, trial, cores: _Stubborn(trial, log))
+  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
+  monkeypatch.setattr(sweeps, "STOP_GRACE_S", 0.0)
+  plans = []
+  real_plan = sweeps.plan
+
+  def plan(exp, methods):
+    plans.append(1)
+    if len(plans) > 2:
+      raise OSError("disk full")
+    return real_plan(exp, methods)
+
+  monkeypatch.setattr(sweeps, "plan", plan)
+  with pytest.raises(OSError, match="disk full"):
+    sweeps.run([(experiment, [experiment.methods[0]])], workers=2)
+  signalled = {t for kind, t, *_ in log if kind == "signal"}
+  killed = {t for kind, t, *_ in log if kind == "kill"}
+  assert len(signalled) == 2 and killed == signalled  # (the grace period is 0 here)
+  assert all(s == signal.SIGTERM for kind, _, *s in log if kind == "signal" for s in s)
+
+
+def test_a_workdir_that_another_training_holds_is_left_alone(experiment, monkeypatch):
+  import fcntl
+  trial = sweeps.tune_trials(experiment.methods[0])[0]
+  directory = sweeps.workdir(experiment, trial)
+  directory.mkdir(parents=True)
+  launched = []
+  monkeypatch.setattr(sweeps, "launch",
+                      lambda exp, t, cores: launched.append(t) or _Stubborn(t, []))
+  with open(directory / ".running.process0", "a") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    assert sweeps._training_elsewhere(directory)
+    sweeps._step([(experiment, [experiment.methods[0]])], 2, {}, [0, 1], [None, None], set(), [])
+  assert trial not in launched and len(launched) == 1
+  assert not sweeps._training_elsewhere(directory)  # released with its holder
+
+
+def test_an_archived_outcome_counts_only_for_the_definition_it_trained(experiment):
+  import dataclasses
+  import shutil
+  trial = sweeps.tune_trials(experiment.methods[1])[0]
+  _finish(experiment, trial, 0.9, 0.9, 1.0)
+  assert sweeps.archive(experiment) == 1
+  shutil.rmtree(sweeps.RUNS)
+  assert sweeps.finished(experiment, trial)
+  longer = dataclasses.replace(experiment, overrides=dict(experiment.overrides, num_epochs=3))
+  assert not sweeps.finished(longer, trial)
+  other = dataclasses.replace(experiment, methods=(experiment.methods[0], dataclasses.replace(
+      experiment.methods[1], overrides=dict(optimizer="sgd", momentum=0.5))))
+  assert not sweeps.finished(other, sweeps.tune_trials(other.methods[1])[0])
+
+
+@pytest.mark.parametrize("grid, val, refined", [
+    ((64, 128, 256), (0.9, 0.91, 0.92), 512),  # integers stay integers
+    ((1.0, 1.002, 1.004), (0.9, 0.92, 0.91), 1.003),  # more digits rather than a repeat
+    ((0.0, 1e-4, 5e-4), (0.9, 0.91, 0.92), None),  # not geometric: no refinement
+    ((True, False), (0.9, 0.91), None),
+])
+def test_the_refinement_only_steps_where_a_geometric_step_makes_sense(experiment, grid, val,
+                                                                     refined):
+  import dataclasses
+  m = sweeps.Method("r", "refined", dict(optimizer="sgd"), None, None, (), ("batch_size", grid))
+  experiment = dataclasses.replace(experiment, methods=(m,))
+  for trial, v in zip(sweeps.tune_trials(m), val):
+    _finish(experiment, trial, v, 0.9, 1.0)
+  extra = sweeps.refine_trial(experiment, m)
+  assert (None if extra is None else extra.setting) == refined
+  if extra is not None:
+    assert type(extra.setting) is type(grid[0])
+  assert sweeps.tuned_setting(experiment, m) is (None if extra else grid[val.index(max(val))])

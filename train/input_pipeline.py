@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -118,7 +119,11 @@ def _make_available(name: str, data_dir) -> None:
   if os.environ.get(DOWNLOAD_ENV, "1") == "0":
     raise _unavailable(name, data_dir, None)
   try:
-    tfds.builder(name, data_dir=data_dir).download_and_prepare()
+    builder = tfds.builder(name, data_dir=data_dir)
+    with prepare_data.exclusive(Path(builder.data_dir).parent.parent / f".{name}.prepare.lock"):
+      builder = tfds.builder(name, data_dir=data_dir)  # another process may have built it
+      if not builder.is_prepared():
+        builder.download_and_prepare()
   except Exception as e:  # offline, or TFDS missing an optional dependency
     raise _unavailable(name, data_dir, e) from e
 

@@ -396,7 +396,7 @@ def prepare(
     raise FileNotFoundError(f"no {dataset} raw files in {source} (see `python -m train.prepare_data --help`)")
   data_dir = None if data_dir is None else os.fspath(data_dir)
   builder = _BUILDERS[dataset](data_dir=data_dir)
-  with _exclusive(Path(builder.data_dir).parent.parent / f".{dataset}.prepare.lock"):
+  with exclusive(Path(builder.data_dir).parent.parent / f".{dataset}.prepare.lock"):
     builder = _BUILDERS[dataset](data_dir=data_dir)  # another process may have built it meanwhile
     if builder.is_prepared():
       if not force:
@@ -409,7 +409,7 @@ def prepare(
 
 
 @contextlib.contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
+def exclusive(lock: Path) -> Iterator[None]:
   """Holds an inter-process lock: trainings started together (a sweep's workers, a host's
   processes) would otherwise build the same dataset at once, and all but one fail on renaming
   TFDS's incomplete folder."""
