@@ -212,7 +212,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_yticks([v for v in (0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70)
                    if low <= v <= high])
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
   ax.set_xlabel("compression (all parameters / non-zeros), log scale")
   ax.set_ylabel("test error %" + (", log scale" if steep else ""))
   ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")
