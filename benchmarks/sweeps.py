@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
 import math
@@ -30,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from train import locks
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "sweeps"
@@ -387,7 +388,7 @@ def archive(experiment: Experiment) -> int:
   record, and the record where retraining began if it retrains. Returns how many changed."""
   path = archive_path(experiment)
   path.parent.mkdir(parents=True, exist_ok=True)
-  with _exclusive(path.with_name(f".{path.name}.lock")):  # the runner and a report at once
+  with locks.exclusive(path.with_name(f".{path.name}.lock")):  # the runner and a report at once
     entries = dict(archived(experiment))
     changed = 0
     for trial in known_trials(experiment):
@@ -410,16 +411,6 @@ def archive(experiment: Experiment) -> int:
       temporary.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
       temporary.replace(path)
   return changed
-
-
-@contextlib.contextmanager
-def _exclusive(lock: Path):
-  with open(lock, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def finished(experiment: Experiment, trial: Trial) -> bool:
@@ -529,16 +520,7 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
 
 def _training_elsewhere(directory: Path) -> bool:
   """Whether a training holds the workdir's lock (train.train refuses a second one)."""
-  lock = directory / ".running.process0"
-  if not lock.exists():
-    return False
-  with open(lock, "a") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      return True
-    fcntl.flock(f, fcntl.LOCK_UN)
-  return False
+  return locks.held(directory / ".running.process0")
 
 
 def core_slots(workers: int) -> list[set[int] | None]:

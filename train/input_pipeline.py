@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from train import prepare_data
+from train import locks, prepare_data
 
 # JAX owns the accelerators; TF here only reads data.
 try:
@@ -120,7 +120,7 @@ def _make_available(name: str, data_dir) -> None:
     raise _unavailable(name, data_dir, None)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-    with prepare_data.exclusive(Path(builder.data_dir).parent.parent / f".{name}.prepare.lock"):
+    with locks.exclusive(Path(builder.data_dir).parent.parent / f".{name}.prepare.lock"):
       builder = tfds.builder(name, data_dir=data_dir)  # another process may have built it
       if not builder.is_prepared():
         builder.download_and_prepare()

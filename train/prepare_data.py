@@ -36,8 +36,6 @@ Without ``--data_dir`` data goes to TFDS's default (``$TFDS_DATA_DIR``, else
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import gzip
 import io
 import os
@@ -56,6 +54,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from train import locks
 
 SUPPORTED = ("mnist", "fashion_mnist", "cifar10")
 
@@ -396,7 +396,9 @@ def prepare(
     raise FileNotFoundError(f"no {dataset} raw files in {source} (see `python -m train.prepare_data --help`)")
   data_dir = None if data_dir is None else os.fspath(data_dir)
   builder = _BUILDERS[dataset](data_dir=data_dir)
-  with exclusive(Path(builder.data_dir).parent.parent / f".{dataset}.prepare.lock"):
+  # Trainings started together (a sweep's workers, a host's processes) would otherwise build it
+  # at once, and all but one fail on renaming TFDS's incomplete folder.
+  with locks.exclusive(Path(builder.data_dir).parent.parent / f".{dataset}.prepare.lock"):
     builder = _BUILDERS[dataset](data_dir=data_dir)  # another process may have built it meanwhile
     if builder.is_prepared():
       if not force:
@@ -406,20 +408,6 @@ def prepare(
       builder = _BUILDERS[dataset](data_dir=data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(found)))
   return Path(builder.data_dir)
-
-
-@contextlib.contextmanager
-def exclusive(lock: Path) -> Iterator[None]:
-  """Holds an inter-process lock: trainings started together (a sweep's workers, a host's
-  processes) would otherwise build the same dataset at once, and all but one fail on renaming
-  TFDS's incomplete folder."""
-  lock.parent.mkdir(parents=True, exist_ok=True)
-  with open(lock, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def maybe_prepare(dataset: str, data_dir: str | os.PathLike | None = None) -> bool:
