@@ -296,11 +296,8 @@ def last_record(experiment: Experiment, trial: Trial) -> dict | None:
 def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
   """The trial's record of ``epoch`` (None if it has not got there); from the archive when the
   workdir has not finished the trial but the archive has."""
-  entry = _archived_entry(experiment, trial)
-  if _local_final(experiment, trial) is None and entry is not None:
-    records = entry.get("records", [])
-  else:
-    records = _local_records(experiment, trial)
+  entry = None if _local_final(experiment, trial) else _archived_entry(experiment, trial)
+  records = _local_records(experiment, trial) if entry is None else entry.get("records", [])
   return next((r for r in records if r["epoch"] == epoch), None)
 
 
@@ -465,10 +462,7 @@ def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
 def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   """The tune trial with the best final validation accuracy (None until all, the refinement
   included, have finished, or if every one diverged)."""
-  trials = tune_trials(method)
-  if _scores(experiment, trials) is None:
-    return None
-  scores = _scores(experiment, all_tune_trials(experiment, method))
+  scores = _scores(experiment, all_tune_trials(experiment, method))  # (None: grid unfinished)
   if scores is None or max(scores.values()) == -math.inf:
     return None
   return max(scores, key=scores.__getitem__)
@@ -520,7 +514,7 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
 
 def _training_elsewhere(directory: Path) -> bool:
   """Whether a training holds the workdir's lock (train.train refuses a second one)."""
-  return locks.held(directory / ".running.process0")
+  return locks.held(locks.training_lock(directory))
 
 
 def core_slots(workers: int) -> list[set[int] | None]:
@@ -605,18 +599,19 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
           running: dict[str, tuple[subprocess.Popen, int]], free: list[int],
           slots: list[set[int] | None], failed: set[str], stop: list[int]) -> bool:
   """Collects the trials that ended and starts what can run; False when nothing is left."""
-  for key, (proc, slot) in list(running.items()):
-    if proc.poll() is not None:
-      del running[key]
-      free.append(slot)
-      status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-      if proc.returncode and _diverged(proc.workdir):
-        status = "diverged"
-      elif proc.returncode:
-        failed.add(key)
-      print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
-      for experiment, _ in queue:
-        archive(experiment)
+  ended = [key for key, (proc, _) in running.items() if proc.poll() is not None]
+  for key in ended:
+    proc, slot = running.pop(key)
+    free.append(slot)
+    status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+    if proc.returncode and _diverged(proc.workdir):
+      status = "diverged"
+    elif proc.returncode:
+      failed.add(key)
+    print(f"{time.strftime('%H:%M:%S')} {key}: {status}", flush=True)
+  if ended:
+    for experiment, _ in queue:
+      archive(experiment)
   ready, waiting = [], []
   for experiment, methods in queue:
     now, later = plan(experiment, methods)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -120,7 +119,7 @@ def _make_available(name: str, data_dir) -> None:
     raise _unavailable(name, data_dir, None)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-    with locks.exclusive(Path(builder.data_dir).parent.parent / f".{name}.prepare.lock"):
+    with locks.exclusive(prepare_data.preparation_lock(builder)):
       builder = tfds.builder(name, data_dir=data_dir)  # another process may have built it
       if not builder.is_prepared():
         builder.download_and_prepare()

@@ -398,7 +398,7 @@ def prepare(
   builder = _BUILDERS[dataset](data_dir=data_dir)
   # Trainings started together (a sweep's workers, a host's processes) would otherwise build it
   # at once, and all but one fail on renaming TFDS's incomplete folder.
-  with locks.exclusive(Path(builder.data_dir).parent.parent / f".{dataset}.prepare.lock"):
+  with locks.exclusive(preparation_lock(builder)):
     builder = _BUILDERS[dataset](data_dir=data_dir)  # another process may have built it meanwhile
     if builder.is_prepared():
       if not force:
@@ -408,6 +408,11 @@ def prepare(
       builder = _BUILDERS[dataset](data_dir=data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(found)))
   return Path(builder.data_dir)
+
+
+def preparation_lock(builder) -> Path:
+  """The lock held while a TFDS builder's dataset is built, in its data dir."""
+  return Path(builder.data_dir).parent.parent / f".{builder.name}.prepare.lock"
 
 
 def maybe_prepare(dataset: str, data_dir: str | os.PathLike | None = None) -> bool:

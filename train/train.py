@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import itertools
 import math
@@ -43,7 +42,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from train import checkpointing, configuration, distributed, evaluation, input_pipeline
-from train import methods, prepare_data, reporting, steps
+from train import locks, methods, prepare_data, reporting, steps
 # The names other code imports from here.
 from train.configuration import validate_config  # noqa: F401
 from train.methods import OPTIMIZERS, create_optimizer, learning_rate_at, not_normalization  # noqa: F401
@@ -137,19 +136,16 @@ def _only_training_in(workdir: Path):
   """Refuses a second training of the same workdir (the same process index) while one runs:
   the two would write each other's checkpoints and metrics. The lock goes with its process,
   however that ends."""
-  lock = workdir / f".running.process{jax.process_index()}"
-  with open(lock, "a") as f:
+  lock = locks.training_lock(workdir, jax.process_index())
+  with contextlib.ExitStack() as stack:
     try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      stack.enter_context(locks.exclusive(lock, wait=False))
     except BlockingIOError:
       raise RuntimeError(
           f"Another training is running in {workdir} (it holds {lock.name}); two would "
           "overwrite each other's checkpoints. Wait for it or stop it (Ctrl-C or SIGTERM "
           "saves a checkpoint), then rerun to resume.") from None
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+    yield
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
