@@ -49,22 +49,27 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
   """Per method: tune rows, the chosen setting, front rows and the reference's seeds (from the
   workdirs, and from the archive for trials whose workdir is gone)."""
   methods, missing, diverged = {}, [], []
+  apart = experiment.tuning is not None  # tuned at a shorter budget, in its own directory
   for method in experiment.methods:
+    stage = sweeps.tuning_stage(experiment, method)[0]
     tuning = sweeps.all_tune_trials(experiment, method)
-    tune = [_row(experiment, t) for t in tuning]
+    tune = [_row(stage, t) for t in tuning]
     best = sweeps.tuned_setting(experiment, method)
     tried = sorted(t.setting for t in tuning)
     entry: dict[str, Any] = {"label": method.label, "knob": method.knob,
                              "tuned": {"key": method.tune[0], "values": tried,
                                        "grid": list(method.tune[1]), "chosen": best},
                              "note": method.note, "tune": [r for r in tune if r]}
-    missing += [t.id for t, r in zip(tuning, tune) if r is None]
-    diverged += [r["trial"] for r in tune if r and "diverged" in r]
+    missing += [f"{stage.id}/{t.id}" if apart else t.id for t, r in zip(tuning, tune)
+                if r is None]
+    diverged += [f"{stage.id}/{r['trial']}" if apart else r["trial"] for r in tune
+                 if r and "diverged" in r]
     if best is not None:
       values = sorted({*method.front, method.reference}, key=method.front_order)
-      front = [sweeps.Trial(method, "tune" if v == method.reference else "front", v, best, 0)
+      first = "front" if apart else "tune"  # the stage that trained the reference at seed 0
+      front = [sweeps.Trial(method, first if v == method.reference else "front", v, best, 0)
                for v in values]
-      seeds = [sweeps.Trial(method, "tune", method.reference, best, 0)] + [
+      seeds = [sweeps.Trial(method, first, method.reference, best, 0)] + [
           sweeps.Trial(method, "seed", method.reference, best, s) for s in method.seeds]
       front_rows = [_row(experiment, t) for t in front]
       seed_rows = [_row(experiment, t) for t in seeds]
@@ -81,6 +86,7 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
     methods[method.id] = entry
   return {"experiment": experiment.id, "label": experiment.label,
           "epochs": experiment.overrides["num_epochs"],
+          "tune_epochs": (experiment.tuning or experiment).overrides["num_epochs"],
           "validation_split": experiment.overrides.get("validation_split"), "methods": methods,
           "published": [dict(zip(("method", "error", "compression", "source"), p))
                         for p in experiment.published],
@@ -111,13 +117,21 @@ def _edge(tuned: dict[str, Any]) -> str:
       min(values), max(values)) else ""
 
 
+def _tuned_at(summary: dict[str, Any]) -> str:
+  tune, epochs = summary.get("tune_epochs", summary["epochs"]), summary["epochs"]
+  if tune == epochs:
+    return ""
+  return (f"; each tune trial trained {tune} epochs, not {epochs} (a successive-halving stage, "
+          f"the same for every method), and the chosen setting then trained the full {epochs}")
+
+
 def markdown(summary: dict[str, Any]) -> str:
   lines = [f"# {summary['label']}, {summary['epochs']} epochs", "",
            "Each method's setting was chosen on the validation split "
            f"(`{summary.get('validation_split')}`) from the same number of trials: its grid, "
            "then one more trial a step beyond the grid's edge if the best was on it, else "
-           "between the best and its better neighbour. The test error is reported, never used "
-           "to choose. Compression = all parameters / non-zeros.", "",
+           "between the best and its better neighbour" + _tuned_at(summary) + ". The test error "
+           "is reported, never used to choose. Compression = all parameters / non-zeros.", "",
            "## Reference points (mean ± std over the seeds listed)", "",
            "| method | knob | tuned | seeds | test error % | compression × |",
            "|---|---|---|---|---|---|"]

@@ -5,8 +5,11 @@ swept to a front, and seeds at its reference point (issue: results that hold up)
     python -m benchmarks.sweeps --experiment lenet300100_mnist --plan   # what would run
 
 Stages per method, in order, each trial its own workdir under runs/sweeps/<experiment>/:
-  1. tune:  the method's `tune` grid at its `reference` knob value, seed 0;
-  2. front: every `front` knob value with the tuned setting, seed 0;
+  1. tune:  the method's `tune` grid at its `reference` knob value, seed 0, and one refining
+            trial; where training is dear (LeNet-5, CIFAR-10) at a shorter budget, the same for
+            every method, in runs/sweeps/<experiment>_tuning/ (a successive-halving stage);
+  2. front: every `front` knob value with the tuned setting, seed 0 (the reference too when it
+            was tuned at the shorter budget);
   3. seeds: the reference point with the tuned setting, seeds 1 and 2.
 The tuned setting is the tune trial with the highest final validation accuracy; the test set is
 never read to choose. Rerunning resumes: finished trials are skipped and cut ones resume from
@@ -78,6 +81,37 @@ class Experiment:
   overrides: dict[str, Any]
   methods: tuple[Method, ...]
   published: tuple[tuple[str, float, float, str], ...] = ()  # (method, error %, compression, source)
+  # The same methods at a shorter budget, whose trials choose the tuned setting (None: tuned at
+  # this budget). Its methods have no front and no seeds: those train here.
+  tuning: Experiment | None = None
+
+
+def tuning_stage(experiment: Experiment, method: Method) -> tuple[Experiment, Method]:
+  """Where the method is tuned: the experiment itself, or its shorter-budget stage (the method
+  there has its schedule scaled to that budget)."""
+  if experiment.tuning is None:
+    return experiment, method
+  return experiment.tuning, next(m for m in experiment.tuning.methods if m.id == method.id)
+
+
+def with_tuning(experiment: Experiment, epochs: int, build) -> Experiment:
+  """``experiment`` tuned at ``epochs``: ``build(epochs)`` without fronts and seeds, named
+  <id>_tuning."""
+  stage = build(epochs)
+  stage = dataclasses.replace(
+      stage, id=f"{experiment.id}_tuning", label=f"{stage.label} (tuning, {epochs} epochs)",
+      methods=tuple(dataclasses.replace(m, front=(), seeds=()) for m in stage.methods),
+      published=())
+  return dataclasses.replace(experiment, tuning=stage)
+
+
+def front_values(experiment: Experiment, method: Method) -> list[Any]:
+  """The knob values trained at seed 0 after the tuning: the front, less the reference when a
+  tune trial has trained it at this budget."""
+  values = sorted({*method.front, method.reference}, key=method.front_order)
+  if experiment.tuning is None:
+    values = [v for v in values if v != method.reference]
+  return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +186,10 @@ def _lenet300100(epochs: int = 200) -> Experiment:
                  ("LOBSTER", 1.95, 115.0, "LOBSTER paper, table 2")))
 
 
-def _lenet5(epochs: int = 100) -> Experiment:
-  """Caffe LeNet-5 (20-50-500-10): xrda's front and 3 seeds; the baselines' fronts (seed 0);
-  affine scaling at paper 002's protocol as far as the budget allows."""
+def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
+  """Caffe LeNet-5 (20-50-500-10): xrda's front and 3 seeds; gradual pruning's front (seed 0);
+  affine scaling at paper 002's protocol as far as the budget allows, at one point. Every method
+  is tuned at a quarter of the budget: at 100 epochs its 16 tune trials alone would take 14 h."""
   gradual = dict(SGD, pruning="gradual", pruning_begin_epoch=epochs // 20,
                  pruning_end_epoch=epochs // 2, pruning_frequency=100)
   # Paper 002, Table 1: greedy refresh, one layer per iteration, each of the 4 layers twice,
@@ -174,10 +209,11 @@ def _lenet5(epochs: int = 100) -> Experiment:
       Method("gmp_global", "gradual pruning, global", dict(gradual, pruning_scope="global"),
              "pruning_sparsity", 0.99, TARGETS, SGD_LRS_HIGH, seeds=()),
       Method("affine_l1", "affine scaling, re-weighted l1 (greedy)", affine,
-             "pruning_sparsity", 0.99, TARGETS, ("learning_rate", (0.05, 0.1, 0.2)), seeds=(),
-             note="paper 002's protocol with 10 epochs per iteration instead of 1000"),
+             "pruning_sparsity", 0.99, (), SGD_LRS_HIGH, seeds=(),
+             note=f"paper 002's protocol with {period} epochs per iteration instead of 1000; "
+                  "one point, near the paper's 78x"),
   )
-  return Experiment(
+  experiment = Experiment(
       "lenet5_mnist" + ("" if epochs == 100 else f"_{epochs}ep"), "LeNet-5, MNIST",
       "train/configs/lenet5_mnist_xrda.py",
       dict(MNIST_SPLITS, num_epochs=epochs, progress_bar=False), methods,
@@ -187,6 +223,9 @@ def _lenet5(epochs: int = 100) -> Experiment:
                  ("DNS", 0.91, 111.0, "paper 002, table 1"),
                  ("LOBSTER", 0.79, 230.0, "LOBSTER paper"),
                  ("re-weighted l1", 1.16, 78.1, "paper 002, table 1")))
+  if not tuned_apart:
+    return experiment
+  return with_tuning(experiment, epochs // 4, functools.partial(_lenet5, tuned_apart=False))
 
 
 def _rda_asr(epochs: int = 300) -> Experiment:
@@ -231,15 +270,16 @@ def _one_point_each(xrda: dict[str, Any], l1: float, xrda_lrs: tuple[float, ...]
   return tuple(methods)
 
 
-def _lenet5_fashion(epochs: int = 40) -> Experiment:
-  """LeNet-5 on Fashion-MNIST, one tuned point per method; the baselines at LOBSTER's 23.3×."""
+def _lenet5_fashion(epochs: int = 40, tuned_apart: bool = True) -> Experiment:
+  """LeNet-5 on Fashion-MNIST, one point per method, tuned at a quarter of the budget; the
+  baselines at LOBSTER's 23.3×."""
   xrda = dict(optimizer="xrda", momentum_timescale=9.5, maximum_factor=500.0, weight_decay=5e-4)
   # The paper's patience (20 epochs) would prune at most once in this budget: scaled to it.
   lobster = dict(momentum=0.0, weight_decay=0.0, lr_schedule="constant",
                  lobster_patience=max(1, epochs // 8), lobster_tolerance=0.1,
                  note=f"patience {max(1, epochs // 8)} epochs (paper: 20), TWT 0.1, "
                       "scaled to the budget")
-  return Experiment(
+  experiment = Experiment(
       "lenet5_fashion_mnist" + ("" if epochs == 40 else f"_{epochs}ep"),
       "LeNet-5, Fashion-MNIST", "train/configs/lenet5_mnist_xrda.py",
       dict(MNIST_SPLITS, dataset="fashion_mnist", num_epochs=epochs, progress_bar=False),
@@ -247,20 +287,28 @@ def _lenet5_fashion(epochs: int = 40) -> Experiment:
                       lobster),
       published=(("dense", 8.10, 1.0, "LOBSTER paper, table 4"),
                  ("LOBSTER", 8.47, 23.3, "LOBSTER paper, table 4")))
+  if not tuned_apart:
+    return experiment
+  return with_tuning(experiment, epochs // 4, functools.partial(_lenet5_fashion,
+                                                                tuned_apart=False))
 
 
-def _resnet20_cifar10(epochs: int = 10) -> Experiment:
+def _resnet20_cifar10(epochs: int = 10, tuned_apart: bool = True) -> Experiment:
   """ResNet-20 on CIFAR-10 at what a 2-core CPU affords (about 7 minutes an epoch per core),
-  one tuned point per method, the baselines at 90% sparsity."""
+  one point per method, tuned at half the budget; the baselines at 90% sparsity."""
   xrda = dict(optimizer="xrda", momentum_timescale=12.37, magnitude_timescale=12.37,
               maximum_factor=500.0, weight_decay=5e-4)
-  return Experiment(
+  experiment = Experiment(
       "resnet20_cifar10" + ("" if epochs == 10 else f"_{epochs}ep"), "ResNet-20, CIFAR-10",
       "train/configs/resnet20_cifar10_xrda_cpu.py",
       dict(train_split="train[:45000]", validation_split="train[45000:]", num_epochs=epochs,
            progress_bar=False),
       _one_point_each(xrda, 2.5e-5, (0.1, 0.25, 0.5), (0.05, 0.1, 0.2), 0.9, epochs, None),
       published=(("dense ResNet-20", 8.75, 1.0, "He et al. 2016, 182 epochs"),))
+  if not tuned_apart:
+    return experiment
+  return with_tuning(experiment, max(1, epochs // 2),
+                     functools.partial(_resnet20_cifar10, tuned_apart=False))
 
 
 EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5,
@@ -372,17 +420,20 @@ def known_trials(experiment: Experiment) -> list[Trial]:
   """Every trial the plan has named so far (fronts and seeds once their tuning is known)."""
   trials = []
   for method in experiment.methods:
-    trials += all_tune_trials(experiment, method)
+    if experiment.tuning is None:  # (else they are the tuning stage's own)
+      trials += all_tune_trials(experiment, method)
     best = tuned_setting(experiment, method)
     if best is not None:
-      trials += [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
+      trials += [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
       trials += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
   return trials
 
 
 def archive(experiment: Experiment) -> int:
   """Copies the outcome of every trial finished in its workdir into the archive: the final
-  record, and the record where retraining began if it retrains. Returns how many changed."""
+  record, and the record where retraining began if it retrains (and its tuning stage's).
+  Returns how many changed."""
+  earlier = 0 if experiment.tuning is None else archive(experiment.tuning)
   path = archive_path(experiment)
   path.parent.mkdir(parents=True, exist_ok=True)
   with locks.exclusive(path.with_name(f".{path.name}.lock")):  # the runner and a report at once
@@ -401,13 +452,14 @@ def archive(experiment: Experiment) -> int:
         retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
         before = None if retrain is None else record_at(experiment, trial, retrain)
         entry["records"] = [r for r in (before, record) if r is not None]
-      changed += entries.get(trial.id) != entry
-      entries[trial.id] = entry
+      if entries.get(trial.id) != entry:
+        changed += 1
+        entries[trial.id] = entry
     if changed:
       temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
       temporary.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
       temporary.replace(path)
-  return changed
+  return earlier + changed
 
 
 def finished(experiment: Experiment, trial: Trial) -> bool:
@@ -433,6 +485,7 @@ def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
   when the grid's best is on it, else halfway (geometrically) between the best and its better
   neighbour. None until the grid has finished, when every grid value diverged, or when the
   method does not refine."""
+  experiment, method = tuning_stage(experiment, method)
   scores = _scores(experiment, tune_trials(method))
   if not method.refine or scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
     return None
@@ -454,31 +507,35 @@ def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
 
 
 def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
-  """The grid, and its refinement once the grid has told where it goes."""
+  """The grid, and its refinement once the grid has told where it goes (the trials of the
+  method's tuning stage)."""
   extra = refine_trial(experiment, method)
-  return tune_trials(method) + ([] if extra is None else [extra])
+  return tune_trials(tuning_stage(experiment, method)[1]) + ([] if extra is None else [extra])
 
 
 def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   """The tune trial with the best final validation accuracy (None until all, the refinement
   included, have finished, or if every one diverged)."""
-  scores = _scores(experiment, all_tune_trials(experiment, method))  # (None: grid unfinished)
+  scores = _scores(tuning_stage(experiment, method)[0],
+                   all_tune_trials(experiment, method))  # (None: grid unfinished)
   if scores is None or max(scores.values()) == -math.inf:
     return None
   return max(scores, key=scores.__getitem__)
 
 
 def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
-  """(trials that can run now, trials that wait for their method's tuning)."""
+  """(trials that can run now, trials that wait for their method's tuning). A tuning stage apart
+  (``experiment.tuning``) is planned on its own: the runner queues it first."""
   ready, waiting = [], []
   for method in methods:  # in order: a method's front runs before the next method's tuning
-    tuning = all_tune_trials(experiment, method)
-    ready += tuning
+    if experiment.tuning is None:
+      ready += all_tune_trials(experiment, method)
     best = tuned_setting(experiment, method)
-    later = [Trial(method, "front", v, best, 0) for v in method.front if v != method.reference]
+    later = [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
     later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
     if best is None:
-      grid = _scores(experiment, tune_trials(method))
+      stage, tuned = tuning_stage(experiment, method)
+      grid = _scores(stage, tune_trials(tuned))
       every_diverged = grid is not None and max(grid.values()) == -math.inf
       waiting += [] if every_diverged else later  # (every setting diverged: nothing more to run)
     else:
@@ -654,9 +711,10 @@ def main(argv: list[str] | None = None) -> None:
   queue = []
   for name in names:
     experiment = EXPERIMENTS[name]() if args.epochs is None else EXPERIMENTS[name](args.epochs)
-    known = {m.id: m for m in experiment.methods}
-    queue.append((experiment, [known[s] for s in wanted if s in known] if wanted
-                  else list(experiment.methods)))
+    for stage in [experiment.tuning] * (experiment.tuning is not None) + [experiment]:
+      known = {m.id: m for m in stage.methods}
+      queue.append((stage, [known[s] for s in wanted if s in known] if wanted
+                    else list(stage.methods)))
   if args.plan:
     for experiment, methods in queue:
       ready, waiting = plan(experiment, methods)

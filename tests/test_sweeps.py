@@ -108,7 +108,8 @@ def test_the_plan_of_several_experiments_keeps_their_order(capsys):
   sweeps.main(["--experiment", "lenet5_mnist,lenet300100_mnist", "--plan", "--methods", "xrda"])
   rows = [line.split() for line in capsys.readouterr().out.splitlines()]
   ready = [experiment for state, experiment, _ in rows if state == "ready"]
-  assert ready and ready == sorted(ready, key=["lenet5_mnist", "lenet300100_mnist"].index)
+  assert ready and ready == sorted(
+      ready, key=["lenet5_mnist_tuning", "lenet5_mnist", "lenet300100_mnist"].index)
   with pytest.raises(SystemExit):
     sweeps.main(["--experiment", "lenet5_mnist", "--plan", "--methods", "rigl"])
 
@@ -200,9 +201,13 @@ def test_every_trial_of_every_experiment_is_a_valid_config(name):
   from train import configuration
   experiment = sweeps.EXPERIMENTS[name]()
   for method in experiment.methods:
-    for trial in sweeps.tune_trials(method):
-      config = importlib.import_module(experiment.config[:-3].replace("/", ".")).get_config()
-      config.update(trial.overrides(experiment))
+    stage, tuned = sweeps.tuning_stage(experiment, method)
+    trials = [(stage, t) for t in sweeps.tune_trials(tuned)]
+    trials += [(experiment, sweeps.Trial(method, "front", v, tuned.tune[1][0], 0))
+               for v in sweeps.front_values(experiment, method)]
+    for exp, trial in trials:
+      config = importlib.import_module(exp.config[:-3].replace("/", ".")).get_config()
+      config.update(trial.overrides(exp))
       configuration.validate_config(config)
 
 
@@ -448,3 +453,62 @@ def test_the_refinement_only_steps_where_a_geometric_step_makes_sense(experiment
   if extra is not None:
     assert type(extra.setting) is type(grid[0])
   assert sweeps.tuned_setting(experiment, m) is (None if extra else grid[val.index(max(val))])
+
+
+def _toy_tuned_apart(epochs=4):
+  """The toy experiment at ``epochs``, tuned at a quarter of them (its schedule scales)."""
+  import dataclasses
+
+  def build(epochs):
+    methods = tuple(dataclasses.replace(m, overrides=dict(m.overrides, pruning_end_epoch=epochs))
+                    for m in _experiment().methods)
+    return dataclasses.replace(_experiment(), id=f"toy{epochs}", methods=methods,
+                               overrides=dict(num_epochs=epochs))
+  return sweeps.with_tuning(build(epochs), epochs // 4, build)
+
+
+def test_a_method_tuned_at_a_shorter_budget_trains_its_reference_at_the_full_one(experiment):
+  import shutil
+  full = _toy_tuned_apart()
+  stage = full.tuning
+  assert stage.id == "toy4_tuning" and stage.overrides["num_epochs"] == 1
+  m = full.methods[0]
+  assert sweeps.plan(full, [m]) == ([], [sweeps.Trial(m, "front", v, None, 0)
+                                         for v in (0.5, 0.9, 0.99)]
+                                    + [sweeps.Trial(m, "seed", 0.9, None, s) for s in (1, 2)])
+  tuning, _ = sweeps.plan(stage, list(stage.methods))
+  assert [t.setting for t in tuning] == [0.1, 0.2, 0.1, 0.2] and all(
+      t.stage == "tune" and t.seed == 0 for t in tuning)
+  assert all(t.overrides(stage)["pruning_end_epoch"] == 1 for t in tuning[:2])
+  low, high = tuning[:2]
+  _finish(stage, low, val=0.90, test=0.99, compression=10.0, epoch=1)
+  _finish(stage, high, val=0.95, test=0.80, compression=10.0, epoch=1)
+  assert sweeps.tuned_setting(full, m) == 0.2
+  ready, waiting = sweeps.plan(full, [m])
+  assert not waiting and {(t.stage, t.knob_value, t.seed) for t in ready} == {
+      ("front", 0.5, 0), ("front", 0.9, 0), ("front", 0.99, 0), ("seed", 0.9, 1),
+      ("seed", 0.9, 2)}  # the reference too: its tune trial trained 1 epoch, not 4
+  assert all(t.overrides(full)["pruning_end_epoch"] == 4 for t in ready)
+  assert not (sweeps.RUNS / full.id).exists()  # the tuning trained in its own directory
+  for trial in ready:
+    _finish(full, trial, 0.9, 0.97 if trial.knob_value == 0.9 else 0.9, 10.0, epoch=4)
+  summary = report.summarize(full)
+  entry = summary["methods"]["m"]
+  assert summary["tune_epochs"] == 1 and summary["epochs"] == 4
+  assert [r["val_error"] for r in entry["tune"]] == pytest.approx([10.0, 5.0])
+  assert entry["reference"]["seeds"] == [0, 1, 2]
+  assert entry["reference"]["test_error_mean"] == pytest.approx(3.0)  # the full-budget trials
+  assert summary["missing"] == [f"toy4_tuning/{t.id}" for t in tuning[2:]]
+  assert "each tune trial trained 1 epochs, not 4" in report.markdown(summary)
+  assert sweeps.archive(full) == 2 + 5  # the tuning stage's archive as well as its own
+  shutil.rmtree(sweeps.RUNS)
+  assert sweeps.tuned_setting(full, m) == 0.2 and report.summarize(full) == summary
+
+
+def test_the_runner_queues_a_tuning_stage_before_its_experiment(capsys):
+  sweeps.main(["--experiment", "lenet5_mnist", "--plan", "--methods", "xrda"])
+  rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+  assert [(state, exp) for state, exp, _ in rows] == (
+      [("ready", "lenet5_mnist_tuning")] * 3 + [("waiting", "lenet5_mnist")] * 6)
+  full = sweeps.EXPERIMENTS["lenet5_mnist"]()
+  assert full.tuning.overrides["num_epochs"] == full.overrides["num_epochs"] // 4
