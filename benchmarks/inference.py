@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 import models
+from models import pooling
 from benchmarks.common import machine
 from train import export
 
@@ -108,7 +109,7 @@ def conv_study(model: nnx.Module, source: str, calls: int) -> list[dict]:
     images = jax.random.normal(jax.random.key(0), (batch, *model.input_shape))
     # conv2 sees what it sees in the model: conv1's max-pooled outputs.
     inputs = {"conv1": images,
-              "conv2": nnx.max_pool(model.conv1(images), (2, 2), strides=(2, 2))}
+              "conv2": pooling.max_pool_2x2(model.conv1(images))}
     for name, x in inputs.items():
       conv = getattr(model, name)
       kernel = np.asarray(conv.kernel.get_value())

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp  # noqa: F401  (the doctests use it)
 from flax import nnx
 
-from models import initializers
+from models import initializers, pooling
 
 
 class LeNet300100(nnx.Module):
@@ -91,8 +91,8 @@ class LeNet5(nnx.Module):
     self.fc2 = nnx.Linear(hidden, num_classes, kernel_init=linear_init, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nnx.max_pool(self.conv1(x), (2, 2), strides=(2, 2))
-    x = nnx.max_pool(self.conv2(x), (2, 2), strides=(2, 2))
+    x = pooling.max_pool_2x2(self.conv1(x))
+    x = pooling.max_pool_2x2(self.conv2(x))
     x = x.reshape((x.shape[0], -1))
     return self.fc2(nnx.relu(self.fc1(x)))
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models import initializers
+from models import initializers, pooling
 
 # Output channels of the 3×3 convs, one inner list per stage; a 2×2 max-pool
 # separates consecutive stages.
@@ -78,7 +78,7 @@ class VGG(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, stage in enumerate(self.stages):
       if i > 0:
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = pooling.max_pool_2x2(x)
       for layer in stage:
         x = layer(x)
     x = jnp.mean(x, axis=(1, 2))  # the final 2×2 average pool on 32×32 inputs

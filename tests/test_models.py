@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import models
-from models import initializers, lenet, resnet, vgg
+from models import initializers, lenet, pooling, resnet, vgg
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +270,23 @@ def test_input_layer_is_the_layer_that_sees_the_image(name):
   assert sees_image(layer["kernel"])
   kernels = [x for x in jax.tree.leaves(params) if x.ndim >= 2]
   assert sum(map(sees_image, kernels)) == 1
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (3, 9, 7, 4), (1, 2, 2, 1)])
+def test_max_pool_2x2_matches_flax_max_pool_and_its_gradient(shape):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)  # no ties
+  flax_pool = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))  # noqa: E731
+  np.testing.assert_array_equal(pooling.max_pool_2x2(x), flax_pool(x))
+  weights = jnp.asarray(np.random.default_rng(1).normal(size=flax_pool(x).shape), jnp.float32)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(weights * pool(x)))(x)  # noqa: E731
+  np.testing.assert_array_equal(grad(pooling.max_pool_2x2), grad(flax_pool))
+
+
+def test_max_pool_2x2_splits_a_tied_maximum_evenly_and_rejects_bad_shapes():
+  x = jnp.zeros((1, 2, 2, 1))
+  np.testing.assert_allclose(jax.grad(lambda x: pooling.max_pool_2x2(x).sum())(x),
+                             np.full((1, 2, 2, 1), 0.25))
+  with pytest.raises(ValueError, match="NHWC"):
+    pooling.max_pool_2x2(jnp.zeros((4, 4, 1)))
+  with pytest.raises(ValueError, match="at least 2×2"):
+    pooling.max_pool_2x2(jnp.zeros((1, 1, 4, 1)))
