@@ -195,7 +195,8 @@ def markdown(summary: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
+  """Writes the fronts' plot to ``path``; returns its error axis' limits."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -219,7 +220,21 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                 xytext=(5, 4), textcoords="offset points")
   ax.set_xscale("log")
   errors += [p["error"] for p in summary["published"]]
+  # A point that failed (e.g. 69% error) would squash every other into the bottom of the plot:
+  # the axis stops at 4× the median error, and such points are marked at its top with their error.
+  ceiling = 4 * statistics.median(errors) if errors else math.inf
+  for i, entry in enumerate(summary["methods"].values()):
+    for r in entry.get("front", []):
+      if r["test_error"] > ceiling:
+        ax.scatter(r["compression"], ceiling, marker="^", s=60, color=f"C{i % 10}",
+                   clip_on=False, zorder=4)
+        ax.annotate(f"{r['test_error']:.3g}%", (r["compression"], ceiling), fontsize=7,
+                    xytext=(-4, -12), textcoords="offset points", ha="right")
+  errors = [e for e in errors if e <= ceiling]
   steep = bool(errors) and min(errors) > 0 and max(errors) > 3 * min(errors)
+  if ceiling < math.inf:
+    low = min(errors) if errors else 0
+    ax.set_ylim(low / 1.15 if steep else max(0, low - 0.1 * (ceiling - low)), ceiling)
   if steep:  # a front that climbs steeply at high compression: keep the low-error end legible
     ax.set_yscale("log")
     low, high = ax.get_ylim()
@@ -234,7 +249,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
   ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
   fig.tight_layout()
   fig.savefig(path, dpi=130)
+  limits = ax.get_ylim()
   plt.close(fig)
+  return limits
 
 
 def write(experiment: sweeps.Experiment) -> dict[str, Any]:

@@ -512,3 +512,15 @@ def test_the_runner_queues_a_tuning_stage_before_its_experiment(capsys):
       [("ready", "lenet5_mnist_tuning")] * 3 + [("waiting", "lenet5_mnist")] * 6)
   full = sweeps.EXPERIMENTS["lenet5_mnist"]()
   assert full.tuning.overrides["num_epochs"] == full.overrides["num_epochs"] // 4
+
+
+def test_the_plot_keeps_a_failed_point_from_squashing_the_others(tmp_path):
+  front = [dict(compression=c, test_error=e) for c, e in ((10.0, 1.3), (50.0, 1.6), (300.0, 69.1))]
+  summary = dict(label="Toy", epochs=2, published=[dict(method="P", error=1.9, compression=100.0,
+                                                        source="a paper")],
+                 methods={"m": dict(label="method M", knob="l1", front=front)})
+  low, high = report.plot(summary, tmp_path / "toy.png")
+  assert (tmp_path / "toy.png").stat().st_size > 0
+  assert low <= 1.3 and 1.9 <= high < 10  # 4× the median error, not 69%
+  summary["methods"]["m"]["front"] = front[:2]
+  assert report.plot(summary, tmp_path / "toy.png")[1] >= 1.9
