@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
             "setting": trial.setting, "seed": trial.seed, "diverged": record["diverged"]}
   row = {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
          "setting": trial.setting, "seed": trial.seed,
+         "command": shlex.join(sweeps.train_command(experiment, trial)),
          "val_error": 100 * (1 - record["val_accuracy"]),
          "test_error": 100 * (1 - record["test_accuracy"]),
          "compression": record["compression"], "nonzeros": record["nonzeros"]}
@@ -79,6 +81,7 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       entry["front"] = sorted(trained(front_rows), key=lambda r: r["compression"])
       done = trained(seed_rows)
       entry["reference"] = {"knob_value": method.reference, "seeds": [r["seed"] for r in done]}
+      entry["seed_rows"] = done[1:]  # (seed 0 is on the front)
       for key in ("test_error", "val_error", "compression"):
         values = [r[key] for r in done]
         entry["reference"][f"{key}_mean"] = statistics.fmean(values) if values else None
@@ -151,6 +154,14 @@ def markdown(summary: dict[str, Any]) -> str:
     for r in entry.get("front", []):
       lines.append(f"| {entry['label']} | {r['knob_value']} | {r['compression']:.1f} | "
                    f"{r['test_error']:.2f} |")
+  commands = [(e, r) for e in summary["methods"].values()
+              for r in e.get("front", []) + e.get("seed_rows", []) if "command" in r]
+  if commands:  # each row's own training (the sweep runs them all)
+    lines += ["", "<details><summary>The training command of each row</summary>", ""]
+    for entry, r in commands:
+      knob = f"{entry['knob']} = {r['knob_value']}, " if entry["knob"] else ""
+      lines.append(f"- {entry['label']}, {knob}seed {r['seed']}: `{r['command']}`")
+    lines += ["", "</details>"]
   retrained = [(e["label"], r) for e in summary["methods"].values() for r in e.get("front", [])
                if "before_retraining" in r]
   if retrained:

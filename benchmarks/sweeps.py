@@ -548,6 +548,16 @@ def _commit() -> str:
                         text=True, check=False).stdout.strip()
 
 
+def train_command(experiment: Experiment, trial: Trial) -> list[str]:
+  """The trial's training command, run from the repository's root."""
+  directory = workdir(experiment, trial)
+  if directory.is_relative_to(REPO):
+    directory = directory.relative_to(REPO)
+  flags = [f"--config.{k}={v}" for k, v in trial.overrides(experiment).items()]
+  return ["python", "-m", "train.main", f"--config={experiment.config}", f"--workdir={directory}",
+          *flags]
+
+
 def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) -> subprocess.Popen:
   """Starts the trial's training; ``cores``: the CPUs it may use (None: any)."""
   directory = workdir(experiment, trial)
@@ -555,9 +565,7 @@ def launch(experiment: Experiment, trial: Trial, cores: set[int] | None = None) 
   commit = directory / "commit.txt"
   if not commit.exists():
     commit.write_text(_commit() + "\n")
-  flags = [f"--config.{k}={v}" for k, v in trial.overrides(experiment).items()]
-  command = [sys.executable, "-m", "train.main", f"--config={REPO / experiment.config}",
-             f"--workdir={directory}", *flags]
+  command = [sys.executable, *train_command(experiment, trial)[1:]]
   log = open(directory / "log.txt", "a")  # pylint: disable=consider-using-with
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   pin = None if cores is None else functools.partial(os.sched_setaffinity, 0, cores)

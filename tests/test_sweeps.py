@@ -85,6 +85,11 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
          "5.00 ± 2.00 | 10.7 ± 0.6 |" in text
   # the front (2×: 10%, 10×: 3%, 100×: 10%) at the published 50×: 3 + 7·log(5)/log(10)
   assert "| method M | 7.89 (+3.89) |" in text
+  seed1 = next(r for r in entry["seed_rows"] if r["seed"] == 1)
+  assert seed1["command"].startswith(
+      "python -m train.main --config=train/configs/default.py --workdir=")
+  assert "--config.seed=1" in seed1["command"] and "--config.learning_rate=0.2" in seed1["command"]
+  assert f"- method M, pruning_sparsity = 0.9, seed 1: `{seed1['command']}`" in text
 
 
 @pytest.mark.parametrize("cores, workers, expected", [
