@@ -75,13 +75,14 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
           sweeps.Trial(method, "seed", method.reference, best, s) for s in method.seeds]
       front_rows = [_row(experiment, t) for t in front]
       seed_rows = [_row(experiment, t) for t in seeds]
-      missing += [t.id for t, r in zip(front + seeds, front_rows + seed_rows) if r is None]
+      # (seeds[0], the reference at seed 0, is on the front too)
+      missing += [t.id for t, r in zip(front + seeds[1:], front_rows + seed_rows[1:]) if r is None]
       diverged += [r["trial"] for r in front_rows + seed_rows[1:] if r and "diverged" in r]
       trained = lambda rows: [r for r in rows if r and "diverged" not in r]  # noqa: E731
       entry["front"] = sorted(trained(front_rows), key=lambda r: r["compression"])
       done = trained(seed_rows)
       entry["reference"] = {"knob_value": method.reference, "seeds": [r["seed"] for r in done]}
-      entry["seed_rows"] = done[1:]  # (seed 0 is on the front)
+      entry["seed_rows"] = [r for r in done if r["seed"] != 0]  # (seed 0 is on the front)
       for key in ("test_error", "val_error", "compression"):
         values = [r[key] for r in done]
         entry["reference"][f"{key}_mean"] = statistics.fmean(values) if values else None
@@ -232,8 +233,10 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   ax.set_xscale("log")
   errors += [p["error"] for p in summary["published"]]
   # A point that failed (e.g. 69% error) would squash every other into the bottom of the plot:
-  # the axis stops at 4× the median error, and such points are marked at its top with their error.
+  # then the axis stops at 4× the median error, and such points are marked at its top.
   ceiling = 4 * statistics.median(errors) if errors else math.inf
+  if not any(e > ceiling for e in errors):
+    ceiling = math.inf
   for i, entry in enumerate(summary["methods"].values()):
     for r in entry.get("front", []):
       if r["test_error"] > ceiling:

@@ -226,7 +226,8 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
                  ("re-weighted l1", 1.16, 78.1, "paper 002, table 1")))
   if not tuned_apart:
     return experiment
-  return with_tuning(experiment, epochs // 4, functools.partial(_lenet5, tuned_apart=False))
+  return with_tuning(experiment, max(1, epochs // 4),
+                     functools.partial(_lenet5, tuned_apart=False))
 
 
 def _rda_asr(epochs: int = 300) -> Experiment:
@@ -290,8 +291,8 @@ def _lenet5_fashion(epochs: int = 40, tuned_apart: bool = True) -> Experiment:
                  ("LOBSTER", 8.47, 23.3, "LOBSTER paper, table 4")))
   if not tuned_apart:
     return experiment
-  return with_tuning(experiment, epochs // 4, functools.partial(_lenet5_fashion,
-                                                                tuned_apart=False))
+  return with_tuning(experiment, max(1, epochs // 4),
+                     functools.partial(_lenet5_fashion, tuned_apart=False))
 
 
 def _resnet20_cifar10(epochs: int = 10, tuned_apart: bool = True) -> Experiment:
