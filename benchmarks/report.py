@@ -58,7 +58,7 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
     tune = [_row(stage, t) for t in tuning]
     best = sweeps.tuned_setting(experiment, method)
     tried = sorted(t.setting for t in tuning)
-    entry: dict[str, Any] = {"label": method.label, "knob": method.knob,
+    entry: dict[str, Any] = {"label": method.label, "knob": method.knob, "trend": method.trend,
                              "tuned": {"key": method.tune[0], "values": tried,
                                        "grid": list(method.tune[1]), "chosen": best},
                              "note": method.note, "tune": [r for r in tune if r]}
@@ -223,6 +223,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     elif front:
       ax.plot([r["compression"] for r in front], [r["test_error"] for r in front], marker="o",
               color=f"C{i % 10}", label=entry["label"])
+      for r in front if entry.get("trend") else ():
+        ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r["compression"], r["test_error"]),
+                    fontsize=7, color=f"C{i % 10}", xytext=(4, -10), textcoords="offset points")
   # Published points: numbered stars, the names in the legend (long labels beside the stars
   # overlapped wherever two points are close).
   for i, p in enumerate(summary["published"], start=1):

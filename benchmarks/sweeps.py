@@ -56,6 +56,9 @@ class Method:
     tune: (config key, values): the trials on validation; every method gets as many.
     note: what the table says about it.
     seeds: the seeds run at the reference besides seed 0.
+    refine: whether the grid gets its refining trial.
+    trend: the knob is not a sparsity target (e.g. an init scale): the plot labels each point
+      with its value, as the order of compression does not follow it.
   """
   id: str
   label: str
@@ -67,6 +70,7 @@ class Method:
   note: str = ""
   seeds: tuple[int, ...] = SEEDS
   refine: bool = True
+  trend: bool = False
 
   @staticmethod
   def front_order(value: Any) -> Any:
@@ -244,9 +248,9 @@ def _rda_asr(epochs: int = 300) -> Experiment:
   note = "the knob is the init scale s (paper 001, table 1): its trend, not a front"
   methods = (
       Method("rda_asr", "RDA + ASR, λ 1e-4", rda, "init_scale", 3.0, scales,
-             ("rda_gamma", (2.0, 4.0, 8.0)), seeds=(), note=note),
+             ("rda_gamma", (2.0, 4.0, 8.0)), seeds=(), note=note, trend=True),
       Method("rda_asr_l1e-3", "RDA + ASR, λ 1e-3", dict(rda, l1=1e-3), "init_scale", 3.0,
-             scales, ("rda_gamma", (4.0,)), seeds=(), refine=False,
+             scales, ("rda_gamma", (4.0,)), seeds=(), refine=False, trend=True,
              note=note + "; γ as tuned at λ 1e-4"),
   )
   return Experiment(

@@ -539,3 +539,20 @@ def test_the_plot_keeps_a_failed_point_from_squashing_the_others(tmp_path):
   assert low <= 1.3 and 1.9 <= high < 10  # 4× the median error, not 69%
   summary["methods"]["m"]["front"] = front[:2]
   assert 1.9 <= report.plot(summary, tmp_path / "toy.png")[1] < 2.2  # no failure: no cap
+
+
+def test_the_plot_labels_a_trend_by_its_knob_and_a_front_not(tmp_path, monkeypatch):
+  import matplotlib.axes  # pylint: disable=g-import-not-at-top
+  texts = []
+  original = matplotlib.axes.Axes.annotate
+  monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
+                      lambda self, text, *a, **k: texts.append(text) or original(self, text, *a, **k))
+  trend = [dict(compression=c, test_error=e, knob_value=s)
+           for c, e, s in ((4.0, 2.0, 1.0), (1.5, 1.8, 3.0), (1.1, 1.9, 10.0))]
+  summary = dict(label="Toy", epochs=2, published=[],
+                 methods={"t": dict(label="T", knob="init_scale", trend=True, front=trend),
+                          "f": dict(label="F", knob="l1", front=[dict(compression=9.0,
+                                                                      test_error=1.7,
+                                                                      knob_value=1e-5)])})
+  report.plot(summary, tmp_path / "toy.png")
+  assert texts == ["init_scale 1", "init_scale 3", "init_scale 10"]
