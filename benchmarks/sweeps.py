@@ -211,7 +211,8 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
              "l1", 5e-6, (1.5e-6, 5e-6, 1.5e-5, 4e-5), XRDA_LRS_HIGH,
              note="the front of LeNet-300-100 (which reached 313× at 4e-5), for Sparse VD's 280×"),
       Method("sgd", "dense SGD", SGD, None, None, (), SGD_LRS_HIGH, seeds=()),
-      Method("gmp_global", "gradual pruning, global", dict(gradual, pruning_scope="global"),
+      # ERK: the strongest baseline on LeNet-300-100 (1.48 ± 0.08% at 47×).
+      Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
              "pruning_sparsity", 0.99, TARGETS, SGD_LRS_HIGH, seeds=()),
       Method("affine_l1", "affine scaling, re-weighted l1 (greedy)", affine,
              "pruning_sparsity", 0.99, (), SGD_LRS_HIGH, seeds=(),
@@ -288,7 +289,7 @@ def _one_point_each(xrda: dict[str, Any], l1: float, xrda_lrs: tuple[float, ...]
   methods = [
       Method("xrda", "xRDA (log-l1)", xrda, "l1", l1, (), ("learning_rate", xrda_lrs), seeds=()),
       Method("sgd", "dense SGD", SGD, None, None, (), sgd, seeds=()),
-      Method("gmp_global", "gradual pruning, global", dict(gradual, pruning_scope="global"),
+      Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
              "pruning_sparsity", sparsity, (), sgd, seeds=()),
       Method("rigl_erk", "RigL (ERK)", dict(dst, optimizer="rigl"), "dst_sparsity", sparsity, (),
              sgd, seeds=()),
