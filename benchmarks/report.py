@@ -108,6 +108,11 @@ def error_at(front: list[dict[str, Any]], compression: float) -> float | None:
   return next((e for c, e in points if c == compression), None)
 
 
+def _x(compression: float) -> str:
+  """Three significant digits: 1.16× and 313× alike (one decimal hid 1.03 against 1.16)."""
+  return f"{compression:.3g}"
+
+
 def _pm(mean, std, digits=2) -> str:
   if mean is None:
     return "–"
@@ -153,7 +158,7 @@ def markdown(summary: dict[str, Any]) -> str:
             "|---|---|---|---|"]
   for entry in summary["methods"].values():
     for r in entry.get("front", []):
-      lines.append(f"| {entry['label']} | {r['knob_value']} | {r['compression']:.1f} | "
+      lines.append(f"| {entry['label']} | {r['knob_value']} | {_x(r['compression'])} | "
                    f"{r['test_error']:.2f} |")
   commands = [(e, r) for e in summary["methods"].values()
               for r in e.get("front", []) + e.get("seed_rows", []) if "command" in r]
@@ -171,8 +176,8 @@ def markdown(summary: dict[str, Any]) -> str:
               "| test error % |", "|---|---|---|---|---|---|"]
     for label, r in retrained:
       b = r["before_retraining"]
-      lines.append(f"| {label} | {r['knob_value']} | {b['compression']:.1f} | "
-                   f"{b['test_error']:.2f} | {r['compression']:.1f} | {r['test_error']:.2f} |")
+      lines.append(f"| {label} | {r['knob_value']} | {_x(b['compression'])} | "
+                   f"{b['test_error']:.2f} | {_x(r['compression'])} | {r['test_error']:.2f} |")
   sparse = [p for p in summary["published"] if p["compression"] > 1]
   fronts = [(e["label"], e["front"]) for e in summary["methods"].values()
             if len(e.get("front", [])) > 1]
@@ -259,6 +264,11 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     ax.set_yticks([v for v in (0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70)
                    if low <= v <= high])
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  low, high = ax.get_xlim()
+  if high < 10 * low:  # under a decade the log ticks read "1.04×10^0": plain numbers instead
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
   ax.set_xlabel("compression (all parameters / non-zeros), log scale")
   ax.set_ylabel("test error %" + (", log scale" if steep else ""))
   ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")

@@ -189,7 +189,7 @@ def test_the_report_shows_each_front_point_before_and_after_retraining(experimen
   row = summary["methods"]["m"]["front"][0]
   assert row["before_retraining"] == dict(epoch=1, test_error=pytest.approx(30.0),
                                           compression=5.0)
-  assert "| method M | 0.9 | 5.0 | 30.00 | 10.0 | 20.00 |" in report.markdown(summary)
+  assert "| method M | 0.9 | 5 | 30.00 | 10 | 20.00 |" in report.markdown(summary)
 
 
 def test_error_at_a_compression_interpolates_in_log_compression_only_inside_the_front():
