@@ -97,15 +97,28 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
           "missing": missing, "diverged": sorted(set(diverged))}
 
 
+# A front point with over this many times its front's best error failed (e.g. 69% where the
+# front's best is 1.3%): a straight line to it is no trade-off to read a published point on.
+FAILED_FACTOR = 10.0
+
+
+def failed(front: list[dict[str, Any]], row: dict[str, Any]) -> bool:
+  return row["test_error"] > FAILED_FACTOR * min(r["test_error"] for r in front)
+
+
 def error_at(front: list[dict[str, Any]], compression: float) -> float | None:
   """The front's test error at ``compression``, linear in log compression between its two
-  neighbouring points (None outside the front: no extrapolation)."""
-  points = sorted((r["compression"], r["test_error"]) for r in front)
-  for (c0, e0), (c1, e1) in zip(points, points[1:]):
+  neighbouring points (None outside the front, no extrapolation, and next to a failed point)."""
+  rows = sorted(front, key=lambda r: (r["compression"], r["test_error"]))
+  for r0, r1 in zip(rows, rows[1:]):
+    (c0, e0), (c1, e1) = ((r["compression"], r["test_error"]) for r in (r0, r1))
     if c0 <= compression <= c1:
+      if failed(front, r0) or failed(front, r1):
+        return None
       w = 0.0 if c1 == c0 else math.log(compression / c0) / math.log(c1 / c0)
       return e0 + w * (e1 - e0)
-  return next((e for c, e in points if c == compression), None)
+  return next((r["test_error"] for r in rows
+               if r["compression"] == compression and not failed(front, r)), None)
 
 
 def _x(compression: float) -> str:
@@ -184,7 +197,8 @@ def markdown(summary: dict[str, Any]) -> str:
   if sparse and fronts:
     lines += ["", "## Against the published points", "",
               "Each front's test error at the published compression (linear in log compression "
-              "between its neighbouring points; – outside the front), and its gap to the "
+              "between its neighbouring points; – outside the front, or next to a point that "
+              f"failed: over {FAILED_FACTOR:g}× the front's best error), and its gap to the "
               "published error (negative: better).", "",
               "| method | " + " | ".join(f"{p['method']} {p['compression']:g}× @{p['error']}%"
                                         for p in sparse) + " |",

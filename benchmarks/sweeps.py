@@ -348,7 +348,7 @@ EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5,
                # 1000 epochs ended at 34× and rising: twice as long, for its 50× and 115×.
                "lobster_lenet300100_mnist_2000ep": functools.partial(_lobster_long, 2000),
                "lenet5_fashion_mnist": _lenet5_fashion,
-               "resnet20_cifar10": _resnet20_cifar10}  # name -> (epochs=the paper budget) -> Experiment
+               "resnet20_cifar10": _resnet20_cifar10}  # name -> (epochs=its budget) -> Experiment
 
 
 # --------------------------------------------------------------------------- trial state

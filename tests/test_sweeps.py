@@ -1,6 +1,7 @@
 """The sweep runner's plan and selection, and the report, on hand-written metrics files."""
 
 import json
+import math
 
 import pytest
 
@@ -197,6 +198,14 @@ def test_error_at_a_compression_interpolates_in_log_compression_only_inside_the_
   assert report.error_at(front, 100.0) == pytest.approx(2.0)
   assert report.error_at(front, 10.0) == pytest.approx(1.0)
   assert report.error_at(front, 5.0) is None and report.error_at(front, 2000.0) is None
+
+
+def test_error_at_does_not_read_across_a_failed_point():
+  front = [dict(compression=c, test_error=e) for c, e in ((10.0, 1.3), (90.0, 2.3), (300.0, 69.1))]
+  assert report.error_at(front, 50.0) == pytest.approx(1.3 + math.log(5) / math.log(9))
+  assert report.error_at(front, 115.0) is None and report.error_at(front, 300.0) is None
+  front[2]["test_error"] = 12.0  # under 10× the best (1.3%): a steep front, not a failure
+  assert report.error_at(front, 300.0) == pytest.approx(12.0)
 
 
 @pytest.mark.parametrize("name", sorted(sweeps.EXPERIMENTS))
@@ -545,8 +554,12 @@ def test_the_plot_labels_a_trend_by_its_knob_and_a_front_not(tmp_path, monkeypat
   import matplotlib.axes  # pylint: disable=g-import-not-at-top
   texts = []
   original = matplotlib.axes.Axes.annotate
-  monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
-                      lambda self, text, *a, **k: texts.append(text) or original(self, text, *a, **k))
+
+  def annotate(self, text, *args, **kwargs):
+    texts.append(text)
+    return original(self, text, *args, **kwargs)
+
+  monkeypatch.setattr(matplotlib.axes.Axes, "annotate", annotate)
   trend = [dict(compression=c, test_error=e, knob_value=s)
            for c, e, s in ((4.0, 2.0, 1.0), (1.5, 1.8, 3.0), (1.1, 1.9, 10.0))]
   summary = dict(label="Toy", epochs=2, published=[],
