@@ -550,7 +550,8 @@ def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
 
 def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   """The tune trial with the best final validation accuracy (None until all, the refinement
-  included, have finished, or if every one diverged)."""
+  included, have finished, or if every one diverged); a tie goes to the earlier trial, the
+  grid's before its refinement (LeNet-5's xrda: lr 0.5 and 0.25 both 65 errors in 6,000)."""
   scores = _scores(tuning_stage(experiment, method)[0],
                    all_tune_trials(experiment, method))  # (None: grid unfinished)
   if scores is None or max(scores.values()) == -math.inf:
