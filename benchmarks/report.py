@@ -232,6 +232,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(10, 4.5))
+  plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []
   for i, entry in enumerate(summary["methods"].values()):
     front = entry.get("front", [])
@@ -277,10 +278,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_yticks([v for v in (0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70)
                    if low <= v <= high])
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_major_formatter(plain)
   low, high = ax.get_xlim()
   if high < 10 * low:  # under a decade the log ticks read "1.04×10^0": plain numbers instead
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
   ax.set_xlabel("compression (all parameters / non-zeros), log scale")

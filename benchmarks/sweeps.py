@@ -246,7 +246,7 @@ def _rda_asr(epochs: int = 300) -> Experiment:
 
   The final threshold is λ·sqrt(N)/γ (N steps): at λ = 1e-4 it is ~0.009, a seventh of the
   s = 1 init bound of the first layer (0.062), so little can be zeroed; at λ = 1e-3 it is ~0.09,
-  above that bound, as the paper's failing small s needs."""
+  above that bound."""
   rda = dict(optimizer="rda", init="uniform", l1=1e-4, weight_decay=0.0,
              freeze_zeros_epoch=2 * epochs // 3)
   scales = (1.0, 2.0, 3.0, 5.0, 10.0, 100.0, 1000.0)
