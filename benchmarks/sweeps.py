@@ -287,7 +287,9 @@ def _one_point_each(xrda: dict[str, Any], l1: float, xrda_lrs: tuple[float, ...]
                     lobster: dict[str, Any] | None) -> tuple[Method, ...]:
   """One tuned point per method (no front, no extra seeds), the baselines at ``sparsity``."""
   sgd = ("learning_rate", sgd_lrs)
-  gradual = dict(SGD, pruning="gradual", pruning_begin_epoch=max(1, epochs // 20),
+  # At CIFAR-10's 2 tuning epochs pruning starts at once and ends after the first.
+  gradual = dict(SGD, pruning="gradual",
+                 pruning_begin_epoch=min(max(1, epochs // 20), epochs // 2 - 1),
                  pruning_end_epoch=epochs // 2, pruning_frequency=100)
   dst = dict(SGD, dst_distribution="erk", dst_update_steps=100, dst_end_fraction=0.75)
   methods = [
