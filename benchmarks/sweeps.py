@@ -154,9 +154,16 @@ LENET5_SGD_LRS = (0.025, 0.05, 0.1)
 LENET5_XRDA_LRS = (0.25, 0.5, 1.0)
 
 
+def _gradual(epochs: int) -> dict[str, Any]:
+  """Zhu & Gupta's schedule: prune from a twentieth of the budget (at least epoch 1) to half of
+  it; at CIFAR-10's 2 tuning epochs it starts at once and ends after the first."""
+  return dict(SGD, pruning="gradual",
+              pruning_begin_epoch=min(max(1, epochs // 20), epochs // 2 - 1),
+              pruning_end_epoch=epochs // 2, pruning_frequency=100)
+
+
 def _lenet300100(epochs: int = 200) -> Experiment:
-  gradual = dict(SGD, pruning="gradual", pruning_begin_epoch=epochs // 20,
-                 pruning_end_epoch=epochs // 2, pruning_frequency=100)
+  gradual = _gradual(epochs)
   dst = dict(SGD, dst_distribution="erk", dst_update_steps=100, dst_end_fraction=0.75)
   methods = (
       Method("xrda", "xRDA (log-l1)", dict(optimizer="xrda", momentum_timescale=9.5,
@@ -198,8 +205,7 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
   """Caffe LeNet-5 (20-50-500-10): xrda's front and 3 seeds; gradual pruning's front (seed 0);
   affine scaling at paper 002's protocol as far as the budget allows, at one point. Every method
   is tuned at a quarter of the budget: at 100 epochs its 16 tune trials alone would take 14 h."""
-  gradual = dict(SGD, pruning="gradual", pruning_begin_epoch=epochs // 20,
-                 pruning_end_epoch=epochs // 2, pruning_frequency=100)
+  gradual = _gradual(epochs)
   # Paper 002, Table 1: greedy refresh, one layer per iteration, each of the 4 layers twice,
   # then magnitude pruning and retraining. Its 1000 epochs per iteration become a tenth of the
   # budget, and the retraining (silent in the paper) the last fifth; global pruning, as its
@@ -287,10 +293,7 @@ def _one_point_each(xrda: dict[str, Any], l1: float, xrda_lrs: tuple[float, ...]
                     lobster: dict[str, Any] | None) -> tuple[Method, ...]:
   """One tuned point per method (no front, no extra seeds), the baselines at ``sparsity``."""
   sgd = ("learning_rate", sgd_lrs)
-  # At CIFAR-10's 2 tuning epochs pruning starts at once and ends after the first.
-  gradual = dict(SGD, pruning="gradual",
-                 pruning_begin_epoch=min(max(1, epochs // 20), epochs // 2 - 1),
-                 pruning_end_epoch=epochs // 2, pruning_frequency=100)
+  gradual = _gradual(epochs)
   dst = dict(SGD, dst_distribution="erk", dst_update_steps=100, dst_end_fraction=0.75)
   methods = [
       Method("xrda", "xRDA (log-l1)", xrda, "l1", l1, (), ("learning_rate", xrda_lrs), seeds=()),
