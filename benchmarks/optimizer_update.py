@@ -1,7 +1,10 @@
 """Time one optimizer update on a ResNet-18-sized tree (11.2M float32 params) against its
 memory-bandwidth floor.
 
-    python -m benchmarks.optimizer_update [--reps 30]
+    python -m benchmarks.optimizer_update [--reps 30] [--width 1]
+
+`--width N` multiplies every channel count by N (about N² times the params): on a GPU the
+ResNet-18 tree is too small for bytes to dominate launches, so the floor needs a wider one.
 
 Columns: the median and best time; the floor and the time over it (time per byte moved, in
 units of the copy's); the optimizer state in bytes per parameter; and the time per byte moved
@@ -25,18 +28,18 @@ import sparse_optax as so
 from benchmarks.common import machine
 
 
-def resnet18_shapes(num_classes=10):
+def resnet18_shapes(num_classes=10, width=1):
   """Parameter shapes of the CIFAR ResNet-18 (HWIO convs, BatchNorm scale/bias, linear head)."""
-  shapes = [(3, 3, 3, 64), (64,), (64,)]
-  cin = 64
-  for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+  cin = 64 * width
+  shapes = [(3, 3, 3, cin), (cin,), (cin,)]
+  for cout, stride in ((64 * width, 1), (128 * width, 2), (256 * width, 2), (512 * width, 2)):
     for block in range(2):
       s = stride if block == 0 else 1
       shapes += [(3, 3, cin, cout), (cout,), (cout,), (3, 3, cout, cout), (cout,), (cout,)]
       if s != 1 or cin != cout:
         shapes += [(1, 1, cin, cout), (cout,), (cout,)]
       cin = cout
-  return shapes + [(512, num_classes), (num_classes,)]
+  return shapes + [(cin, num_classes), (num_classes,)]
 
 
 def tree_bytes(tree):
@@ -57,17 +60,21 @@ def time_fn(fn, args, reps):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--reps", type=int, default=30)
+  parser.add_argument("--width", type=int, default=1, help="channel multiplier of the tree")
   args = parser.parse_args()
+  if args.width < 1:
+    parser.error(f"--width must be a positive integer, got {args.width}")
 
   keys = jax.random.split(jax.random.key(0), 64)
   params = {f"p{i:02d}": 0.05 * jax.random.normal(keys[i], s)
-            for i, s in enumerate(resnet18_shapes())}
+            for i, s in enumerate(resnet18_shapes(width=args.width))}
   grads = jax.tree.map(lambda x: 0.01 * jnp.ones_like(x), params)
   n = sum(x.size for x in jax.tree.leaves(params))
   pbytes = tree_bytes(params)
 
   print(f"machine: {machine()}")
-  print(f"tree: ResNet-18 CIFAR shapes, {n:,} float32 params ({pbytes / 1e6:.1f} MB)")
+  name = "ResNet-18" if args.width == 1 else f"ResNet-18 x{args.width} width"
+  print(f"tree: {name} CIFAR shapes, {n:,} float32 params ({pbytes / 1e6:.1f} MB)")
 
   copy = jax.jit(lambda t: (jax.tree.map(lambda x: x + 1, t),), donate_argnums=0)
   t_copy, _ = time_fn(copy, (jax.tree.map(jnp.copy, params),), args.reps)
