@@ -17,6 +17,18 @@ from train import input_pipeline, methods, steps
 from train.reporting import to_python
 
 
+def weight_kurtosis(params: Any) -> list[jax.Array | None]:
+  """Per leaf, in leaf order: E[((W - mean) / std)^4] of each weight matrix or kernel (None for
+  vectors). Paper 002 tracks it over its re-weighting iterations: 3 for a Gaussian, higher as
+  the weights concentrate at zero with heavy tails; NaN for a constant leaf."""
+  def kurtosis(x):
+    if x.ndim < 2:
+      return None
+    z = (x - x.mean()) / x.std()
+    return (z ** 4).mean()
+  return [kurtosis(x) for x in jax.tree.leaves(params)]
+
+
 class Evaluator:
   """Evaluates train states on the eval (and validation) split, with every process running the
   same number of equally shaped, padded batches (the eval step is collective)."""
@@ -35,6 +47,8 @@ class Evaluator:
                               in_shardings=(state_shardings, data_sharding),
                               out_shardings=replicated)
     self._sparsity = jax.jit(so.sparsity_summary, in_shardings=(state_shardings["params"],),
+                             out_shardings=replicated)
+    self._kurtosis = jax.jit(weight_kurtosis, in_shardings=(state_shardings["params"],),
                              out_shardings=replicated)
     # On CPU, several queued steps with collectives over fake devices can deadlock. One device
     # has no collectives: there the loop only keeps one step queued, so that the next batch is
@@ -68,6 +82,10 @@ class Evaluator:
       validation = dict(zip(("val_loss", "val_accuracy"),
                             self.loss_and_accuracy(state, config.validation_split)))
     sparsity = to_python(self._sparsity(state["params"]))
+    for stats, kurtosis in zip(sparsity["layers"].values(),
+                               to_python(self._kurtosis(state["params"]))):
+      if kurtosis is not None:
+        stats["kurtosis"] = kurtosis
     with np.errstate(invalid="ignore", divide="ignore"):
       train = to_python(state["train_metrics"].compute())
     step = int(jax.device_get(state["step"]))

@@ -25,6 +25,8 @@ def scalars_for_tensorboard(record: Mapping[str, Any]) -> dict[str, float]:
              if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
   for layer, stats in record.get("layers", {}).items():
     scalars[f"layer_density/{layer}"] = stats["density"]
+    if "kurtosis" in stats:
+      scalars[f"layer_kurtosis/{layer}"] = stats["kurtosis"]
   return scalars
 
 
