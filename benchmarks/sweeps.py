@@ -397,6 +397,16 @@ def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
 DIVERGED = "diverged.txt"  # in a trial's workdir: the loop's message when training diverged
 
 
+def kept_epochs(experiment: Experiment, trial: Trial) -> list[int]:
+  """Epochs whose records the archive keeps besides the last: where RDA + ASR's retraining
+  began, and the end of each of affine scaling's re-weighting iterations (paper 002, Fig. 1)."""
+  o = trial.overrides(experiment)
+  epochs = [] if o.get("freeze_zeros_epoch") is None else [o["freeze_zeros_epoch"]]
+  if o.get("optimizer") == "affine_scaling" and o.get("affine_iterations"):
+    epochs += [o["affine_period_epochs"] * t for t in range(1, o["affine_iterations"] + 1)]
+  return sorted(set(epochs))
+
+
 def _local_final(experiment: Experiment, trial: Trial) -> dict | None:
   diverged = workdir(experiment, trial) / DIVERGED
   if diverged.exists():
@@ -494,9 +504,8 @@ def archive(experiment: Experiment) -> int:
       if "diverged" in record:
         entry["diverged"] = record["diverged"]
       else:
-        retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
-        before = None if retrain is None else record_at(experiment, trial, retrain)
-        entry["records"] = [r for r in (before, record) if r is not None]
+        kept = (record_at(experiment, trial, e) for e in kept_epochs(experiment, trial))
+        entry["records"] = [r for r in kept if r and r["epoch"] < record["epoch"]] + [record]
       if entries.get(trial.id) != entry:
         changed += 1
         entries[trial.id] = entry

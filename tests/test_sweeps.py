@@ -193,6 +193,38 @@ def test_the_report_shows_each_front_point_before_and_after_retraining(experimen
   assert "| method M | 0.9 | 5 | 30.00 | 10 | 20.00 |" in report.markdown(summary)
 
 
+def test_affine_scalings_iterations_are_archived_and_reported_with_their_kurtosis(experiment):
+  import dataclasses
+  import shutil
+  m = dataclasses.replace(experiment.methods[0], front=(), overrides=dict(
+      optimizer="affine_scaling", affine_iterations=2, affine_period_epochs=2,
+      affine_leafwise=True))
+  exp = dataclasses.replace(experiment, overrides=dict(num_epochs=6), methods=(m,))
+  trial = sweeps.tune_trials(m)[0]
+  path = sweeps.workdir(exp, trial) / "metrics.jsonl"
+  path.parent.mkdir(parents=True)
+  layers = lambda epoch: {"a/kernel": {"density": 1.0, "kurtosis": 3.0 + epoch},  # noqa: E731
+                          "a/bias": {"density": 1.0}, "b/kernel": {"kurtosis": 10.0 * epoch}}
+  path.write_text("".join(json.dumps(dict(
+      epoch=e, val_accuracy=0.9 + e / 100, test_accuracy=0.8, compression=float(e), nonzeros=1,
+      layers=layers(e))) + "\n" for e in range(1, 7)))
+  assert sweeps.kept_epochs(exp, trial) == [2, 4]
+  sweeps.archive(exp)
+  entry = json.loads(sweeps.archive_path(exp).read_text())[trial.id]
+  assert [r["epoch"] for r in entry["records"]] == [2, 4, 6]
+  shutil.rmtree(sweeps.RUNS)  # the report reads the iterations from the archive
+  row = report._row(exp, trial)
+  assert [(i["epoch"], i["kurtosis"]) for i in row["iterations"]] == [
+      (2, {"a/kernel": 5.0, "b/kernel": 20.0}), (4, {"a/kernel": 7.0, "b/kernel": 40.0}),
+      (6, {"a/kernel": 9.0, "b/kernel": 60.0})]
+  table = report._iterations_table({"methods": {"m": {"label": "M", "front": [row]}}})
+  assert ("| epoch | refreshed | val error % | test error % | compression × | kurtosis a/kernel |"
+          " kurtosis b/kernel |") in table
+  assert "| 2 | a/kernel | 8.00 | 20.00 | 2 | 5.0 | 20.0 |" in table  # leafwise: a, then b
+  assert "| 4 | b/kernel | 6.00 | 20.00 | 4 | 7.0 | 40.0 |" in table
+  assert "| 6 | pruned, retrained | 4.00 | 20.00 | 6 | 9.0 | 60.0 |" in table
+
+
 def test_error_at_a_compression_interpolates_in_log_compression_only_inside_the_front():
   front = [dict(compression=10.0, test_error=1.0), dict(compression=1000.0, test_error=3.0)]
   assert report.error_at(front, 100.0) == pytest.approx(2.0)
