@@ -38,16 +38,17 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
          "val_error": 100 * (1 - record["val_accuracy"]),
          "test_error": 100 * (1 - record["test_accuracy"]),
          "compression": record["compression"], "nonzeros": record["nonzeros"]}
-  retrain = trial.overrides(experiment).get("freeze_zeros_epoch")
+  overrides = trial.overrides(experiment)
+  retrain = overrides.get("freeze_zeros_epoch")
   before = None if retrain is None else sweeps.record_at(experiment, trial, retrain)
   if before is not None:  # where retraining (zeros frozen) began
     row["before_retraining"] = {"epoch": retrain,
                                 "test_error": 100 * (1 - before["test_accuracy"]),
                                 "compression": before["compression"]}
-  overrides = trial.overrides(experiment)
   if overrides.get("optimizer") == "affine_scaling":
-    kept = [sweeps.record_at(experiment, trial, e) for e in sweeps.kept_epochs(experiment, trial)]
-    row["iterations"] = [_iteration(r) for r in kept + [record] if r]
+    kept = sweeps.records_at(experiment, trial, sweeps.kept_epochs(experiment, trial))
+    row["iterations"] = [_iteration(r) for r in kept if r["epoch"] < record["epoch"]] + [
+        _iteration(record)]
     row["leafwise"] = bool(overrides.get("affine_leafwise"))
   return row
 

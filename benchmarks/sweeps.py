@@ -386,12 +386,18 @@ def last_record(experiment: Experiment, trial: Trial) -> dict | None:
   return None
 
 
-def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
-  """The trial's record of ``epoch`` (None if it has not got there); from the archive when the
-  workdir has not finished the trial but the archive has."""
+def records_at(experiment: Experiment, trial: Trial, epochs: list[int]) -> list[dict]:
+  """The trial's records of ``epochs`` that it has got to, in one read; from the archive when
+  the workdir has not finished the trial but the archive has."""
   entry = None if _local_final(experiment, trial) else _archived_entry(experiment, trial)
   records = _local_records(experiment, trial) if entry is None else entry.get("records", [])
-  return next((r for r in records if r["epoch"] == epoch), None)
+  wanted = set(epochs)
+  return [r for r in records if r["epoch"] in wanted]
+
+
+def record_at(experiment: Experiment, trial: Trial, epoch: int) -> dict | None:
+  """The trial's record of ``epoch`` (None if it has not got there)."""
+  return next(iter(records_at(experiment, trial, [epoch])), None)
 
 
 DIVERGED = "diverged.txt"  # in a trial's workdir: the loop's message when training diverged
@@ -504,8 +510,8 @@ def archive(experiment: Experiment) -> int:
       if "diverged" in record:
         entry["diverged"] = record["diverged"]
       else:
-        kept = (record_at(experiment, trial, e) for e in kept_epochs(experiment, trial))
-        entry["records"] = [r for r in kept if r and r["epoch"] < record["epoch"]] + [record]
+        kept = records_at(experiment, trial, kept_epochs(experiment, trial))
+        entry["records"] = [r for r in kept if r["epoch"] < record["epoch"]] + [record]
       if entries.get(trial.id) != entry:
         changed += 1
         entries[trial.id] = entry
