@@ -306,13 +306,18 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   ceiling = 4 * statistics.median(errors) if errors else math.inf
   if not any(e > ceiling for e in errors):
     ceiling = math.inf
-  for i, entry in enumerate(summary["methods"].values()):
-    for r in entry.get("front", []):
-      if r["test_error"] > ceiling:
-        ax.scatter(r["compression"], ceiling, marker="^", s=60, color=f"C{i % 10}",
-                   clip_on=False, zorder=4)
-        ax.annotate(f"{r['test_error']:.3g}%", (r["compression"], ceiling), fontsize=7,
-                    xytext=(-4, -12), textcoords="offset points", ha="right")
+  above = sorted((r["compression"], r["test_error"], i)
+                 for i, entry in enumerate(summary["methods"].values())
+                 for r in entry.get("front", []) if r["test_error"] > ceiling)
+  row, previous = 0, None
+  for compression, error, i in above:
+    # Points within a third of each other on the log axis get their labels stacked, not overlaid.
+    row = row + 1 if previous is not None and compression < 1.35 * previous else 0
+    previous = compression
+    ax.scatter(compression, ceiling, marker="^", s=60, color=f"C{i % 10}", clip_on=False,
+               zorder=4)
+    ax.annotate(f"{error:.2f}%", (compression, ceiling), fontsize=7, color=f"C{i % 10}",
+                xytext=(-4, -12 - 9 * row), textcoords="offset points", ha="right")
   errors = [e for e in errors if e <= ceiling]
   steep = bool(errors) and min(errors) > 0 and max(errors) > 3 * min(errors)
   if ceiling < math.inf:

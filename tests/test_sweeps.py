@@ -601,3 +601,25 @@ def test_the_plot_labels_a_trend_by_its_knob_and_a_front_not(tmp_path, monkeypat
                                                                       knob_value=1e-5)])})
   report.plot(summary, tmp_path / "toy.png")
   assert texts == ["init_scale 1", "init_scale 3", "init_scale 10"]
+
+
+def test_the_plot_stacks_the_labels_of_failed_points_that_stand_close(tmp_path, monkeypatch):
+  import matplotlib.axes  # pylint: disable=g-import-not-at-top
+  labels = {}
+  original = matplotlib.axes.Axes.annotate
+
+  def annotate(self, text, *args, **kwargs):
+    labels[text] = kwargs.get("xytext")
+    return original(self, text, *args, **kwargs)
+
+  monkeypatch.setattr(matplotlib.axes.Axes, "annotate", annotate)
+  ok = [(10.0, 1.3), (50.0, 1.6)]
+  fronts = {"a": ok + [(283.0, 69.1)], "b": ok + [(283.0, 6.87)], "c": ok + [(330.0, 88.65)],
+            "d": ok + [(10_000.0, 50.0)]}
+  summary = dict(label="Toy", epochs=2, published=[], methods={
+      k: dict(label=k, knob="s", front=[dict(compression=c, test_error=e) for c, e in f])
+      for k, f in fronts.items()})
+  report.plot(summary, tmp_path / "toy.png")
+  close = [labels[t] for t in ("6.87%", "69.10%", "88.65%")]
+  assert len({offset for offset in close}) == 3  # three rows, not one on top of another
+  assert labels["50.00%"] == labels["6.87%"]  # a decade away: back to the first row
