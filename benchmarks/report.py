@@ -82,6 +82,12 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
                 if r is None]
     diverged += [f"{stage.id}/{r['trial']}" if apart else r["trial"] for r in tune
                  if r and "diverged" in r]
+    if apart:  # settings passed over because their full-budget reference run diverged
+      passed = [sweeps.Trial(method, "front", method.reference, v, 0) for v in tried]
+      passed = [t for t in passed if t.setting != best
+                and "diverged" in (sweeps.final_record(experiment, t) or {})]
+      entry["tuned"]["diverged_at_full_budget"] = [t.setting for t in passed]
+      diverged += [t.id for t in passed]
     if best is not None:
       values = sorted({*method.front, method.reference}, key=method.front_order)
       first = "front" if apart else "tune"  # the stage that trained the reference at seed 0
@@ -151,8 +157,10 @@ def _pm(mean, std, digits=2) -> str:
 def _edge(tuned: dict[str, Any]) -> str:
   """Says when the choice is the smallest or largest value tried: the best may lie beyond."""
   values, chosen = tuned["values"], tuned["chosen"]
-  return "; on the edge" if chosen is not None and len(values) > 1 and chosen in (
-      min(values), max(values)) else ""
+  passed = "".join(f"; {v} diverged at the full budget"
+                   for v in tuned.get("diverged_at_full_budget", []))
+  return passed + ("; on the edge" if chosen is not None and len(values) > 1 and chosen in (
+      min(values), max(values)) else "")
 
 
 def _tuned_at(summary: dict[str, Any]) -> str:

@@ -623,3 +623,32 @@ def test_the_plot_stacks_the_labels_of_failed_points_that_stand_close(tmp_path, 
   close = [labels[t] for t in ("6.87%", "69.10%", "88.65%")]
   assert len({offset for offset in close}) == 3  # three rows, not one on top of another
   assert labels["50.00%"] == labels["6.87%"]  # a decade away: back to the first row
+
+
+def test_a_setting_whose_full_budget_run_diverged_gives_way_to_the_next_best(experiment):
+  import shutil
+  full = _toy_tuned_apart()
+  stage, m = full.tuning, full.methods[0]
+  low, high = sweeps.plan(stage, list(stage.methods))[0][:2]
+  _finish(stage, low, val=0.90, test=0.99, compression=10.0, epoch=1)
+  _finish(stage, high, val=0.95, test=0.80, compression=10.0, epoch=1)
+  assert sweeps.tuned_setting(full, m) == 0.2
+  reference = sweeps.Trial(m, "front", m.reference, 0.2, 0)
+  assert reference in sweeps.plan(full, [m])[0]
+  sweeps.workdir(full, reference).mkdir(parents=True)
+  (sweeps.workdir(full, reference) / sweeps.DIVERGED).write_text("Training diverged\n")
+  assert sweeps.tuned_setting(full, m) == 0.1
+  ready, _ = sweeps.plan(full, [m])
+  assert ready and all(t.setting == 0.1 for t in ready)
+  fallback = sweeps.Trial(m, "front", m.reference, 0.1, 0)
+  sweeps.workdir(full, fallback).mkdir(parents=True)
+  (sweeps.workdir(full, fallback) / sweeps.DIVERGED).write_text("Training diverged\n")
+  assert sweeps.tuned_setting(full, m) is None  # every setting diverged at the full budget
+  summary = report.summarize(full)
+  assert summary["methods"]["m"]["tuned"]["diverged_at_full_budget"] == [0.1, 0.2]
+  shutil.rmtree(sweeps.workdir(full, fallback))
+  summary = report.summarize(full)
+  assert summary["methods"]["m"]["tuned"]["chosen"] == 0.1
+  assert summary["methods"]["m"]["tuned"]["diverged_at_full_budget"] == [0.2]
+  assert "0.2 diverged at the full budget" in report.markdown(summary)
+  assert reference.id in summary["diverged"]
