@@ -608,11 +608,9 @@ def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], li
     best = tuned_setting(experiment, method)
     later = [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
     later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
-    if best is None:
-      stage, tuned = tuning_stage(experiment, method)
-      grid = _scores(stage, tune_trials(tuned))
-      every_diverged = grid is not None and max(grid.values()) == -math.inf
-      waiting += [] if every_diverged else later  # (every setting diverged: nothing more to run)
+    if best is None:  # tuning unfinished, or every setting diverged: nothing more to run
+      tuned = _scores(tuning_stage(experiment, method)[0], all_tune_trials(experiment, method))
+      waiting += [] if tuned is not None else later
     else:
       ready += later
   return [t for t in ready if not finished(experiment, t)], waiting

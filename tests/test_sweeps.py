@@ -644,6 +644,7 @@ def test_a_setting_whose_full_budget_run_diverged_gives_way_to_the_next_best(exp
   sweeps.workdir(full, fallback).mkdir(parents=True)
   (sweeps.workdir(full, fallback) / sweeps.DIVERGED).write_text("Training diverged\n")
   assert sweeps.tuned_setting(full, m) is None  # every setting diverged at the full budget
+  assert sweeps.plan(full, [m]) == ([], [])  # nothing left to wait for
   summary = report.summarize(full)
   assert summary["methods"]["m"]["tuned"]["diverged_at_full_budget"] == [0.1, 0.2]
   shutil.rmtree(sweeps.workdir(full, fallback))
