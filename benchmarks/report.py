@@ -83,11 +83,9 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
     diverged += [f"{stage.id}/{r['trial']}" if apart else r["trial"] for r in tune
                  if r and "diverged" in r]
     if apart:  # settings passed over because their full-budget reference run diverged
-      passed = [sweeps.Trial(method, "front", method.reference, v, 0) for v in tried]
-      passed = [t for t in passed if t.setting != best
-                and "diverged" in (sweeps.final_record(experiment, t) or {})]
-      entry["tuned"]["diverged_at_full_budget"] = [t.setting for t in passed]
-      diverged += [t.id for t in passed]
+      passed = [v for v in tried if sweeps.diverged_at_full_budget(experiment, method, v)]
+      entry["tuned"]["diverged_at_full_budget"] = passed
+      diverged += [sweeps.Trial(method, "front", method.reference, v, 0).id for v in passed]
     if best is not None:
       values = sorted({*method.front, method.reference}, key=method.front_order)
       first = "front" if apart else "tune"  # the stage that trained the reference at seed 0

@@ -590,12 +590,18 @@ def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   for setting in sorted(scores, key=lambda s: -scores[s]):  # stable: ties keep their order
     if scores[setting] == -math.inf:
       return None
-    if experiment.tuning is None:
-      return setting
-    record = final_record(experiment, Trial(method, "front", method.reference, setting, 0))
-    if record is None or "diverged" not in record:
+    if not diverged_at_full_budget(experiment, method, setting):
       return setting
   return None
+
+
+def diverged_at_full_budget(experiment: Experiment, method: Method, setting: Any) -> bool:
+  """Whether the method, tuned at a shorter budget, diverged at ``setting`` when its reference
+  trained the full budget (a tuning stage at the full budget cannot diverge after choosing)."""
+  if experiment.tuning is None:
+    return False
+  record = final_record(experiment, Trial(method, "front", method.reference, setting, 0))
+  return record is not None and "diverged" in record
 
 
 def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
