@@ -762,6 +762,9 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
     ready += [(experiment, t) for t in now]
     waiting += later
   ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running.keys() | failed]
+  # Longest first (stable): a full-budget run that one method's tuning unlocked starts before
+  # the other methods' short tune trials, so the queue does not end on long runs alone.
+  ready.sort(key=lambda pair: -pair[0].overrides["num_epochs"])
   while ready and len(running) < workers and not stop:
     experiment, trial = ready.pop(0)
     if _training_elsewhere(workdir(experiment, trial)):  # e.g. left by a runner killed hard

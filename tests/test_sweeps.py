@@ -653,3 +653,21 @@ def test_a_setting_whose_full_budget_run_diverged_gives_way_to_the_next_best(exp
   assert summary["methods"]["m"]["tuned"]["diverged_at_full_budget"] == [0.2]
   assert "0.2 diverged at the full budget" in report.markdown(summary)
   assert reference.id in summary["diverged"]
+
+
+def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(
+    experiment, monkeypatch):
+  full = _toy_tuned_apart()
+  stage = full.tuning
+  first, second = stage.methods
+  for trial in sweeps.tune_trials(first):  # the first method's tuning is done, the second's not
+    _finish(stage, trial, val=0.9, test=0.9, compression=10.0, epoch=1)
+  launched = []
+  monkeypatch.setattr(sweeps, "launch", lambda exp, trial, cores: launched.append(
+      (exp.id, trial.method.id)) or type("Running", (), {"poll": lambda self: None})())
+  queue = [(stage, list(stage.methods)), (full, list(full.methods))]
+  sweeps._step(queue, 2, {}, [0, 1], [None, None], set(), [])
+  assert launched == [("toy4", first.id), ("toy4", first.id)]
+  launched.clear()
+  sweeps._step(queue, 7, {}, list(range(7)), [None] * 7, set(), [])
+  assert launched == [("toy4", first.id)] * 5 + [("toy4_tuning", second.id)] * 2  # 3 + 2 seeds
