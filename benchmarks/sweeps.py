@@ -688,7 +688,8 @@ def _diverged(directory: Path) -> bool:
 
 def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
   """Runs the queue's trials, ``workers`` at a time: an experiment's before the next one's,
-  which fill the workers while the first one's wait for their tuning."""
+  which fill the workers while the first one's wait for their tuning; within an experiment and
+  its tuning stage, the longest trials first."""
   running: dict[str, tuple[subprocess.Popen, int]] = {}
   free = list(range(workers))
   slots = core_slots(workers)
@@ -766,9 +767,15 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
     ready += [(experiment, t) for t in now]
     waiting += later
   ready = [(e, t) for e, t in ready if f"{e.id}/{t.id}" not in running.keys() | failed]
-  # Longest first (stable): a full-budget run that one method's tuning unlocked starts before
-  # the other methods' short tune trials, so the queue does not end on long runs alone.
-  ready.sort(key=lambda pair: -pair[0].overrides["num_epochs"])
+  # Experiments in the queue's order (a tuning stage with its experiment), within one the
+  # longest first (stable): a full-budget run that one method's tuning unlocked starts before
+  # the other methods' short tune trials, so the experiment does not end on long runs alone.
+  order: dict[str, int] = {}
+  for experiment, _ in queue:
+    order.setdefault(experiment.id, len(order))
+    if experiment.tuning is not None:
+      order[experiment.tuning.id] = order[experiment.id]
+  ready.sort(key=lambda pair: (order[pair[0].id], -pair[0].overrides["num_epochs"]))
   while ready and len(running) < workers and not stop:
     experiment, trial = ready.pop(0)
     if _training_elsewhere(workdir(experiment, trial)):  # e.g. left by a runner killed hard

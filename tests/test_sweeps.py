@@ -665,9 +665,12 @@ def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(
   launched = []
   monkeypatch.setattr(sweeps, "launch", lambda exp, trial, cores: launched.append(
       (exp.id, trial.method.id)) or type("Running", (), {"poll": lambda self: None})())
-  queue = [(stage, list(stage.methods)), (full, list(full.methods))]
+  later = _toy_tuned_apart(8)  # queued after: its 2-epoch tune trials wait for toy4's 1-epoch
+  queue = [(stage, list(stage.methods)), (full, list(full.methods)),
+           (later.tuning, list(later.tuning.methods)), (later, list(later.methods))]
   sweeps._step(queue, 2, {}, [0, 1], [None, None], set(), [])
   assert launched == [("toy4", first.id), ("toy4", first.id)]
   launched.clear()
-  sweeps._step(queue, 7, {}, list(range(7)), [None] * 7, set(), [])
-  assert launched == [("toy4", first.id)] * 5 + [("toy4_tuning", second.id)] * 2  # 3 + 2 seeds
+  sweeps._step(queue, 9, {}, list(range(9)), [None] * 9, set(), [])
+  assert launched == [("toy4", first.id)] * 5 + [("toy4_tuning", second.id)] * 2 + [
+      ("toy8_tuning", first.id)] * 2  # toy4's 3 front points + 2 seeds, then its tuning
