@@ -708,6 +708,7 @@ def run(queue: list[tuple[Experiment, list[Method]]], workers: int) -> None:
     raise SystemExit(128 + stop[0])
 
 
+FINISHED = "finished: every trial is done; `python -m benchmarks.report --all` writes the results"
 STOP_GRACE_S = 600  # for a training's checkpoint; then (or at a second signal) it is killed
 
 
@@ -787,6 +788,8 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
   if not running:
     if waiting or failed:
       print(f"stopped: {len(failed)} failed, {len(waiting)} waiting on them", flush=True)
+    else:
+      print(FINISHED, flush=True)
     return False
   return True
 
@@ -817,12 +820,16 @@ def main(argv: list[str] | None = None) -> None:
       queue.append((stage, [known[s] for s in wanted if s in known] if wanted
                     else list(stage.methods)))
   if args.plan:
+    left = 0
     for experiment, methods in queue:
       ready, waiting = plan(experiment, methods)
       for t in ready:
         print("ready  ", experiment.id, t.id)
       for t in waiting:
         print("waiting", experiment.id, t.id)
+      left += len(ready) + len(waiting)
+    if not left:
+      print(FINISHED)
     return
   run(queue, args.workers)
 

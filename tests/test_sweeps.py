@@ -121,7 +121,7 @@ def test_the_plan_of_several_experiments_keeps_their_order(experiment, capsys):
 
 
 def test_the_runner_runs_the_queue_on_separate_cores_and_then_what_the_tuning_unlocked(
-    experiment, monkeypatch):
+    experiment, monkeypatch, capsys):
   launched = []
 
   class Finished:  # a trial that has trained every epoch by the time it is polled
@@ -149,6 +149,7 @@ def test_the_runner_runs_the_queue_on_separate_cores_and_then_what_the_tuning_un
   assert all(sweeps.finished(experiment, t) for t in sweeps.plan(experiment,
                                                                   list(experiment.methods))[0])
   assert not sweeps.plan(experiment, list(experiment.methods))[0]
+  assert capsys.readouterr().out.splitlines()[-1] == sweeps.FINISHED
 
 
 def test_a_diverged_trial_is_an_outcome_that_the_tuning_passes_over(experiment, monkeypatch):
