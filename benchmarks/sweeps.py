@@ -777,6 +777,7 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
     if experiment.tuning is not None:
       order[experiment.tuning.id] = order[experiment.id]
   ready.sort(key=lambda pair: (order[pair[0].id], -pair[0].overrides["num_epochs"]))
+  all_done = not (ready or waiting or failed)  # not if a ready one trains under another runner
   while ready and len(running) < workers and not stop:
     experiment, trial = ready.pop(0)
     if _training_elsewhere(workdir(experiment, trial)):  # e.g. left by a runner killed hard
@@ -788,7 +789,7 @@ def _step(queue: list[tuple[Experiment, list[Method]]], workers: int,
   if not running:
     if waiting or failed:
       print(f"stopped: {len(failed)} failed, {len(waiting)} waiting on them", flush=True)
-    else:
+    elif all_done:
       print(FINISHED, flush=True)
     return False
   return True

@@ -467,6 +467,19 @@ def test_a_workdir_that_another_training_holds_is_left_alone(experiment, monkeyp
   assert not sweeps._training_elsewhere(directory)  # released with its holder
 
 
+def test_the_runner_does_not_call_done_what_another_runner_trains(experiment, monkeypatch,
+                                                                 capsys):
+  trial = sweeps.tune_trials(experiment.methods[0])[0]
+  monkeypatch.setattr(sweeps, "plan", lambda exp, methods: ([trial], []))
+  monkeypatch.setattr(sweeps, "_training_elsewhere", lambda directory: True)
+  assert not sweeps._step([(experiment, [experiment.methods[0]])], 2, {}, [0, 1], [None, None],
+                          set(), [])
+  assert sweeps.FINISHED not in capsys.readouterr().out
+  monkeypatch.setattr(sweeps, "plan", lambda exp, methods: ([], []))
+  sweeps._step([(experiment, [experiment.methods[0]])], 2, {}, [0, 1], [None, None], set(), [])
+  assert capsys.readouterr().out.splitlines() == [sweeps.FINISHED]
+
+
 def test_an_archived_outcome_counts_only_for_the_definition_it_trained(experiment):
   import dataclasses
   import shutil
