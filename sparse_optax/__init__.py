@@ -8,7 +8,8 @@ Primitives (each usable alone inside any ``optax.chain``):
 * :func:`log_l1_weights`, :func:`uniform_l1_weights` — l1 weights (adaptive
   log-l1: unstructured, kernel, channel).
 * :func:`accumulated_threshold` — the dual-averaged threshold :math:`\\lambda B`.
-* :func:`soft_threshold` — the proximal step.
+* :func:`soft_threshold` — the proximal step; with ``sparsity=``, at the strength
+  that leaves that fraction of zeros (:func:`target_state` reads it back).
 * :func:`freeze_zeros` — zero weights stay zero.
 
 Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
@@ -75,6 +76,11 @@ from sparse_optax._reweighting import (
     log_l1_weights,
     uniform_l1_weights,
 )
+from sparse_optax._target import (
+    SCOPES as TARGET_SCOPES,
+    SparsityTargetState,
+    target_state,
+)
 from sparse_optax._schedules import (
     cosine_averaging,
     cosine_decay,
@@ -100,6 +106,8 @@ __all__ = (
     "STRUCTURES",
     "ScaleByTimescaleMomentumState",
     "SoftThresholdState",
+    "SparsityTargetState",
+    "TARGET_SCOPES",
     "Weighting",
     "accumulated_threshold",
     "affine_scaling",
@@ -129,6 +137,7 @@ __all__ = (
     "set_",
     "soft_threshold",
     "sparsity_summary",
+    "target_state",
     "to_compact",
     "uniform_l1_weights",
     "xrda",

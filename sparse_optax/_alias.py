@@ -18,11 +18,28 @@ def _weights_or_uniform(weights: _base.Weighting | None, mask: _base.Mask | None
   return uniform_l1_weights(mask) if weights is None else weights
 
 
+def _prox(who, l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every):
+  """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for."""
+  if sparsity is None:
+    if scope != "global" or (_base.is_concrete(solve_every) and solve_every != 1):
+      raise ValueError(f"{who}: scope and solve_every say how a sparsity target is met; "
+                       "without sparsity= there is none.")
+    if l1 is None:
+      raise ValueError(f"{who}: give l1 (the l1 strength) or sparsity (the fraction of zeros "
+                       "wanted, and the strength follows).")
+    return soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask)
+  return soft_threshold(accumulated_threshold(1.0, learning_rate, averaging, weights), mask,
+                        sparsity=sparsity, scope=scope, solve_every=solve_every, initial_l1=l1)
+
+
 def xrda(
     learning_rate: optax.ScalarOrSchedule,
     averaging: optax.ScalarOrSchedule,
-    l1: optax.ScalarOrSchedule,
+    l1: optax.ScalarOrSchedule | None = None,
     *,
+    sparsity: optax.ScalarOrSchedule | None = None,
+    scope: str = "global",
+    solve_every: int | None = 1,
     momentum_timescale: optax.ScalarOrSchedule,
     maximum_factor: optax.ScalarOrSchedule | None = None,
     beta: optax.ScalarOrSchedule | None = None,
@@ -124,14 +141,17 @@ def xrda(
       scale_by_timescale_momentum(learning_rate, momentum_timescale, accumulator_dtype),
       optax.scale_by_learning_rate(learning_rate),
       dual_averaging(averaging),
-      soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask),
+      _prox("xrda", l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every),
   )
 
 
 def rda(
     gamma: optax.ScalarOrSchedule,
-    l1: optax.ScalarOrSchedule,
+    l1: optax.ScalarOrSchedule | None = None,
     *,
+    sparsity: optax.ScalarOrSchedule | None = None,
+    scope: str = "global",
+    solve_every: int | None = 1,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weights: _base.Weighting | None = None,
     mask: _base.Mask | None = None,
@@ -179,15 +199,18 @@ def rda(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(step),
       dual_averaging(alpha, center="initial"),
-      soft_threshold(accumulated_threshold(l1, step, alpha, _weights_or_uniform(weights, mask)),
-                     mask),
+      _prox("rda", l1, step, alpha, _weights_or_uniform(weights, mask), mask, sparsity, scope,
+            solve_every),
   )
 
 
 def prox_sgd(
     learning_rate: optax.ScalarOrSchedule,
-    l1: optax.ScalarOrSchedule,
+    l1: optax.ScalarOrSchedule | None = None,
     *,
+    sparsity: optax.ScalarOrSchedule | None = None,
+    scope: str = "global",
+    solve_every: int | None = 1,
     momentum: float | None = None,
     nesterov: bool = False,
     weight_decay: optax.ScalarOrSchedule = 0.0,
@@ -228,7 +251,6 @@ def prox_sgd(
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
-      soft_threshold(
-          accumulated_threshold(l1, learning_rate, 0.0, _weights_or_uniform(weights, mask)),
-          mask),
+      _prox("prox_sgd", l1, learning_rate, 0.0, _weights_or_uniform(weights, mask), mask,
+            sparsity, scope, solve_every),
   )

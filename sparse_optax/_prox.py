@@ -10,6 +10,7 @@ import optax
 
 from sparse_optax import _base
 from sparse_optax import _reweighting
+from sparse_optax import _target
 
 
 class AccumulatedThresholdState(NamedTuple):
@@ -119,6 +120,9 @@ def accumulated_threshold(
 class SoftThresholdState(NamedTuple):
   count: jax.Array  # int32
   threshold: Any  # the Weighting's state, () for a scalar threshold
+  # With a sparsity target: the strength λ used at this step and the density it left,
+  # per group (see SparsityTargetState); () without one.
+  target: Any = ()
 
 
 def _soft(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -129,6 +133,12 @@ def _soft(x: jax.Array, t: jax.Array) -> jax.Array:
 def soft_threshold(
     threshold: optax.ScalarOrSchedule | _base.Weighting,
     mask: _base.Mask | None = None,
+    *,
+    sparsity: optax.ScalarOrSchedule | None = None,
+    scope: str = "global",
+    solve_every: int | None = 1,
+    gain: float = 0.5,
+    initial_l1: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Soft-threshold proximal step, the prox of :math:`\sum_i t_i |\theta_i|`.
 
@@ -148,16 +158,58 @@ def soft_threshold(
   * After :func:`dual_averaging` with the same :math:`\alpha` in
     :func:`accumulated_threshold`: xRDA / RDA.
 
+  **Sparsity target.** With ``sparsity`` :math:`S_n`, the threshold is a scale
+  and the step applies :math:`\lambda_n t_n`, with the strength
+  :math:`\lambda_n` chosen so that the fraction :math:`S_n` of the weights in
+  ``mask`` is exactly zero afterwards:
+
+  .. math::
+    \lambda_n = \min\{\lambda : \#\{i : |\hat\theta_i| \le \lambda t_i\} \ge
+    \lfloor S_n N \rfloor\},
+
+  the :math:`\lfloor S_n N\rfloor`-th smallest ratio :math:`|\hat\theta_i| / t_i`.
+  After :func:`dual_averaging` this is magnitude pruning of the dual average
+  :math:`z` rather than of the weights, with each ratio scaled by its l1 weight
+  (the log-l1 weights decide which layers and kernels give up weights) and the
+  survivors shrunk by :math:`\lambda_n t_i` as l1 shrinks them: a weight
+  pruned at one step comes back when its dual average grows. Pass the
+  threshold without a strength, e.g. ``accumulated_threshold(1.0, ...)``.
+
+  The exact :math:`\lambda_n` takes 31 bisection passes of a count over the
+  masked weights' ratios (sum reductions that shard like the params). It is
+  solved every ``solve_every`` steps, at step 0 and wherever a target rises
+  from 0; in between :math:`\lambda` follows the density :math:`d_n` of the
+  params the step receives (what the last step left),
+  :math:`\lambda_n = \lambda_{n-1}(d_n/d^*_n)^{\text{gain}}` (the factor
+  clipped to :math:`[1/4, 4]`), which costs one count a step and lets the
+  count drift around the target. ``solve_every=1`` is the exact quantile at
+  every step; ``None`` solves once and then only follows.
+
   Args:
-    threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`.
+    threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`;
+      with ``sparsity``, the scale that :math:`\lambda_n` multiplies.
     mask: the leaves that are thresholded, a tree of bools (the params'
       structure or a prefix) or a callable ``params -> tree``; the others keep
       their update. Default: leaves with ``ndim >= 2`` (not biases or
       normalisation scales).
+    sparsity: target fraction of zeros :math:`S_n \in [0, 1)`, a float or a
+      schedule (e.g. :func:`polynomial_sparsity`, to ramp it up and hold it).
+    scope: how the target is spread: ``"global"`` (one :math:`\lambda` for all
+      masked leaves, so that the weights decide how sparse each leaf gets),
+      ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
+      ``"erk"`` (each leaf at its :func:`erk_densities` share).
+    solve_every: steps between exact solves (an int, or ``None``: at the start
+      only).
+    gain: exponent of the feedback law between solves.
+    initial_l1: the strength at step 0 instead of a solve; the first solve is
+      then at step ``solve_every``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``; put it
-    last in a chain.
+    last in a chain. With a target, ``state.target.l1`` is the strength used
+    at the last step and ``state.target.density`` the density of the params
+    that step received, one entry per group (one for ``"global"``, one per
+    masked leaf otherwise); :func:`target_state` finds them in a chain.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, sparse_optax as so
@@ -167,16 +219,44 @@ def soft_threshold(
     >>> updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
     >>> optax.apply_updates(params, updates)  # the bias is not thresholded
     {'b': Array([0.02], dtype=float32), 'w': Array([[ 0.95,  0.  , -0.45]], dtype=float32)}
+
+    With a target, two of the four weights are zero, whatever their scale:
+
+    >>> tx = so.soft_threshold(1.0, sparsity=0.5)
+    >>> w = jnp.array([[3.0, -0.2, -1.0, 0.5]])
+    >>> updates, state = tx.update(jnp.zeros_like(w), tx.init(w), w)
+    >>> optax.apply_updates(w, updates) == 0
+    Array([[False,  True, False,  True]], dtype=bool)
+    >>> state.target.l1  # the 2nd smallest |w|, so that it is zeroed too
+    Array([0.5], dtype=float32)
   """
   is_weighting = isinstance(threshold, _base.Weighting)
   if not is_weighting:
     _base.check_hparam("threshold", threshold)
+  targeted = sparsity is not None
+  if targeted:
+    _target.check_target(sparsity, scope, solve_every, gain)
+    if initial_l1 is not None:
+      _base.check_hparam("initial_l1", initial_l1, allow_schedule=False)
+  elif initial_l1 is not None:
+    raise ValueError("soft_threshold: initial_l1 starts a sparsity target's control; give "
+                     "sparsity= too, or put the strength in the threshold.")
+
+  def grouping(params):
+    leaves = jax.tree.leaves(params)
+    selected = jax.tree.leaves(_base.resolve_mask("soft_threshold", mask, params))
+    if leaves and not any(selected):
+      raise ValueError(
+          "soft_threshold: a sparsity target, but the mask selects no leaf of the params, so "
+          "there is nothing to make sparse. Check mask= (default: leaves with ndim >= 2).")
+    return _target.groups(selected, leaves, scope)
 
   def init_fn(params):
     _base.check_float_params("soft_threshold", params)
     _base.resolve_mask("soft_threshold", mask, params)
     inner = threshold.init(params) if is_weighting else ()
-    return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
+    target = _target.init(len(grouping(params).sizes)) if targeted else ()
+    return SoftThresholdState(jnp.zeros([], jnp.int32), inner, target)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -189,11 +269,27 @@ def soft_threshold(
       t, inner = jax.tree.map(lambda _: value, params), ()
 
     selected = _base.resolve_mask("soft_threshold", mask, params)
+    leaves, treedef = jax.tree.flatten(params)
+    target = state.target
+    if targeted:
+      groups = grouping(params)
+      candidates = [p + u for p, u in zip(leaves, treedef.flatten_up_to(updates))]
+      scales = treedef.flatten_up_to(t)
+      densities = _target.target_densities(_base.value_at(sparsity, state.count), scope,
+                                           leaves, groups)
+      initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
+      reached = _target.densities_of(leaves, groups)
+      lam = _target.strengths(target, state.count, densities, reached, candidates, scales,
+                              groups, solve_every=solve_every, gain=gain, initial=initial)
+      target = _target.SparsityTargetState(lam, reached)
+      t = treedef.unflatten([s if thr is None else thr for s, thr in
+                             zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 
-    def step(p, u, ti, m):
-      return (_soft(p + u, ti) - p).astype(p.dtype) if m else u
-
-    out = jax.tree.map(step, params, updates, t, selected)
-    return out, SoftThresholdState(optax.safe_increment(state.count), inner)
+    soft = [_soft(p + u, ti) if m else None for p, u, ti, m in zip(
+        leaves, treedef.flatten_up_to(updates), treedef.flatten_up_to(t),
+        treedef.flatten_up_to(selected))]
+    out = treedef.unflatten([u if x is None else (x - p).astype(p.dtype) for p, u, x in zip(
+        leaves, treedef.flatten_up_to(updates), soft)])
+    return out, SoftThresholdState(optax.safe_increment(state.count), inner, target)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -44,6 +44,11 @@ class XRDA:
     self.B = np.zeros_like(self.r)
 
   def step(self, theta, g, *, s, alpha, lam, wd, T, Tb, F):
+    z, B = self.dual(theta, g, s=s, alpha=alpha, wd=wd, T=T, Tb=Tb, F=F)
+    return soft(z, lam * B)
+
+  def dual(self, theta, g, *, s, alpha, wd, T, Tb, F):
+    """The step up to the prox: the new dual average z and threshold scale B."""
     theta = np.asarray(theta, np.float64)
     g = np.asarray(g, np.float64) + wd * theta
     mu_b = math.exp(-s / Tb)
@@ -58,7 +63,31 @@ class XRDA:
     mu = math.exp(-s / T)
     self.v = mu * self.v + (1 - mu) * g
     self.z = self.z - s * self.v
-    return np.sign(self.z) * np.maximum(np.abs(self.z) - lam * self.B, 0)
+    return self.z, self.B
+
+
+def soft(z, t):
+  return np.sign(z) * np.maximum(np.abs(z) - t, 0)
+
+
+def target_strength(zs, scales, sparsity):
+  """The sparsity target's exact strength over leaves ``zs`` with threshold scales ``scales``:
+  the k-th smallest |z| / t (k = floor(S N)), raised by 2^-20 as the library does."""
+  ratios = []
+  for z, t in zip(zs, scales):
+    a = np.abs(z)
+    t = np.broadcast_to(t, a.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+      ratios.append(np.where(a == 0, 0.0, a / t).ravel())
+  ratios = np.sort(np.concatenate(ratios))
+  k = math.floor(sparsity * ratios.size)
+  return 0.0 if k == 0 else ratios[k - 1] * (1 + 2.0 ** -20)
+
+
+def feedback_strength(lam, density, target_density, size, gain):
+  """λ moved by the density d the params have: λ (d / d*)^gain, the factor within [1/4, 4]."""
+  factor = (max(density, 1 / size) / max(target_density, 1 / size)) ** gain
+  return lam * min(max(factor, 0.25), 4.0)
 
 
 def rda_closed_form(theta0, grads, gamma, lam):

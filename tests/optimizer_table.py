@@ -27,6 +27,16 @@ OPTIMIZERS = [
     ("xrda_const", so.xrda,
      dict(learning_rate=0.05, averaging=0.9, l1=1e-3, momentum_timescale=0.5, beta=0.1)),
     ("rda", so.rda, dict(gamma=0.5, l1=2e-2)),
+    # Sparsity targets: the counts behind λ are global sums, so sharded == replicated.
+    ("xrda_target", so.xrda,
+     dict(learning_rate=so.cosine_decay(0.3, TOTAL), averaging=so.cosine_averaging(TOTAL),
+          sparsity=so.polynomial_sparsity(0.8, 0, TOTAL // 2), momentum_timescale=2.0,
+          maximum_factor=20.0, weight_decay=1e-4)),
+    ("xrda_target_kernel_erk_feedback", so.xrda,
+     dict(learning_rate=0.05, averaging=0.9, sparsity=0.7, momentum_timescale=0.5,
+          structure="kernel", scope="erk", solve_every=None)),
+    ("prox_sgd_target_layer", so.prox_sgd,
+     dict(learning_rate=0.05, sparsity=0.6, momentum=0.9, scope="layer", solve_every=7)),
     ("prox_sgd", so.prox_sgd, dict(learning_rate=0.05, l1=1e-2)),
     ("prox_sgd_momentum", so.prox_sgd,
      dict(learning_rate=optax.cosine_decay_schedule(0.05, TOTAL), l1=1e-2, momentum=0.9,
@@ -79,6 +89,9 @@ class Case(NamedTuple):
   exact_zeros: bool = True  # the chain writes exact zeros (LOBSTER only shrinks)
   zeroed: float = 1.0  # the fraction of a sparse target's zeros it reaches exactly
   finds_support: bool = True  # keeps a tiny sparse target's support (see SPARSE_GOAL)
+  # Absolute tolerance between runs that differ only in rounding (inject_hyperparams): a
+  # target's λ is a ratio of the weights, so an ulp there moves every survivor.
+  atol: float = 1e-7
 
 
 def _after_sgd(tx):
@@ -96,6 +109,24 @@ TRANSFORMS = [
            strength=2e-3) for s in so.STRUCTURES),
     Case("xrda_uniform", so.xrda,
          lambda l1: dict(_XRDA, l1=l1, weights=so.uniform_l1_weights()), strength=2e-3),
+    # Sparsity targets: SPARSE_GOAL has 30 zeros in its 42 masked weights (0.715 -> 30).
+    Case("xrda_target", so.xrda, lambda s: dict(_XRDA, sparsity=s), strength=0.715, atol=1e-6),
+    Case("xrda_target_feedback", so.xrda, lambda s: dict(_XRDA, sparsity=s, solve_every=None),
+         strength=0.715),
+    Case("xrda_target_kernel_layer", so.xrda,
+         lambda s: dict(_XRDA, sparsity=s, structure="kernel", scope="layer"), strength=0.715,
+         finds_support=False),  # each leaf at 71.5%: w keeps 1 of its 3
+    Case("xrda_target_erk", so.xrda, lambda s: dict(_XRDA, sparsity=s, scope="erk",
+                                                     solve_every=10),
+         strength=0.715, finds_support=False),
+    Case("rda_target", so.rda, lambda s: dict(gamma=0.5, sparsity=s), strength=0.715),
+    Case("prox_sgd_target", so.prox_sgd, lambda s: dict(learning_rate=0.1, sparsity=s),
+         strength=0.715),
+    Case("soft_threshold_target", so.soft_threshold,
+         lambda s: dict(threshold=so.accumulated_threshold(
+             1.0, 0.1, 0.5, so.log_l1_weights(0.1, 1.0, maximum_factor=20.0)), sparsity=s),
+         lambda tx: optax.chain(so.scale_by_timescale_momentum(0.1, 1.0), optax.scale(-0.1),
+                                so.dual_averaging(0.5), tx), strength=0.715),
     Case("rda", so.rda, lambda l1: dict(gamma=0.5, l1=l1), strength=2e-2),
     Case("prox_sgd", so.prox_sgd, lambda l1: dict(learning_rate=0.1, l1=l1), strength=2e-2),
     Case("prox_sgd_momentum", so.prox_sgd,

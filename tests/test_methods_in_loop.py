@@ -210,3 +210,76 @@ def test_sparse_from_scratch_keeps_each_layer_at_its_density(tmp_path, optimizer
     for key in first:
       layer = layer[str(key)]
     assert np.count_nonzero(layer["kernel"]) == layer["kernel"].size
+
+
+def _kernel_density(record):
+  """The density of the l1-penalised weights (the model's kernels) in a record."""
+  layers = [v for k, v in record["layers"].items() if k.endswith("kernel")]
+  return sum(v["density"] * v["total"] for v in layers) / sum(v["total"] for v in layers)
+
+
+@pytest.mark.parametrize("optimizer", ["xrda", "rda", "prox_sgd"])
+def test_l1_sparsity_reaches_its_target_and_logs_the_strength(tmp_path, optimizer):
+  extra = dict(init="uniform", init_scale=2.0) if optimizer == "rda" else {}
+  _run(tmp_path, optimizer=optimizer, l1_sparsity=0.8, l1_sparsity_end_epoch=1, **extra)
+  records = _records(tmp_path)
+  assert all(isinstance(r["l1"], float) for r in records)
+  assert records[0]["l1"] > 0  # (the cosine step size is 0 at the very last step: any λ does)
+  assert _kernel_density(records[-1]) == pytest.approx(0.2, abs=2e-3)
+  # l1_density is that of the params the last step received: one step behind the record.
+  assert records[-1]["l1_density"] == pytest.approx(0.2, abs=0.02)
+
+
+def test_l1_sparsity_per_layer_logs_one_strength_per_kernel(tmp_path):
+  _run(tmp_path, optimizer="xrda", l1_sparsity=0.5, l1_sparsity_scope="layer", num_epochs=1)
+  record = _records(tmp_path)[-1]
+  kernels = {k: v for k, v in record["layers"].items() if k.endswith("kernel")}
+  assert len(record["l1"]) == len(kernels)
+  for name, layer in kernels.items():
+    assert layer["density"] == pytest.approx(0.5, abs=1 / layer["total"] + 1e-6), name
+
+
+def test_l1_sparsity_resumes_exactly(tmp_path):
+  overrides = dict(optimizer="xrda", l1_sparsity=0.7, l1_sparsity_end_epoch=2, l1_solve_every=3)
+  _run(tmp_path / "whole", **overrides)
+
+  def stop(step):
+    if step == 5:
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / "cut", hooks=[stop], **overrides)
+  _run(tmp_path / "cut", **overrides)
+  import jax
+  _, whole = _latest_checkpoint(tmp_path / "whole")
+  _, cut = _latest_checkpoint(tmp_path / "cut")
+  jax.tree.map(np.testing.assert_array_equal, cut, whole)
+
+
+def test_init_from_starts_at_another_runs_params(tmp_path):
+  _run(tmp_path / "dense", optimizer="sgd", learning_rate=0.05, num_epochs=1)
+  _, dense = _latest_checkpoint(tmp_path / "dense")
+  # A step size of 0 moves nothing (but the rounding of xRDA's α z + (1 − α) θ): the sparse
+  # run ends where the dense one did.
+  _run(tmp_path / "sparse", optimizer="xrda", l1=0.0, learning_rate=0.0, weight_decay=0.0,
+       num_epochs=1, init_from=str(tmp_path / "dense"))
+  _, sparse = _latest_checkpoint(tmp_path / "sparse")
+  import jax
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               sparse["params"], dense["params"])
+  with pytest.raises(ValueError, match="holds no checkpoint"):
+    _run(tmp_path / "other", init_from=str(tmp_path / "nowhere"))
+  with pytest.raises(ValueError, match="do not fit this config's model"):
+    _run(tmp_path / "other2", model="lenet5", dataset="mnist", init_from=str(tmp_path / "dense"))
+
+
+def test_l1_sparsity_bad_values(tmp_path):
+  for overrides, match in (
+      (dict(l1_sparsity=1.0), r"l1_sparsity must lie in \[0, 1\)"),
+      (dict(l1_sparsity=0.9, optimizer="sgd"), "target for the l1 methods"),
+      (dict(l1_sparsity=0.9, l1_sparsity_begin_epoch=1, l1_sparsity_end_epoch=1),
+       "must be after l1_sparsity_begin_epoch"),
+      (dict(l1_sparsity=0.9, l1_sparsity_end_epoch=3), "ends after the run"),
+      (dict(l1_sparsity=0.9, l1_sparsity_scope="model"), "Unknown l1_sparsity_scope"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      _run(tmp_path, **overrides)

@@ -104,7 +104,7 @@ def test_inject_hyperparams_equals_the_plain_factory(case):
   for tx in (_tx(case), _tx(case, factory=injected_factory)):
     results.append(_train(tx, START, _loss(GOAL), 5))
   (plain, _), (injected, state) = results
-  chex.assert_trees_all_close(injected, plain, rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(injected, plain, rtol=1e-6, atol=case.atol)
   inject_state = _find(state)
   numeric = {k for k, v in inspect.signature(case.factory).parameters.items()
              if isinstance(kwargs.get(k, v.default), (int, float)) and not isinstance(

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -30,7 +31,9 @@ RESUMABLE_CHANGES = frozenset({
 
 # Fields added after runs were started, each with the value that trains as those runs did: a
 # saved config without one resumes as if it had that value.
-ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterations": None}
+ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterations": None,
+                "l1_sparsity": None, "l1_sparsity_begin_epoch": 0, "l1_sparsity_end_epoch": 0,
+                "l1_sparsity_scope": "global", "l1_solve_every": 1, "init_from": None}
 
 
 def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -106,6 +109,43 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def start_from(workdir: str | Path, state: dict[str, Any], tx: Any) -> dict[str, Any]:
+  """``state`` with the params and BatchNorm statistics of ``workdir``'s latest checkpoint.
+
+  The optimizer state is built anew from those params (xRDA's dual average and RDA's
+  centre start there), and the step count starts at 0: a trained dense model to sparsify.
+  """
+  directory = Path(workdir) / "checkpoints"
+  manager = ocp.CheckpointManager(directory.resolve(),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise ValueError(f"config.init_from: {directory} holds no checkpoint to start from.")
+    saved = manager.restore(step, args=ocp.args.StandardRestore())
+  finally:
+    manager.close()
+  out = dict(state)
+  for key in ("params", "batch_stats"):
+    # By path: a checkpoint read without a target has string keys where the model has ints.
+    theirs = {_path(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved.get(key, {}))}
+    mine = jax.tree_util.tree_leaves_with_path(state[key])
+    if set(theirs) != {_path(p) for p, _ in mine} or any(
+        np.shape(theirs[_path(p)]) != x.shape for p, x in mine):
+      raise ValueError(
+          f"config.init_from: the {key} of {directory} (step {step}) do not fit this config's "
+          "model; start from a run of the same model and dataset.")
+    out[key] = jax.tree_util.tree_map_with_path(
+        lambda p, x: jax.numpy.asarray(theirs[_path(p)], x.dtype), state[key])
+  out["opt_state"] = tx.init(out["params"])
+  logging.info("Starting from the params of %s, step %d.", directory, step)
+  return out
+
+
+def _path(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def _is_mismatch(error: Exception) -> bool:

@@ -58,6 +58,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_name("affine_method", config.affine_method, so.AFFINE_SCALING_METHODS)
   check_name("sharding", config.sharding, steps.SHARDINGS)
   check_name("dst_distribution", config.dst_distribution, so.DISTRIBUTIONS)
+  check_name("l1_sparsity_scope", config.l1_sparsity_scope, so.TARGET_SCOPES)
+  if config.l1_sparsity is not None:
+    if config.optimizer not in methods.L1_METHODS:
+      raise ValueError(f"config.l1_sparsity is a target for the l1 methods "
+                       f"({', '.join(methods.L1_METHODS)}); config.optimizer is "
+                       f"{config.optimizer!r}. Pruning and RigL/SET take theirs in "
+                       "pruning_sparsity and dst_sparsity.")
+    if not 0 <= config.l1_sparsity < 1:
+      raise ValueError(f"config.l1_sparsity must lie in [0, 1); got {config.l1_sparsity}.")
+    if config.l1_sparsity_end_epoch and (
+        config.l1_sparsity_end_epoch <= config.l1_sparsity_begin_epoch):
+      raise ValueError("config.l1_sparsity_end_epoch must be after l1_sparsity_begin_epoch (or "
+                       f"0: no ramp); got {config.l1_sparsity_begin_epoch} and "
+                       f"{config.l1_sparsity_end_epoch}.")
+    if max(config.l1_sparsity_begin_epoch, config.l1_sparsity_end_epoch) > config.num_epochs:
+      raise ValueError("config.l1_sparsity's ramp ends after the run (num_epochs="
+                       f"{config.num_epochs}); the target would never be reached.")
+    if config.l1_solve_every < 0:
+      raise ValueError(f"config.l1_solve_every must be >= 0; got {config.l1_solve_every}.")
   for field in ("dst_sparsity", "dst_end_fraction", "dst_drop_fraction"):
     if not 0 <= config[field] <= 1:
       raise ValueError(f"config.{field} must lie in [0, 1]; got {config[field]}.")

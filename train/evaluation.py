@@ -89,6 +89,12 @@ class Evaluator:
     with np.errstate(invalid="ignore", divide="ignore"):
       train = to_python(state["train_metrics"].compute())
     step = int(jax.device_get(state["step"]))
+    target = {}
+    found = so.target_state(state["opt_state"])
+    if found is not None:  # λ of the last step, and the penalised weights' density it left
+      lam, dens = to_python(found.l1), to_python(found.density)
+      target = {"l1": lam[0] if len(lam) == 1 else lam,
+                "l1_density": dens[0] if len(dens) == 1 else dens}
     return {
         "epoch": epoch,
         "step": step,
@@ -98,6 +104,7 @@ class Evaluator:
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
         **validation,
+        **target,
         **{k: sparsity[k] for k in ("density", "compression", "nonzeros", "total", "kernels",
                                     "zero_kernels", "channels", "zero_channels")},
         "epoch_time_s": epoch_time,

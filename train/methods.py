@@ -28,6 +28,7 @@ import models
 import sparse_optax as so
 
 L1_WEIGHTS = ("log", "uniform")
+L1_METHODS = ("xrda", "rda", "prox_sgd")  # the methods config.l1 or config.l1_sparsity drives
 PRUNINGS = ("none", "once", "gradual")
 ACCUMULATOR_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # None: the params' dtype
 LR_SCHEDULES = ("cosine", "constant")
@@ -120,6 +121,27 @@ def not_normalization(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def l1_target(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
+  """The strength arguments of xrda, rda and prox_sgd: ``l1=config.l1``, or a sparsity target.
+
+  ``config.l1_sparsity`` replaces λ by the fraction of zeros wanted: held from
+  ``l1_sparsity_begin_epoch``, or ramped to it on Zhu & Gupta's cubic schedule when
+  ``l1_sparsity_end_epoch`` is later (then held). ``config.l1`` is not used then.
+  """
+  if config.l1_sparsity is None:
+    return {"l1": config.l1}
+  begin = config.l1_sparsity_begin_epoch * run.steps_per_epoch
+  end = config.l1_sparsity_end_epoch * run.steps_per_epoch
+  if end > begin:
+    sparsity = so.polynomial_sparsity(config.l1_sparsity, begin, end)
+  elif begin == 0:
+    sparsity = config.l1_sparsity
+  else:
+    sparsity = lambda n: jnp.where(n >= begin, config.l1_sparsity, 0.0)  # noqa: E731
+  return {"sparsity": sparsity, "scope": config.l1_sparsity_scope,
+          "solve_every": config.l1_solve_every or None}
+
+
 # --------------------------------------------------------------------------- the methods
 
 
@@ -131,9 +153,10 @@ def _xrda(config, run):
     if config.structure != "unstructured":
       raise ValueError("config.l1_weights='uniform' is plain l1, which has no structure; got "
                        f"config.structure={config.structure!r}.")
-    return so.xrda(lr, averaging, config.l1, momentum_timescale=config.momentum_timescale,
-                   weight_decay=config.weight_decay, weights=so.uniform_l1_weights())
-  return so.xrda(lr, averaging, config.l1,
+    return so.xrda(lr, averaging, momentum_timescale=config.momentum_timescale,
+                   weight_decay=config.weight_decay, weights=so.uniform_l1_weights(),
+                   **l1_target(config, run))
+  return so.xrda(lr, averaging, **l1_target(config, run),
                  momentum_timescale=config.momentum_timescale,
                  magnitude_timescale=config.magnitude_timescale,
                  maximum_factor=config.maximum_factor,
@@ -148,14 +171,14 @@ def _xrda(config, run):
               f"raise config.rda_gamma (now {config.rda_gamma}): the first step is 1/γ"))
 def _rda(config, run):
   """Xiao's RDA around the initial point (paper 001); step 1/(γ√n)."""
-  del run
-  return so.rda(config.rda_gamma, config.l1, weight_decay=config.weight_decay)
+  return so.rda(config.rda_gamma, weight_decay=config.weight_decay, **l1_target(config, run))
 
 
 @register("prox_sgd")
 def _prox_sgd(config, run):
   """(Momentum) SGD then soft-thresholding by λ·s."""
-  return so.prox_sgd(learning_rate(config, run), config.l1, momentum=config.momentum or None,
+  return so.prox_sgd(learning_rate(config, run), **l1_target(config, run),
+                     momentum=config.momentum or None,
                      nesterov=config.nesterov, weight_decay=config.weight_decay)
 
 

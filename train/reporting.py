@@ -37,7 +37,8 @@ def format_record(record: Mapping[str, Any]) -> str:
           f"density {record['density']:.4f} compression {record['compression']:.1f}x  "
           f"zero kernels {record['zero_kernels']}/{record['kernels']} "
           f"channels {record['zero_channels']}/{record['channels']}  "
-          f"({record['epoch_time_s']:.0f}s)")
+          + (f"λ {record['l1']:.3g}  " if isinstance(record.get("l1"), float) else "")
+          + f"({record['epoch_time_s']:.0f}s)")
 
 
 class Reporter:

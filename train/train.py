@@ -166,6 +166,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   callbacks = [method.callback(config)] if method.callback is not None else []
   tx = methods.create_optimizer(config, total_steps, steps_per_epoch)
   model, state = steps.create_train_state(config, info, tx, {c.name: c.state() for c in callbacks})
+  if config.init_from is not None:
+    state = checkpointing.start_from(config.init_from, state, tx)
   shardings = steps.state_shardings(state, mesh, config.sharding)
   state = jax.device_put(state, shardings)
   checkpoints = checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)

@@ -40,7 +40,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd)
   config.lr_schedule = "cosine"  # "cosine": s = s_0 (1 + cos(π (n+1)/N)) / 2; or "constant"
   config.averaging = "cosine"  # xrda α_n: "cosine" α = (1 − cos(π (n+1)/N)) / 2, "zero", "one"
-  config.l1 = 1e-6  # λ (xrda, rda, prox_sgd)
+  config.l1 = 1e-6  # λ (xrda, rda, prox_sgd); not used when l1_sparsity is set
+  # Or ask xrda, rda, prox_sgd for a sparsity: the fraction of the l1-penalised weights that are
+  # exactly zero, with λ found at every step (sparse_optax.soft_threshold's target). Held from
+  # l1_sparsity_begin_epoch, or ramped to it (cubic) when l1_sparsity_end_epoch is later.
+  config.l1_sparsity = config_dict.placeholder(float)
+  config.l1_sparsity_begin_epoch = 0
+  config.l1_sparsity_end_epoch = 0
+  config.l1_sparsity_scope = "global"  # "global" (the l1 weights decide), "layer" or "erk"
+  # Steps between exact solves of λ (31 passes of a count); between them λ follows the count
+  # by feedback. 0: solve once at the start, then feedback only.
+  config.l1_solve_every = 1
   config.momentum_timescale = 9.5  # T (xrda)
   config.magnitude_timescale = config_dict.placeholder(float)  # T_b (xrda); None: T
   config.maximum_factor = 500.0  # F (xrda): log-l1 weights range over [1, F]
@@ -93,6 +103,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Run.
   config.seed = 0
+  # Start from the params (and BatchNorm statistics) of another run's latest checkpoint, e.g.
+  # a trained dense model to sparsify: the workdir of a run of the same model and dataset.
+  config.init_from = config_dict.placeholder(str)
   config.max_checkpoints_to_keep = 2
   config.checkpoint_every_steps = 0  # also every this many steps; 0: at epoch ends only
   config.sharding = "replicated"  # "fsdp": params and optimizer state split over the devices

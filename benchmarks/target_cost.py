@@ -1,0 +1,82 @@
+"""The cost of a sparsity target: xrda's update with ``sparsity=`` against plain xrda's, on the
+ResNet-18-sized tree of ``benchmarks/optimizer_update.py`` (11.2M float32 params).
+
+    python -m benchmarks.target_cost [--steps 200] [--repeats 3] [--width 1]
+
+An exact solve of λ costs 31 passes of a count over the masked weights and runs every
+``solve_every`` steps; the steps between pay one count (the feedback). So each row times
+``--steps`` consecutive jitted updates (a multiple of every period, params and state donated)
+and reports the mean time per step; the column ``vs xrda`` divides it by plain xrda's (fixed λ)
+in the same structure. Each row is measured ``--repeats`` times: median and best.
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import sparse_optax as so
+from benchmarks.common import machine
+from benchmarks.optimizer_update import resnet18_shapes
+
+SOLVE_EVERY = (1, 10, 100, None)
+
+
+def mean_step_time(tx, params, grads, steps: int, repeats: int) -> list[float]:
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  fn = jax.jit(step, donate_argnums=(0, 1))
+  p, s = jax.tree.map(jnp.copy, params), tx.init(params)
+  p, s = jax.block_until_ready(fn(p, s, grads))  # compile; the count is now 1
+  means = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      p, s = fn(p, s, grads)
+    jax.block_until_ready((p, s))
+    means.append((time.perf_counter() - t0) / steps)
+  return means
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=200)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--width", type=int, default=1, help="channel multiplier of the tree")
+  args = parser.parse_args()
+  if args.steps % 100:
+    parser.error("--steps must be a multiple of 100 (every solve period in a whole number)")
+
+  keys = jax.random.split(jax.random.key(0), 64)
+  params = {f"p{i:02d}": 0.05 * jax.random.normal(keys[i], s)
+            for i, s in enumerate(resnet18_shapes(width=args.width))}
+  grads = jax.tree.map(lambda x: 0.01 * jax.random.normal(keys[-1], x.shape), params)
+  n = sum(x.size for x in jax.tree.leaves(params))
+  print(f"machine: {machine()}")
+  print(f"tree: ResNet-18 x{args.width} CIFAR shapes, {n:,} float32 params; mean of "
+        f"{args.steps} consecutive updates, {args.repeats} repeats\n")
+  print(f"{'update':44s} {'median ms':>10s} {'best ms':>8s} {'vs xrda':>8s}")
+  total = 1000
+  lr, alpha = so.cosine_decay(1.0, total), so.cosine_averaging(total)
+  for structure in ("unstructured", "kernel"):
+    base = None
+    rows = [("xrda, l1=1e-6", dict(l1=1e-6))] + [
+        (f"xrda, sparsity=0.9, solve_every={k}", dict(sparsity=0.9, solve_every=k))
+        for k in SOLVE_EVERY]
+    for name, kwargs in rows:
+      tx = so.xrda(lr, alpha, momentum_timescale=9.5, weight_decay=5e-4, structure=structure,
+                   **kwargs)
+      means = mean_step_time(tx, params, grads, args.steps, args.repeats)
+      med = statistics.median(means)
+      base = base or med
+      print(f"{structure + ' ' + name:44s} {med * 1e3:10.2f} {min(means) * 1e3:8.2f} "
+            f"{med / base:8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,230 @@
+"""Sparsity targets: the soft-threshold strength λ found from the fraction of zeros wanted,
+checked against a NumPy transcription (tests/numpy_reference.py), on a toy problem, and for
+bad input. The common optax checks, sharding and the loop run them from their own tables."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sparse_optax as so
+from tests import numpy_reference as ref
+
+HP = dict(wd=1e-4, T=1.0, Tb=1.0, F=20.0)
+LR, ALPHA = 0.1, 0.5
+STEPS = 12
+
+
+def _params(seed=0):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  return {"a": 0.5 * jax.random.normal(keys[0], (6, 5)),
+          "b": 0.5 * jax.random.normal(keys[1], (3, 3, 2, 4)),
+          "bias": jax.random.normal(keys[2], (4,))}
+
+
+def _grad(step, params):
+  key = jax.random.fold_in(jax.random.key(7), step)
+  return {k: 0.3 * jax.random.normal(jax.random.fold_in(key, i), x.shape)
+          for i, (k, x) in enumerate(sorted(params.items()))}
+
+
+def _xrda(structure="unstructured", **target):
+  return so.xrda(LR, ALPHA, momentum_timescale=HP["T"], maximum_factor=HP["F"],
+                 weight_decay=HP["wd"], structure=structure, **target)
+
+
+def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, gain=0.5):
+  """NumPy xRDA whose λ follows the target: exact every ``solve_every`` steps (and at step 0,
+  and where the target rises from 0), feedback from the params' density in between."""
+  theta = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  refs = {k: ref.XRDA(v, structure if v.ndim == 4 else "unstructured") for k, v in theta.items()}
+  masked = ["a", "b"]
+  groups = [masked] if scope == "global" else [[k] for k in masked]
+  lam = np.zeros(len(groups))
+  history = []
+  for n in range(STEPS):
+    s_n = sparsity(n) if callable(sparsity) else sparsity
+    if scope == "erk":
+      dens = [float(d) for d in so.erk_densities([theta[k].shape for k in masked], 1 - s_n)]
+    else:
+      dens = [1 - s_n] * len(groups)
+    g = _grad(n, params)
+    duals = {k: refs[k].dual(theta[k], np.asarray(g[k], np.float64), s=LR, alpha=ALPHA, **HP)
+             for k in theta}
+    for i, group in enumerate(groups):
+      size = sum(theta[k].size for k in group)
+      if dens[i] >= 1:
+        lam[i] = 0.0
+        continue
+      reached = sum(np.count_nonzero(theta[k]) for k in group) / size
+      carried = ref.feedback_strength(lam[i], reached, dens[i], size, gain)
+      due = n == 0 or (solve_every is not None and n % solve_every == 0) or carried <= 0
+      lam[i] = (ref.target_strength([duals[k][0] for k in group], [duals[k][1] for k in group],
+                                    1 - dens[i]) if due else carried)
+    for i, group in enumerate(groups):
+      for k in group:
+        theta[k] = ref.soft(duals[k][0], lam[i] * duals[k][1])
+    theta["bias"] = duals["bias"][0]  # no l1: B = 0
+    history.append(({k: v.copy() for k, v in theta.items()}, lam.copy()))
+  return history
+
+
+def _jax_run(tx, params):
+  state = tx.init(params)
+  history = []
+  for n in range(STEPS):
+    updates, state = tx.update(_grad(n, params), state, params)
+    params = optax.apply_updates(params, updates)
+    history.append((params, so.target_state(state).l1))
+  return history
+
+
+CASES = [
+    ("unstructured", "global", 1),
+    ("kernel", "global", 1),
+    ("unstructured", "layer", 1),
+    ("kernel", "erk", 1),
+    ("unstructured", "global", None),  # solve once, then feedback
+    ("kernel", "layer", 4),  # feedback between solves
+]
+
+
+@pytest.mark.parametrize("structure,scope,solve_every", CASES)
+def test_xrda_with_a_target_matches_numpy(structure, scope, solve_every):
+  sparsity = so.polynomial_sparsity(0.75, 0, 8)  # from 0: the first solves are the rises
+  params = _params()
+  got = _jax_run(_xrda(structure, sparsity=sparsity, scope=scope, solve_every=solve_every),
+                 params)
+  want = _numpy_run(params, structure, sparsity, scope=scope, solve_every=solve_every)
+  for n, ((p, lam), (q, lam_ref)) in enumerate(zip(got, want)):
+    np.testing.assert_allclose(lam, lam_ref, rtol=2e-4, err_msg=f"λ at step {n}")
+    for k in q:
+      np.testing.assert_array_equal(np.asarray(p[k]) == 0, q[k] == 0, err_msg=f"{k} step {n}")
+      np.testing.assert_allclose(p[k], q[k], rtol=2e-4, atol=2e-6, err_msg=f"{k} step {n}")
+
+
+def test_an_exact_solve_leaves_the_target_count_of_zeros():
+  params = _params()
+  masked = params["a"].size + params["b"].size
+  for sparsity in (0.3, 0.75, 0.97):
+    p = _jax_run(_xrda("kernel", sparsity=sparsity), params)[-1][0]
+    zeros = int(jnp.sum(p["a"] == 0) + jnp.sum(p["b"] == 0))
+    assert zeros == math.floor(sparsity * masked), sparsity
+
+
+def test_erk_scope_gives_each_leaf_its_erk_share():
+  params = _params()
+  p = _jax_run(_xrda(sparsity=0.6, scope="erk"), params)[-1][0]
+  want = so.erk_densities([params["a"].shape, params["b"].shape], 0.4)
+  for k, d in zip(("a", "b"), want):
+    kept = int(jnp.count_nonzero(p[k]))
+    assert kept == p[k].size - math.floor((1 - float(d)) * p[k].size), k
+
+
+def _regression(seed=0):
+  """y = X w* with a 10%-dense w* (256 x 64): the l1 methods should find about its support."""
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+  x = jax.random.normal(k1, (512, 256))
+  w = jnp.where(jax.random.uniform(k2, (256, 64)) < 0.1, jax.random.normal(k3, (256, 64)), 0.0)
+  loss = lambda p: jnp.mean((x @ p["w"] + p["b"][None] - x @ w) ** 2)  # noqa: E731
+  return loss, {"w": 0.1 * jax.random.normal(k4, (256, 64)), "b": jnp.zeros(64)}
+
+
+@pytest.mark.parametrize("name", ["xrda", "xrda_feedback", "xrda_every_25", "prox_sgd", "rda"])
+def test_a_toy_problem_reaches_its_target(name):
+  total, target = 600, 0.9
+  ramp = so.polynomial_sparsity(target, 0, total // 2)
+  lr, averaging = so.cosine_decay(0.4, total), so.cosine_averaging(total)
+  tx = {
+      "xrda": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0),
+      "xrda_feedback": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0,
+                                       solve_every=None),
+      "xrda_every_25": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0,
+                                       solve_every=25),
+      "prox_sgd": lambda: so.prox_sgd(0.05, sparsity=ramp, momentum=0.9, solve_every=None),
+      "rda": lambda: so.rda(0.25, sparsity=ramp),
+  }[name]()
+  loss, params = _regression()
+
+  @jax.jit
+  def step(p, s):
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  state = tx.init(params)
+  start = float(loss(params))
+  for _ in range(total):
+    params, state = step(params, state)
+  kept, wanted = int(jnp.count_nonzero(params["w"])), params["w"].size - math.floor(
+      target * params["w"].size)
+  assert abs(kept - wanted) <= 0.01 * wanted, (kept, wanted)
+  assert float(loss(params)) < 0.15 * start
+
+
+def test_the_target_is_a_hyperparameter_under_inject_hyperparams():
+  tx = optax.inject_hyperparams(so.prox_sgd)(learning_rate=0.1, sparsity=0.5)
+  w = {"w": jax.random.normal(jax.random.key(0), (10, 10))}
+  state = tx.init(w)
+  zero = jax.tree.map(jnp.zeros_like, w)
+  step = jax.jit(tx.update)
+  for _ in range(2):
+    u, state = step(zero, state, w)
+    w = optax.apply_updates(w, u)
+  assert int(jnp.sum(w["w"] == 0)) == 50
+  state.hyperparams["sparsity"] = jnp.asarray(0.8)
+  for _ in range(2):
+    u, state = step(zero, state, w)
+    w = optax.apply_updates(w, u)
+  assert int(jnp.sum(w["w"] == 0)) == 80
+
+
+def test_an_explicit_l1_starts_the_control():
+  params = _params()
+  tx = _xrda(l1=3e-3, sparsity=0.5, solve_every=None)
+  state = tx.init(params)
+  _, state = tx.update(_grad(0, params), state, params)
+  np.testing.assert_allclose(so.target_state(state).l1, [3e-3])
+
+
+def test_the_state_reports_the_strength_and_density_per_group():
+  params = _params()
+  tx = _xrda(sparsity=0.5, scope="layer")
+  state = tx.init(params)
+  for n in range(2):
+    updates, state = tx.update(_grad(n, params), state, params)
+    params = optax.apply_updates(params, updates)
+  target = so.target_state(state)
+  assert target.l1.shape == target.density.shape == (2,)  # a, b; the bias has no l1
+  assert np.all(np.asarray(target.l1) > 0)
+  np.testing.assert_allclose(target.density, [1 / 2, 1 / 2], atol=1 / 30)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(sparsity=1.0), ValueError, r"sparsity must lie in \[0, 1\)"),
+    (dict(sparsity=-0.1), ValueError, "non-negative"),
+    (dict(sparsity=float("nan")), ValueError, "NaN"),
+    (dict(sparsity="0.9"), TypeError, "must be a number"),
+    (dict(sparsity=0.9, scope="model"), ValueError, "scope must be one of"),
+    (dict(sparsity=0.9, solve_every=0), ValueError, "solve_every must be an int >= 1"),
+    (dict(sparsity=0.9, solve_every=2.5), TypeError, "solve_every must be an int"),
+    (dict(), ValueError, "give l1 .* or sparsity"),
+    (dict(l1=1e-3, scope="layer"), ValueError, "without sparsity= there is none"),
+])
+def test_bad_targets_are_refused(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    _xrda(**kwargs)
+
+
+def test_a_target_whose_mask_selects_nothing_is_refused():
+  tx = so.prox_sgd(0.1, sparsity=0.5)
+  with pytest.raises(ValueError, match="mask selects no leaf"):
+    tx.init({"bias": jnp.ones(3)})
+  tx.init({})  # an empty group (optax.masked, multi_transform) has nothing to refuse
+
+
+def test_initial_l1_needs_a_target():
+  with pytest.raises(ValueError, match="initial_l1 starts a sparsity target"):
+    so.soft_threshold(0.1, initial_l1=1.0)
