@@ -65,6 +65,21 @@ def xrda(
     z &\leftarrow z - s_n v \\
     \theta_{n+1} &= \operatorname{sign}(z)\max(|z| - \lambda B, 0)
 
+  **A sparsity instead of a strength.** ``sparsity=S`` (a float or a schedule
+  such as :func:`polynomial_sparsity`) replaces :math:`\lambda` by the
+  fraction of the masked weights that must be exactly zero: at each step
+  :math:`\lambda_n` is the :math:`\lfloor S_n N\rfloor`-th smallest ratio
+  :math:`|z_i| / B_i`, so that exactly that many weights are zero (see
+  :func:`soft_threshold`). This is magnitude pruning of the dual average
+  :math:`z` rather than of the weights, with the log-l1 weights in :math:`B`
+  deciding which layers and kernels give up weights (``scope="global"``), and a
+  pruned weight comes back when its dual average outgrows the others'. It is
+  the *smallest* strength that leaves the target count: once the support
+  settles, the weights that stay zero have small :math:`|z|` and :math:`\lambda`
+  falls with them, so the survivors are barely shrunk (the l1 bias goes away).
+  ``solve_every`` trades that exactness for speed (an exact solve is 31 passes
+  of a count): between solves :math:`\lambda` follows the params' density.
+
   The chain: ``add_decayed_weights(wd)``, :func:`scale_by_timescale_momentum`,
   ``scale_by_learning_rate``, :func:`dual_averaging`, :func:`soft_threshold`
   of :func:`accumulated_threshold` of :func:`log_l1_weights`. State: four
@@ -74,7 +89,15 @@ def xrda(
   Args:
     learning_rate: :math:`s_n` (float or schedule; paper: ``cosine_decay``).
     averaging: :math:`\alpha_n \in [0,1]` (paper: :func:`cosine_averaging`).
-    l1: :math:`\lambda \ge 0`.
+    l1: :math:`\lambda \ge 0`; or give ``sparsity``. With both, ``l1`` is the
+      strength the first step uses instead of a solve.
+    sparsity: the fraction of zeros wanted among the masked weights,
+      :math:`S \in [0, 1)`, a float or a schedule.
+    scope: ``"global"`` (one :math:`\lambda` for every masked leaf), ``"layer"``
+      (each leaf at :math:`S`) or ``"erk"`` (each leaf at its
+      :func:`erk_densities` share).
+    solve_every: steps between exact solves of :math:`\lambda` (1: every step;
+      ``None``: at the start, then feedback only).
     momentum_timescale: :math:`T > 0`.
     maximum_factor: :math:`F` (default 500); or ``beta`` (:math:`F = (\beta+1)/\beta`).
     beta: see ``maximum_factor``; give one, not both.
@@ -111,6 +134,18 @@ def xrda(
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"][0, 1]  # the small weight is exactly zero
     Array(0., dtype=float32)
+
+    Asking for a third of the weights to be zero instead:
+
+    >>> tx = so.xrda(so.cosine_decay(0.5, n), so.cosine_averaging(n), sparsity=1 / 3,
+    ...              momentum_timescale=1.0)
+    >>> params = {"w": jnp.array([[1.0, 0.01, -2.0]])}
+    >>> state = tx.init(params)
+    >>> for _ in range(n):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params["w"] == 0
+    Array([[False,  True, False]], dtype=bool)
 
   References:
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
@@ -172,7 +207,11 @@ def rda(
 
   Args:
     gamma: :math:`\gamma > 0`.
-    l1: :math:`\lambda \ge 0`.
+    l1: :math:`\lambda \ge 0`; or give ``sparsity`` (see :func:`xrda`).
+    sparsity: the fraction of zeros wanted; ``scope`` and ``solve_every`` as in
+      :func:`xrda`.
+    scope: see :func:`xrda`.
+    solve_every: see :func:`xrda`.
     weight_decay: coupled L2 on every leaf.
     weights: l1 weights (default: :func:`uniform_l1_weights` of ``mask``).
     mask: the leaves with l1 (default: ``ndim >= 2``), as in :func:`xrda`.
@@ -227,7 +266,11 @@ def prox_sgd(
 
   Args:
     learning_rate: :math:`s_n`.
-    l1: :math:`\lambda \ge 0`.
+    l1: :math:`\lambda \ge 0`; or give ``sparsity`` (see :func:`xrda`): then
+      each step keeps the weights of largest :math:`|\theta + u| / (s_n w)`.
+    sparsity: the fraction of zeros wanted.
+    scope: see :func:`xrda`.
+    solve_every: see :func:`xrda`.
     momentum: heavy-ball momentum of ``optax.sgd`` (``None``: none).
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 on every leaf.

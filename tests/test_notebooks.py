@@ -30,6 +30,7 @@ EXPECTED_OUTPUT = {
         "xrda error < plain l1 error: True",
         "xrda exact supports > plain l1 exact supports: True",
         "hand-built chain == so.xrda: True",
+        "sparsity target met on every problem: True",
     ),
     "sparse_mnist.ipynb": (
         "density < 1: True",
