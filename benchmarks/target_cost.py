@@ -1,21 +1,26 @@
 """The cost of a sparsity target: xrda's update with ``sparsity=`` against plain xrda's, on the
-ResNet-18-sized tree of ``benchmarks/optimizer_update.py`` (11.2M float32 params).
+ResNet-18-sized tree of ``benchmarks/optimizer_update.py`` (11.2M float32 params), and the
+whole train step of the loop (forward, backward, update) on ResNet-20 and LeNet-5.
 
-    python -m benchmarks.target_cost [--steps 200] [--repeats 3] [--width 1]
+    python -m benchmarks.target_cost [--steps 200] [--repeats 3] [--width 1] [--models resnet20]
 
 An exact solve of λ costs 31 passes of a count over the masked weights and runs every
 ``solve_every`` steps; the steps between pay one count (the feedback). So each row times
 ``--steps`` consecutive jitted updates (a multiple of every period, params and state donated)
 and reports the mean time per step; the column ``vs xrda`` divides it by plain xrda's (fixed λ)
-in the same structure. Each row is measured ``--repeats`` times: median and best.
+in the same structure. Each row is measured ``--repeats`` times: median and best. The train
+step rows time the loop's jitted ``train_step`` (state donated) at batch 128 on random images,
+the same way.
 """
 
 import argparse
+import functools
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import sparse_optax as so
@@ -43,11 +48,42 @@ def mean_step_time(tx, params, grads, steps: int, repeats: int) -> list[float]:
   return means
 
 
+def train_step_times(model_name: str, solve_every, steps: int, repeats: int) -> list[float]:
+  """Mean seconds per train step of the loop's xrda on ``model_name``, with a target solved
+  every ``solve_every`` steps (None: feedback only; "plain": a fixed λ)."""
+  from benchmarks import train_step as bench  # pylint: disable=g-import-not-at-top
+  from train import train  # pylint: disable=g-import-not-at-top
+  from train.configs import default  # pylint: disable=g-import-not-at-top
+  dataset, shape, classes = bench.SETUPS[model_name]
+  config = default.get_config()
+  config.model, config.dataset, config.optimizer = model_name, dataset, "xrda"
+  if solve_every != "plain":
+    config.l1_sparsity, config.l1_solve_every = 0.9, solve_every or 0
+  tx = train.create_optimizer(config, total_steps=10_000, steps_per_epoch=100)
+  model, state = train.create_train_state(config, bench._Info(shape, classes), tx)  # pylint: disable=protected-access
+  step = jax.jit(functools.partial(train.train_step, model, tx), donate_argnums=0)
+  rng = np.random.default_rng(0)
+  data = {"image": jnp.asarray(rng.normal(size=(128, *shape)), jnp.float32),
+          "label": jnp.asarray(rng.integers(0, classes, 128), jnp.int32)}
+  state, metrics = step(state, data)
+  jax.block_until_ready(metrics)
+  means = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step(state, data)
+    jax.block_until_ready((state, metrics))
+    means.append((time.perf_counter() - t0) / steps)
+  return means
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--width", type=int, default=1, help="channel multiplier of the tree")
+  parser.add_argument("--models", default="resnet20,lenet5",
+                      help="train steps to time (empty: none)")
   args = parser.parse_args()
   if args.steps % 100:
     parser.error("--steps must be a multiple of 100 (every solve period in a whole number)")
@@ -75,6 +111,18 @@ def main():
       med = statistics.median(means)
       base = base or med
       print(f"{structure + ' ' + name:44s} {med * 1e3:10.2f} {min(means) * 1e3:8.2f} "
+            f"{med / base:8.2f}", flush=True)
+
+  for model_name in filter(None, args.models.split(",")):
+    print(f"\n{'train step, batch 128':44s} {'median ms':>10s} {'best ms':>8s} {'vs xrda':>8s}")
+    rows = [("xrda, l1=1e-6", "plain")] + [
+        (f"xrda, sparsity=0.9, solve_every={k}", k) for k in SOLVE_EVERY]
+    base = None
+    for name, solve_every in rows:
+      means = train_step_times(model_name, solve_every, args.steps, args.repeats)
+      med = statistics.median(means)
+      base = base or med
+      print(f"{model_name + ' ' + name:44s} {med * 1e3:10.2f} {min(means) * 1e3:8.2f} "
             f"{med / base:8.2f}", flush=True)
 
 

@@ -67,6 +67,7 @@ from sparse_optax._pruning import (
 from sparse_optax._prox import (
     AccumulatedThresholdState,
     SoftThresholdState,
+    SoftThresholdTargetState,
     accumulated_threshold,
     soft_threshold,
 )
@@ -106,6 +107,7 @@ __all__ = (
     "STRUCTURES",
     "ScaleByTimescaleMomentumState",
     "SoftThresholdState",
+    "SoftThresholdTargetState",
     "SparsityTargetState",
     "TARGET_SCOPES",
     "Weighting",

@@ -120,9 +120,14 @@ def accumulated_threshold(
 class SoftThresholdState(NamedTuple):
   count: jax.Array  # int32
   threshold: Any  # the Weighting's state, () for a scalar threshold
-  # With a sparsity target: the strength λ used at this step and the density it left,
-  # per group (see SparsityTargetState); () without one.
-  target: Any = ()
+
+
+class SoftThresholdTargetState(NamedTuple):
+  """:func:`soft_threshold`'s state with a sparsity target (a class of its own, so that the
+  state of a fixed strength, and the checkpoints holding it, keep their structure)."""
+  count: jax.Array  # int32
+  threshold: Any
+  target: Any  # SparsityTargetState: the strength used at the last step, per group
 
 
 def _soft(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -255,8 +260,10 @@ def soft_threshold(
     _base.check_float_params("soft_threshold", params)
     _base.resolve_mask("soft_threshold", mask, params)
     inner = threshold.init(params) if is_weighting else ()
-    target = _target.init(len(grouping(params).sizes)) if targeted else ()
-    return SoftThresholdState(jnp.zeros([], jnp.int32), inner, target)
+    if targeted:
+      return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner,
+                                      _target.init(len(grouping(params).sizes)))
+    return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -270,7 +277,6 @@ def soft_threshold(
 
     selected = _base.resolve_mask("soft_threshold", mask, params)
     leaves, treedef = jax.tree.flatten(params)
-    target = state.target
     if targeted:
       groups = grouping(params)
       candidates = [p + u for p, u in zip(leaves, treedef.flatten_up_to(updates))]
@@ -279,7 +285,7 @@ def soft_threshold(
                                            leaves, groups)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached = _target.densities_of(leaves, groups)
-      lam = _target.strengths(target, state.count, densities, reached, candidates, scales,
+      lam = _target.strengths(state.target, state.count, densities, reached, candidates, scales,
                               groups, solve_every=solve_every, gain=gain, initial=initial)
       target = _target.SparsityTargetState(lam, reached)
       t = treedef.unflatten([s if thr is None else thr for s, thr in
@@ -290,6 +296,8 @@ def soft_threshold(
         treedef.flatten_up_to(selected))]
     out = treedef.unflatten([u if x is None else (x - p).astype(p.dtype) for p, u, x in zip(
         leaves, treedef.flatten_up_to(updates), soft)])
-    return out, SoftThresholdState(optax.safe_increment(state.count), inner, target)
+    if targeted:
+      return out, SoftThresholdTargetState(optax.safe_increment(state.count), inner, target)
+    return out, SoftThresholdState(optax.safe_increment(state.count), inner)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -228,3 +228,10 @@ def test_a_target_whose_mask_selects_nothing_is_refused():
 def test_initial_l1_needs_a_target():
   with pytest.raises(ValueError, match="initial_l1 starts a sparsity target"):
     so.soft_threshold(0.1, initial_l1=1.0)
+
+
+def test_a_fixed_strength_keeps_the_state_structure_of_earlier_checkpoints():
+  # Runs checkpointed before targets existed resume only if this state is unchanged.
+  w = jnp.ones((2, 2))
+  assert so.soft_threshold(0.1).init(w)._fields == ("count", "threshold")
+  assert so.soft_threshold(1.0, sparsity=0.5).init(w)._fields == ("count", "threshold", "target")
