@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= train/configs/lenet5_mnist_xrda.py
+CONFIG ?= train/configs/lenet5_mnist_xrda_sparsity.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 MUTANTS ?= 40
 

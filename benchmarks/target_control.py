@@ -76,13 +76,13 @@ def finished(experiment: str, control: str, seed: int) -> dict | None:
 
 
 def report() -> str:
-  archive = json.loads(ARCHIVE.read_text()) if ARCHIVE.exists() else {}
+  archive = json.loads(ARCHIVE.read_text()) if ARCHIVE.exists() else {}  # earlier runs kept
   for experiment, control, seed in trials():
     record = finished(experiment, control, seed)
     if record is not None:
-      archive[f"{experiment}/{control}_s{seed}"] = {"command": command(experiment, control, seed)
-                                                    .replace(sys.executable, "python"),
-                                                    "record": record}
+      archive[f"{experiment}/{control}_s{seed}"] = {
+          "command": command(experiment, control, seed).replace(sys.executable, "python")
+          .replace(str(REPO) + "/", ""), "record": record}
   ARCHIVE.write_text(json.dumps(archive, indent=1, sort_keys=True) + "\n")
 
   lines = ["# Sparsity target: exact solve against feedback",
@@ -91,15 +91,15 @@ def report() -> str:
            "step (`l1_solve_every=1`) or followed by feedback from the params' density (`0`). "
            "Errors in %, last epoch; `python -m benchmarks.target_control --report`.",
            "",
-           "| model | kernel sparsity | control | seeds | validation error | test error | "
+           "| model | kernel sparsity | control | seed(s) | validation error | test error | "
            "kernel density reached |",
            "|---|---|---|---|---|---|---|"]
   for experiment, (_, overrides) in EXPERIMENTS.items():
-    for control in CONTROLS:
-      runs = [archive[k]["record"] for k in sorted(archive)
-              if k.startswith(f"{experiment}/{control}_s")]
-      if not runs:
-        continue
+    controls = sorted({k.split("/")[1].rsplit("_s", 1)[0] for k in archive
+                       if k.startswith(f"{experiment}/")})
+    for control in controls:
+      keys = [k for k in sorted(archive) if k.startswith(f"{experiment}/{control}_s")]
+      runs = [archive[k]["record"] for k in keys]
       val = [100 * (1 - r["val_accuracy"]) for r in runs]
       test = [100 * (1 - r["test_accuracy"]) for r in runs]
 
@@ -108,9 +108,12 @@ def report() -> str:
             f"{xs[0]:.2f}")
 
       reached = ", ".join(f"{r['l1_density']:.5f}" for r in runs)
-      lines.append(f"| {experiment} | {overrides['l1_sparsity']} | {control} | {len(runs)} | "
+      seeds = ", ".join(k.rsplit("_s", 1)[1] for k in keys)
+      lines.append(f"| {experiment} | {overrides['l1_sparsity']} | {control} | {seeds} | "
                    f"{fmt(val)} ({', '.join(f'{v:.2f}' for v in val)}) | {fmt(test)} | "
                    f"{reached} |")
+  notes = sorted({archive[k]["note"] for k in archive if "note" in archive[k]})
+  lines += [""] + [f"- {note}" for note in notes]
   TABLE.write_text("\n".join(lines) + "\n")
   return "\n".join(lines)
 

@@ -21,7 +21,8 @@ def _weights_or_uniform(weights: _base.Weighting | None, mask: _base.Mask | None
 def _prox(who, l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every):
   """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for."""
   if sparsity is None:
-    if scope != "global" or (_base.is_concrete(solve_every) and solve_every != 1):
+    if scope != "global" or solve_every is None or (
+        _base.is_concrete(solve_every) and solve_every != 1):
       raise ValueError(f"{who}: scope and solve_every say how a sparsity target is met; "
                        "without sparsity= there is none.")
     if l1 is None:
@@ -77,8 +78,12 @@ def xrda(
   the *smallest* strength that leaves the target count: once the support
   settles, the weights that stay zero have small :math:`|z|` and :math:`\lambda`
   falls with them, so the survivors are barely shrunk (the l1 bias goes away).
-  ``solve_every`` trades that exactness for speed (an exact solve is 31 passes
-  of a count): between solves :math:`\lambda` follows the params' density.
+  By default :math:`\lambda` is solved exactly at every step (31 passes of a
+  count); ``solve_every=k`` solves it every ``k`` steps and lets it follow the
+  params' density by feedback in between, ``None`` solves it once: cheaper
+  (``benchmarks/target_cost.py``), but the count then drifts around the target
+  and recovers slowly from an overshoot, since weights the step has zeroed
+  come back only when :math:`\lambda` falls well below their ratios.
 
   The chain: ``add_decayed_weights(wd)``, :func:`scale_by_timescale_momentum`,
   ``scale_by_learning_rate``, :func:`dual_averaging`, :func:`soft_threshold`
@@ -96,8 +101,8 @@ def xrda(
     scope: ``"global"`` (one :math:`\lambda` for every masked leaf), ``"layer"``
       (each leaf at :math:`S`) or ``"erk"`` (each leaf at its
       :func:`erk_densities` share).
-    solve_every: steps between exact solves of :math:`\lambda` (1: every step;
-      ``None``: at the start, then feedback only).
+    solve_every: steps between exact solves of :math:`\lambda` (1, the
+      default: every step; ``None``: at the start, then feedback only).
     momentum_timescale: :math:`T > 0`.
     maximum_factor: :math:`F` (default 500); or ``beta`` (:math:`F = (\beta+1)/\beta`).
     beta: see ``maximum_factor``; give one, not both.

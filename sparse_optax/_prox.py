@@ -188,7 +188,8 @@ def soft_threshold(
   :math:`\lambda_n = \lambda_{n-1}(d_n/d^*_n)^{\text{gain}}` (the factor
   clipped to :math:`[1/4, 4]`), which costs one count a step and lets the
   count drift around the target. ``solve_every=1`` is the exact quantile at
-  every step; ``None`` solves once and then only follows.
+  every step; ``None`` solves once, on the params' ratios :math:`|\theta_n| / t_n`
+  (cheaper to reach than the candidates'), and then only follows.
 
   Args:
     threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`;
@@ -203,8 +204,8 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
-    solve_every: steps between exact solves (an int, or ``None``: at the start
-      only).
+    solve_every: steps between exact solves (an int, 1 by default, or
+      ``None``: at the start only).
     gain: exponent of the feedback law between solves.
     initial_l1: the strength at step 0 instead of a solve; the first solve is
       then at step ``solve_every``.
@@ -262,7 +263,7 @@ def soft_threshold(
     inner = threshold.init(params) if is_weighting else ()
     if targeted:
       return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner,
-                                      _target.init(len(grouping(params).sizes)))
+                                      _target.init(jax.tree.leaves(params), grouping(params)))
     return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -284,10 +285,14 @@ def soft_threshold(
       densities = _target.target_densities(_base.value_at(sparsity, state.count), scope,
                                            leaves, groups)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
-      reached = _target.densities_of(leaves, groups)
-      lam = _target.strengths(state.target, state.count, densities, reached, candidates, scales,
+      reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
+                                             state.count)
+      # Feedback alone starts from the params' ratios rather than the candidates': a cond on
+      # arrays the step already holds costs nothing, one on candidates makes XLA build them.
+      lam = _target.strengths(state.target, state.count, densities, reached,
+                              leaves if solve_every is None else candidates, scales,
                               groups, solve_every=solve_every, gain=gain, initial=initial)
-      target = _target.SparsityTargetState(lam, reached)
+      target = _target.SparsityTargetState(lam, reached, chunks)
       t = treedef.unflatten([s if thr is None else thr for s, thr in
                              zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 

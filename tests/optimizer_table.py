@@ -31,7 +31,7 @@ OPTIMIZERS = [
     ("xrda_target", so.xrda,
      dict(learning_rate=so.cosine_decay(0.3, TOTAL), averaging=so.cosine_averaging(TOTAL),
           sparsity=so.polynomial_sparsity(0.8, 0, TOTAL // 2), momentum_timescale=2.0,
-          maximum_factor=20.0, weight_decay=1e-4)),
+          maximum_factor=20.0, weight_decay=1e-4, solve_every=1)),
     ("xrda_target_kernel_erk_feedback", so.xrda,
      dict(learning_rate=0.05, averaging=0.9, sparsity=0.7, momentum_timescale=0.5,
           structure="kernel", scope="erk", solve_every=None)),

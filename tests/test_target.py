@@ -44,6 +44,10 @@ def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, ga
   masked = ["a", "b"]
   groups = [masked] if scope == "global" else [[k] for k in masked]
   lam = np.zeros(len(groups))
+  chunks = 8  # sparse_optax._target.CHUNKS
+  chunk_nonzeros = [sum(np.count_nonzero(theta[k].ravel()[:theta[k].size // chunks * chunks]
+                                         .reshape(chunks, -1), axis=1) for k in group)
+                    .astype(np.float64) for group in groups]
   history = []
   for n in range(STEPS):
     s_n = sparsity(n) if callable(sparsity) else sparsity
@@ -59,11 +63,23 @@ def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, ga
       if dens[i] >= 1:
         lam[i] = 0.0
         continue
-      reached = sum(np.count_nonzero(theta[k]) for k in group) / size
-      carried = ref.feedback_strength(lam[i], reached, dens[i], size, gain)
+      # One chunk of each leaf recounted a step, the remainder every step.
+      j, rest = n % chunks, 0
+      chunk_nonzeros[i][j] = 0
+      for k in group:
+        flat = theta[k].ravel()
+        whole = flat.size // chunks * chunks
+        if whole:
+          chunk_nonzeros[i][j] += np.count_nonzero(flat[:whole].reshape(chunks, -1)[j])
+        rest += np.count_nonzero(flat[whole:])
+      reached = (chunk_nonzeros[i].sum() + rest) / size
+      carried = (ref.feedback_strength(lam[i], reached, dens[i], size, gain) if n % chunks == 0
+                 else lam[i])
       due = n == 0 or (solve_every is not None and n % solve_every == 0) or carried <= 0
-      lam[i] = (ref.target_strength([duals[k][0] for k in group], [duals[k][1] for k in group],
-                                    1 - dens[i]) if due else carried)
+      # Feedback alone (solve_every None) solves on the params, the others on the candidates.
+      solved_on = [theta[k] if solve_every is None else duals[k][0] for k in group]
+      lam[i] = (ref.target_strength(solved_on, [duals[k][1] for k in group], 1 - dens[i])
+                if due else carried)
     for i, group in enumerate(groups):
       for k in group:
         theta[k] = ref.soft(duals[k][0], lam[i] * duals[k][1])
@@ -110,14 +126,14 @@ def test_an_exact_solve_leaves_the_target_count_of_zeros():
   params = _params()
   masked = params["a"].size + params["b"].size
   for sparsity in (0.3, 0.75, 0.97):
-    p = _jax_run(_xrda("kernel", sparsity=sparsity), params)[-1][0]
+    p = _jax_run(_xrda("kernel", sparsity=sparsity, solve_every=1), params)[-1][0]
     zeros = int(jnp.sum(p["a"] == 0) + jnp.sum(p["b"] == 0))
     assert zeros == math.floor(sparsity * masked), sparsity
 
 
 def test_erk_scope_gives_each_leaf_its_erk_share():
   params = _params()
-  p = _jax_run(_xrda(sparsity=0.6, scope="erk"), params)[-1][0]
+  p = _jax_run(_xrda(sparsity=0.6, scope="erk", solve_every=1), params)[-1][0]
   want = so.erk_densities([params["a"].shape, params["b"].shape], 0.4)
   for k, d in zip(("a", "b"), want):
     kept = int(jnp.count_nonzero(p[k]))
@@ -133,8 +149,11 @@ def _regression(seed=0):
   return loss, {"w": 0.1 * jax.random.normal(k4, (256, 64)), "b": jnp.zeros(64)}
 
 
-@pytest.mark.parametrize("name", ["xrda", "xrda_feedback", "xrda_every_25", "prox_sgd", "rda"])
-def test_a_toy_problem_reaches_its_target(name):
+@pytest.mark.parametrize("name,tolerance", [
+    ("xrda", 0.01), ("xrda_every_25", 0.01), ("prox_sgd", 0.01), ("rda", 0.01),
+    ("xrda_feedback", 0.1),  # feedback alone recovers slowly from its overshoot (-6% here)
+])
+def test_a_toy_problem_reaches_its_target(name, tolerance):
   total, target = 600, 0.9
   ramp = so.polynomial_sparsity(target, 0, total // 2)
   lr, averaging = so.cosine_decay(0.4, total), so.cosine_averaging(total)
@@ -144,7 +163,7 @@ def test_a_toy_problem_reaches_its_target(name):
                                        solve_every=None),
       "xrda_every_25": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0,
                                        solve_every=25),
-      "prox_sgd": lambda: so.prox_sgd(0.05, sparsity=ramp, momentum=0.9, solve_every=None),
+      "prox_sgd": lambda: so.prox_sgd(0.05, sparsity=ramp, momentum=0.9),
       "rda": lambda: so.rda(0.25, sparsity=ramp),
   }[name]()
   loss, params = _regression()
@@ -160,12 +179,12 @@ def test_a_toy_problem_reaches_its_target(name):
     params, state = step(params, state)
   kept, wanted = int(jnp.count_nonzero(params["w"])), params["w"].size - math.floor(
       target * params["w"].size)
-  assert abs(kept - wanted) <= 0.01 * wanted, (kept, wanted)
+  assert abs(kept - wanted) <= tolerance * wanted, (kept, wanted)
   assert float(loss(params)) < 0.15 * start
 
 
 def test_the_target_is_a_hyperparameter_under_inject_hyperparams():
-  tx = optax.inject_hyperparams(so.prox_sgd)(learning_rate=0.1, sparsity=0.5)
+  tx = optax.inject_hyperparams(so.prox_sgd)(learning_rate=0.1, sparsity=0.5, solve_every=1)
   w = {"w": jax.random.normal(jax.random.key(0), (10, 10))}
   state = tx.init(w)
   zero = jax.tree.map(jnp.zeros_like, w)
@@ -191,15 +210,21 @@ def test_an_explicit_l1_starts_the_control():
 
 def test_the_state_reports_the_strength_and_density_per_group():
   params = _params()
-  tx = _xrda(sparsity=0.5, scope="layer")
+  tx = _xrda(sparsity=0.5, scope="layer", solve_every=1)
   state = tx.init(params)
-  for n in range(2):
+  for n in range(9):  # more than the 8 chunks of the density count: every chunk recounted
     updates, state = tx.update(_grad(n, params), state, params)
     params = optax.apply_updates(params, updates)
   target = so.target_state(state)
   assert target.l1.shape == target.density.shape == (2,)  # a, b; the bias has no l1
   assert np.all(np.asarray(target.l1) > 0)
-  np.testing.assert_allclose(target.density, [1 / 2, 1 / 2], atol=1 / 30)
+  # Each chunk as of its last recount: about, not exactly, the half each step leaves.
+  np.testing.assert_allclose(target.density, [1 / 2, 1 / 2], atol=0.1)
+  # Params that hold still are counted exactly.
+  for _ in range(8):
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+  np.testing.assert_allclose(so.target_state(state).density,
+                             [float(jnp.mean(params[k] != 0)) for k in ("a", "b")])
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -212,6 +237,7 @@ def test_the_state_reports_the_strength_and_density_per_group():
     (dict(sparsity=0.9, solve_every=2.5), TypeError, "solve_every must be an int"),
     (dict(), ValueError, "give l1 .* or sparsity"),
     (dict(l1=1e-3, scope="layer"), ValueError, "without sparsity= there is none"),
+    (dict(l1=1e-3, solve_every=None), ValueError, "without sparsity= there is none"),
 ])
 def test_bad_targets_are_refused(kwargs, error, match):
   with pytest.raises(error, match=match):

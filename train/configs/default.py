@@ -48,8 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.l1_sparsity_begin_epoch = 0
   config.l1_sparsity_end_epoch = 0
   config.l1_sparsity_scope = "global"  # "global" (the l1 weights decide), "layer" or "erk"
-  # Steps between exact solves of λ (31 passes of a count); between them λ follows the count
-  # by feedback. 0: solve once at the start, then feedback only.
+  # Steps between exact solves of λ (31 passes of a count); between them λ follows the params'
+  # density by feedback. 0: solve once at the start, then feedback only.
   config.l1_solve_every = 1
   config.momentum_timescale = 9.5  # T (xrda)
   config.magnitude_timescale = config_dict.placeholder(float)  # T_b (xrda); None: T
