@@ -183,11 +183,10 @@ def soft_threshold(
   The exact :math:`\lambda_n` takes 31 bisection passes of a count over the
   masked weights' ratios (sum reductions that shard like the params). It is
   solved every ``solve_every`` steps, at step 0 and wherever a target rises
-  from 0; in between :math:`\lambda` follows the density :math:`d_n` of the
-  params the step receives (what the last step left),
-  :math:`\lambda_n = \lambda_{n-1}(d_n/d^*_n)^{\text{gain}}` (the factor
-  clipped to :math:`[1/4, 4]`), which costs one count a step and lets the
-  count drift around the target. ``solve_every=1`` is the exact quantile at
+  from 0; in between :math:`\lambda` follows the density :math:`d` of the
+  params: an eighth of each leaf is recounted a step, and once all eight have
+  been, :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}` (the factor
+  clipped to :math:`[1/4, 4]`), which lets the count drift around the target. ``solve_every=1`` is the exact quantile at
   every step; ``None`` solves once, on the params' ratios :math:`|\theta_n| / t_n`
   (cheaper to reach than the candidates'), and then only follows.
 
@@ -248,9 +247,8 @@ def soft_threshold(
     raise ValueError("soft_threshold: initial_l1 starts a sparsity target's control; give "
                      "sparsity= too, or put the strength in the threshold.")
 
-  def grouping(params):
-    leaves = jax.tree.leaves(params)
-    selected = jax.tree.leaves(_base.resolve_mask("soft_threshold", mask, params))
+  def grouping(params, selected):
+    leaves, selected = jax.tree.leaves(params), jax.tree.leaves(selected)
     if leaves and not any(selected):
       raise ValueError(
           "soft_threshold: a sparsity target, but the mask selects no leaf of the params, so "
@@ -259,11 +257,11 @@ def soft_threshold(
 
   def init_fn(params):
     _base.check_float_params("soft_threshold", params)
-    _base.resolve_mask("soft_threshold", mask, params)
+    selected = _base.resolve_mask("soft_threshold", mask, params)
     inner = threshold.init(params) if is_weighting else ()
     if targeted:
-      return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner,
-                                      _target.init(jax.tree.leaves(params), grouping(params)))
+      return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner, _target.init(
+          jax.tree.leaves(params), grouping(params, selected)))
     return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -277,30 +275,29 @@ def soft_threshold(
       t, inner = jax.tree.map(lambda _: value, params), ()
 
     selected = _base.resolve_mask("soft_threshold", mask, params)
-    leaves, treedef = jax.tree.flatten(params)
     if targeted:
-      groups = grouping(params)
-      candidates = [p + u for p, u in zip(leaves, treedef.flatten_up_to(updates))]
+      leaves, treedef = jax.tree.flatten(params)
+      groups = grouping(params, selected)
+      # Feedback alone solves on the params' ratios rather than the candidates': a cond on
+      # arrays the step already holds costs nothing, one on candidates makes XLA build them.
+      solved_on = leaves if solve_every is None else [
+          p + u for p, u in zip(leaves, treedef.flatten_up_to(updates))]
       scales = treedef.flatten_up_to(t)
       densities = _target.target_densities(_base.value_at(sparsity, state.count), scope,
                                            leaves, groups)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
                                              state.count)
-      # Feedback alone starts from the params' ratios rather than the candidates': a cond on
-      # arrays the step already holds costs nothing, one on candidates makes XLA build them.
-      lam = _target.strengths(state.target, state.count, densities, reached,
-                              leaves if solve_every is None else candidates, scales,
+      lam = _target.strengths(state.target, state.count, densities, reached, solved_on, scales,
                               groups, solve_every=solve_every, gain=gain, initial=initial)
       target = _target.SparsityTargetState(lam, reached, chunks)
       t = treedef.unflatten([s if thr is None else thr for s, thr in
                              zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 
-    soft = [_soft(p + u, ti) if m else None for p, u, ti, m in zip(
-        leaves, treedef.flatten_up_to(updates), treedef.flatten_up_to(t),
-        treedef.flatten_up_to(selected))]
-    out = treedef.unflatten([u if x is None else (x - p).astype(p.dtype) for p, u, x in zip(
-        leaves, treedef.flatten_up_to(updates), soft)])
+    def step(p, u, ti, m):
+      return (_soft(p + u, ti) - p).astype(p.dtype) if m else u
+
+    out = jax.tree.map(step, params, updates, t, selected)
     if targeted:
       return out, SoftThresholdTargetState(optax.safe_increment(state.count), inner, target)
     return out, SoftThresholdState(optax.safe_increment(state.count), inner)

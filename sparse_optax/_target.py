@@ -25,7 +25,7 @@ from sparse_optax import _dynamic_sparse
 SCOPES = ("global", "layer", "erk")
 _MAX_BITS = 0x7F7FFFFF  # the largest finite float32
 _BISECTIONS = 31  # ceil(log2(_MAX_BITS)): the exact k-th ratio
-_MAX_FACTOR = 4.0  # feedback moves λ by at most this factor a step
+_MAX_FACTOR = 4.0  # feedback moves λ by at most this factor an update
 
 
 class SparsityTargetState(NamedTuple):
@@ -38,6 +38,14 @@ class SparsityTargetState(NamedTuple):
 
 
 CHUNKS = 8  # the density is recounted an eighth of the weights a step
+
+
+def _chunks(x: Any) -> tuple[jax.Array | None, jax.Array]:
+  """A leaf as ``CHUNKS`` equal rows (None when it has fewer elements) and the remainder."""
+  flat = jnp.reshape(x, -1)
+  whole = (flat.size // CHUNKS) * CHUNKS
+  return (flat[:whole].reshape(CHUNKS, -1) if whole else None), flat[whole:]
+
 
 class Groups(NamedTuple):
   """Which penalised leaves share one λ, and their sizes (static)."""
@@ -77,14 +85,10 @@ def init(params: list[Any], grouping: Groups) -> SparsityTargetState:
   n = len(grouping.sizes)
   chunks = [jnp.zeros((CHUNKS,), jnp.float32) for _ in range(n)]
   for x, g in zip(params, grouping.of_leaf):
-    if g is not None:
-      flat = jnp.reshape(x, -1)
-      whole = (flat.size // CHUNKS) * CHUNKS
-      if whole:
-        chunks[g] = chunks[g] + jnp.sum(flat[:whole].reshape(CHUNKS, -1) != 0, axis=1,
-                                        dtype=jnp.float32)
-  densities = jnp.ones((n,), jnp.float32)
-  return SparsityTargetState(jnp.zeros((n,), jnp.float32), densities,
+    rows = None if g is None else _chunks(x)[0]
+    if rows is not None:
+      chunks[g] = chunks[g] + jnp.sum(rows != 0, axis=1, dtype=jnp.float32)
+  return SparsityTargetState(jnp.zeros((n,), jnp.float32), jnp.ones((n,), jnp.float32),
                              jnp.stack(chunks) if chunks else jnp.zeros((0, CHUNKS)))
 
 
@@ -92,9 +96,7 @@ def target_densities(sparsity_value: jax.Array, scope: str, leaves: list[Any],
                      grouping: Groups) -> jax.Array:
   """(groups,) float32: the fraction each group should keep non-zero."""
   s = jnp.clip(jnp.asarray(sparsity_value, jnp.float32), 0.0, 1.0)
-  if scope == "global":
-    return jnp.full((len(grouping.sizes),), 1.0 - s)
-  if scope == "layer":
+  if scope != "erk":
     return jnp.full((len(grouping.sizes),), 1.0 - s)
   shapes = [tuple(np.shape(x)) for x, g in zip(leaves, grouping.of_leaf) if g is not None]
   if not shapes:
@@ -148,14 +150,10 @@ def densities_of(params: list[Any], grouping: Groups, chunk_nonzeros: jax.Array,
   for i, (x, g) in enumerate(zip(params, grouping.of_leaf)):
     if g is None:
       continue
-    flat = x.reshape(-1)
-    whole = (flat.size // CHUNKS) * CHUNKS
-    if whole:
-      rows = flat[:whole].reshape(CHUNKS, -1)
-      fresh[i] = _count(jax.lax.dynamic_index_in_dim(rows, j, keepdims=False) != 0)
-    else:
-      fresh[i] = jnp.zeros([], jnp.int32)
-    rest[i] = _count(flat[whole:] != 0)
+    rows, remainder = _chunks(x)
+    fresh[i] = (jnp.zeros([], jnp.int32) if rows is None else
+                _count(jax.lax.dynamic_index_in_dim(rows, j, keepdims=False) != 0))
+    rest[i] = _count(remainder != 0)
   row = _group_sums(fresh, grouping)
   chunk_nonzeros = chunk_nonzeros.at[:, j].set(row) if row.size else chunk_nonzeros
   nonzeros = jnp.sum(chunk_nonzeros, axis=1) + _group_sums(rest, grouping)
@@ -209,8 +207,8 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   """(groups,) float32: this step's λ per group, solved exactly or moved by feedback.
 
   Feedback, every ``CHUNKS`` steps: λ ← λ (d / d*)^gain, d the density of the params over
-  the last ``CHUNKS`` steps (see densities_of), d* this step's target; with the log-density as the error, a group far
-  from its target and one at 99.6% sparsity move alike. An exact solve replaces it every
+  the last ``CHUNKS`` steps (see densities_of), d* this step's target; with the log-density
+  as the error, a group far from its target and one at 99.6% sparsity move alike. An exact solve replaces it every
   ``solve_every`` steps (from step 0, or from ``solve_every`` when ``initial`` starts λ), and
   wherever a target rises from 0.
   """
