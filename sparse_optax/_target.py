@@ -40,11 +40,13 @@ class SparsityTargetState(NamedTuple):
 CHUNKS = 8  # the density is recounted an eighth of the weights a step
 
 
-def _chunks(x: Any) -> tuple[jax.Array | None, jax.Array]:
-  """A leaf as ``CHUNKS`` equal rows (None when it has fewer elements) and the remainder."""
+def _chunks(x: Any) -> tuple[jax.Array | None, jax.Array | None]:
+  """A leaf as ``CHUNKS`` equal rows and the remainder, each None where empty (an empty
+  slice of a sharded array fails outside jit)."""
   flat = jnp.reshape(x, -1)
   whole = (flat.size // CHUNKS) * CHUNKS
-  return (flat[:whole].reshape(CHUNKS, -1) if whole else None), flat[whole:]
+  return (flat[:whole].reshape(CHUNKS, -1) if whole else None,
+          flat[whole:] if whole < flat.size else None)
 
 
 class Groups(NamedTuple):
@@ -153,7 +155,7 @@ def densities_of(params: list[Any], grouping: Groups, chunk_nonzeros: jax.Array,
     rows, remainder = _chunks(x)
     fresh[i] = (jnp.zeros([], jnp.int32) if rows is None else
                 _count(jax.lax.dynamic_index_in_dim(rows, j, keepdims=False) != 0))
-    rest[i] = _count(remainder != 0)
+    rest[i] = jnp.zeros([], jnp.int32) if remainder is None else _count(remainder != 0)
   row = _group_sums(fresh, grouping)
   chunk_nonzeros = chunk_nonzeros.at[:, j].set(row) if row.size else chunk_nonzeros
   nonzeros = jnp.sum(chunk_nonzeros, axis=1) + _group_sums(rest, grouping)
