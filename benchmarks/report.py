@@ -251,7 +251,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def _iterations_table(summary: dict[str, Any]) -> list[str]:
   """Affine scaling's validation error and kernel kurtosis at the end of each re-weighting
-  iteration, then after pruning and retraining: paper 002's Fig. 1 (kurtosis rises while the
+  iteration, then after pruning and retraining: Fedorov & Rao's (2018) Fig. 1 (kurtosis rises while the
   validation error stays nearly unchanged)."""
   rows = [(e["label"], r) for e in summary["methods"].values() for r in e.get("front", [])
           if r.get("iterations")]
@@ -375,8 +375,8 @@ def index(summaries: list[dict[str, Any]]) -> str:
            "`python -m benchmarks.sweeps` finished so far (the sweeps resume: rerun the same "
            "command). Each method is tuned on the validation split with the same number of "
            "trials; the test error is reported, never used to choose. Compression = all "
-           "parameters (biases included) / non-zeros. Published rows are copied from the papers "
-           "(SPEC §5), not rerun. The earlier comparison at 4–30 epochs, which these budgets "
+           "parameters (biases included) / non-zeros. Published rows are copied from the papers, "
+           "not rerun. The earlier comparison at 4–30 epochs, which these budgets "
            "replace, is `benchmarks/results/short_budgets.md` in git history (commit 6b829fd).",
            ""]
   for summary in summaries:

@@ -203,7 +203,7 @@ def _lenet300100(epochs: int = 200) -> Experiment:
 
 def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
   """Caffe LeNet-5 (20-50-500-10): xrda's front and 3 seeds; gradual pruning's front (seed 0);
-  affine scaling at paper 002's protocol as far as the budget allows, at one point. Every method
+  affine scaling at Fedorov & Rao's (2018) protocol as far as the budget allows, at one point. Every method
   is tuned at a quarter of the budget: at 100 epochs its 16 tune trials alone would take 14 h."""
   gradual = _gradual(epochs)
   # Paper 002, Table 1: greedy refresh, one layer per iteration, each of the 4 layers twice,
@@ -226,7 +226,7 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
              "pruning_sparsity", 0.99, TARGETS, SGD_LRS_HIGH, seeds=()),
       Method("affine_l1", "affine scaling, re-weighted l1 (greedy)", affine,
              "pruning_sparsity", 0.99, (), SGD_LRS_HIGH, seeds=(),
-             note=f"paper 002's protocol with {period} epochs per iteration instead of 1000; "
+             note=f"Fedorov & Rao's (2018) protocol with {period} epochs per iteration instead of 1000; "
                   "one point, near the paper's 78×"),
   )
   experiment = Experiment(
@@ -236,9 +236,9 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
       published=(("dense", 0.80, 1.0, "SPEC reference table"),
                  ("Han pruning", 0.77, 12.0, "SPEC reference table"),
                  ("Sparse VD", 0.75, 280.0, "SPEC reference table"),
-                 ("DNS", 0.91, 111.0, "paper 002, table 1"),
+                 ("DNS", 0.91, 111.0, "Fedorov & Rao (2018), table 1"),
                  ("LOBSTER", 0.79, 230.0, "LOBSTER paper"),
-                 ("re-weighted l1", 1.16, 78.1, "paper 002, table 1")))
+                 ("re-weighted l1", 1.16, 78.1, "Fedorov & Rao (2018), table 1")))
   if not tuned_apart:
     return experiment
   return with_tuning(experiment, max(1, epochs // 4),
@@ -256,7 +256,7 @@ def _rda_asr(epochs: int = 300) -> Experiment:
   rda = dict(optimizer="rda", init="uniform", l1=1e-4, weight_decay=0.0,
              freeze_zeros_epoch=2 * epochs // 3)
   scales = (1.0, 2.0, 3.0, 5.0, 10.0, 100.0, 1000.0)
-  note = "the knob is the init scale s (paper 001, table 1): its trend, not a front"
+  note = "the knob is the init scale s (Jia et al., 2020, table 1): its trend, not a front"
   methods = (
       Method("rda_asr", "RDA + ASR, λ 1e-4", rda, "init_scale", 3.0, scales,
              ("rda_gamma", (2.0, 4.0, 8.0)), seeds=(), note=note, trend=True),
@@ -413,7 +413,7 @@ DIVERGED = "diverged.txt"  # in a trial's workdir: the loop's message when train
 
 def kept_epochs(experiment: Experiment, trial: Trial) -> list[int]:
   """Epochs whose records the archive keeps besides the last: where RDA + ASR's retraining
-  began, and the end of each of affine scaling's re-weighting iterations (paper 002, Fig. 1)."""
+  began, and the end of each of affine scaling's re-weighting iterations (Fedorov & Rao, 2018, Fig. 1)."""
   o = trial.overrides(experiment)
   epochs = [] if o.get("freeze_zeros_epoch") is None else [o["freeze_zeros_epoch"]]
   if o.get("optimizer") == "affine_scaling" and o.get("affine_iterations"):

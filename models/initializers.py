@@ -1,4 +1,4 @@
-"""Weight initialisation shared by every model (SPEC §1 and §2).
+"""Weight initialisation shared by every model (as Siegel, Chen & Xu and Jia et al. initialise).
 
 Two schemes, chosen per model with ``init=``:
 

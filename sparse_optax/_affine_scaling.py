@@ -1,4 +1,4 @@
-"""Affine scaling / re-weighted learning (paper 002) as a preconditioner."""
+"""Affine scaling / re-weighted learning (Fedorov & Rao, 2018) as a preconditioner."""
 
 from __future__ import annotations
 

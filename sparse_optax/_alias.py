@@ -52,7 +52,7 @@ def xrda(
     weights: _base.Weighting | None = None,
     accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""xRDA with momentum and adaptive log-l1 (paper 000), as the authors ran it.
+  r"""xRDA with momentum and adaptive log-l1 (Siegel, Chen & Xu, 2020), as the authors ran it.
 
   Per leaf, at step :math:`n`:
 
@@ -196,7 +196,7 @@ def rda(
     weights: _base.Weighting | None = None,
     mask: _base.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Xiao's regularized dual averaging around the initial point (paper 001).
+  r"""Xiao's regularized dual averaging around the initial point (Jia et al., 2020).
 
   .. math::
     G_n = \sum_{k \le n} g_k, \quad \beta_n = \gamma\sqrt{n}, \quad

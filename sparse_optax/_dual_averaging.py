@@ -37,10 +37,10 @@ def dual_averaging(
   :math:`z_{n+1}`).
 
   * ``center="params"`` (:math:`c_n = \theta_n`): the xRDA interpolation of
-    paper 000. :math:`\alpha \equiv 0` is the plain (proximal) gradient step,
+    Siegel, Chen & Xu (2020). :math:`\alpha \equiv 0` is the plain (proximal) gradient step,
     :math:`\alpha \equiv 1` is RDA (:math:`z` the running dual average).
   * ``center="initial"`` (:math:`c_n = \theta_0`): Xiao's RDA around the initial
-    point (paper 001): with :math:`\alpha_n = \sqrt{(n-1)/n}` and
+    point (Jia et al., 2020): with :math:`\alpha_n = \sqrt{(n-1)/n}` and
     :math:`s_n = 1/(\gamma\sqrt{n})`, :math:`z_n = \theta_0 - G_n / (\gamma\sqrt{n})`.
 
   Args:

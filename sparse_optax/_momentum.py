@@ -1,4 +1,4 @@
-"""Momentum on a fixed time scale (paper 000, §3.3)."""
+"""Momentum on a fixed time scale (Siegel, Chen & Xu, 2020, §3.3)."""
 
 from __future__ import annotations
 

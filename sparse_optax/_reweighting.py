@@ -142,7 +142,7 @@ def log_l1_weights(
     mask: _base.Mask | None = None,
     accumulator_dtype: Any | None = None,
 ) -> _base.Weighting:
-  r"""Adaptive log-l1 reweighting of paper 000, per leaf.
+  r"""Adaptive log-l1 reweighting of Siegel, Chen & Xu (2020), per leaf.
 
   .. math::
     \mu' = e^{-s_n/T_b}, \quad r \leftarrow \mu' r + (1-\mu')\,\mathrm{mag}(\theta_n), \quad

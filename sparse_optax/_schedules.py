@@ -22,7 +22,7 @@ def _cosine_ramp(count, total_steps: int):
 
 
 def cosine_averaging(total_steps: int) -> optax.Schedule:
-  r"""The averaging ramp of paper 000: :math:`\alpha_k = \tfrac12(1 - \cos(\pi k/N))`, :math:`k = n + 1`.
+  r"""The averaging ramp of Siegel, Chen & Xu (2020): :math:`\alpha_k = \tfrac12(1 - \cos(\pi k/N))`, :math:`k = n + 1`.
 
   :math:`\alpha` rises from 0 (proximal SGD) to 1 (RDA) while the step size
   decays, so the threshold grows slowly and training stays robust.
@@ -44,7 +44,7 @@ def cosine_averaging(total_steps: int) -> optax.Schedule:
 
 
 def cosine_decay(init_value: float, total_steps: int) -> optax.Schedule:
-  r"""The step size of paper 000: :math:`s_k = \tfrac12 s_0 (1 + \cos(\pi k/N))`, :math:`k = n + 1`.
+  r"""The step size of Siegel, Chen & Xu (2020): :math:`s_k = \tfrac12 s_0 (1 + \cos(\pi k/N))`, :math:`k = n + 1`.
 
   Unlike ``optax.cosine_decay_schedule`` (:math:`k = n`), the last step of the
   run has step size 0, as in the authors' code.

@@ -1,4 +1,4 @@
-"""SPEC §1 and §2 written out in NumPy (float64), leaf by leaf, for the tests to check against."""
+"""The xRDA and RDA update rules written out in NumPy (float64), leaf by leaf, for the tests to check against."""
 
 import math
 
@@ -16,7 +16,7 @@ def cosine_alpha(total, n):
 
 
 def magnitude(theta, structure):
-  """mag(θ) and the scale c of SPEC §1, with the kernel written as explicit loops."""
+  """mag(θ) and the scale c of the adaptive log-l1 weights, with the kernel written as explicit loops."""
   if theta.ndim == 4 and structure == "kernel":
     h, w, i, o = theta.shape
     out = np.zeros((1, 1, i, o))
@@ -34,7 +34,7 @@ def magnitude(theta, structure):
 
 
 class XRDA:
-  """One leaf of xRDA with momentum and adaptive log-l1, exactly SPEC §1."""
+  """One leaf of xRDA with momentum and adaptive log-l1, exactly as that paper writes it."""
 
   def __init__(self, theta0, structure="unstructured"):
     self.structure = structure
@@ -91,7 +91,7 @@ def feedback_strength(lam, density, target_density, size, gain):
 
 
 def rda_closed_form(theta0, grads, gamma, lam):
-  """SPEC §2: θ_{n+1} = soft(θ_0 − G_n/β_n, λ n/β_n), β_n = γ √n, for every n."""
+  """Xiao's RDA: θ_{n+1} = soft(θ_0 − G_n/β_n, λ n/β_n), β_n = γ √n, for every n."""
   out, G = [], np.zeros_like(theta0, dtype=np.float64)
   for n, g in enumerate(grads, start=1):
     G = G + g

@@ -1,4 +1,4 @@
-"""RigL, SET and ERK against a NumPy transcription of SPEC §5."""
+"""RigL, SET and ERK against a NumPy transcription of Evci et al. (2020)."""
 
 import math
 
@@ -14,7 +14,7 @@ SHAPES = [(3, 3, 1, 6), (3, 3, 6, 16), (256, 120), (120, 10)]
 
 
 def numpy_erk(shapes, density, dense=()):
-  """SPEC §5: d_l ∝ Σdims/Πdims, scaled to the budget; layers above 1 dense, rest rescaled."""
+  """ERK (Evci et al., 2020): d_l ∝ Σdims/Πdims, scaled to the budget; layers above 1 dense, rest rescaled."""
   sizes = np.array([math.prod(s) for s in shapes], float)
   raw = np.array([sum(s) / math.prod(s) for s in shapes])
   full = np.zeros(len(shapes), bool)
@@ -86,7 +86,7 @@ def test_active_counts_are_the_layer_densities_and_stay_fixed(factory, distribut
 
 
 def numpy_regrow(p_after, grad, keep, fraction, grow_scores):
-  """SPEC §5 for one layer: drop the ⌊f·active⌋ smallest |θ| among the active, grow as many
+  """RigL / SET (Evci et al., 2020) for one layer: drop the ⌊f·active⌋ smallest |θ| among the active, grow as many
   of the largest scores among the rest (the just dropped included)."""
   p_after, keep = np.asarray(p_after).ravel(), np.asarray(keep).ravel()
   n = int(np.floor(fraction * keep.sum()))

@@ -1,4 +1,4 @@
-"""The named optimizers against the NumPy transcription of SPEC §1/§2, and its special cases."""
+"""The named optimizers against the NumPy transcription of the xRDA and RDA update rules, and its special cases."""
 
 import jax
 import jax.numpy as jnp

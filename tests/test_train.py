@@ -380,7 +380,7 @@ def test_logged_layer_densities_are_those_of_the_params(baseline):
   for name, leaf in flat.items():
     assert record["layers"][name]["density"] == pytest.approx(
         np.count_nonzero(leaf) / leaf.size, abs=1e-7), name
-    if leaf.ndim >= 2:  # paper 002's kurtosis, E[((W - mean) / std)^4], in float64
+    if leaf.ndim >= 2:  # Fedorov & Rao's (2018) kurtosis, E[((W - mean) / std)^4], in float64
       w = leaf.astype(np.float64)
       expected = np.mean((w - w.mean()) ** 4) / np.var(w) ** 2
       assert record["layers"][name]["kurtosis"] == pytest.approx(expected, rel=1e-4), name

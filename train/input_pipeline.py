@@ -1,4 +1,4 @@
-"""tf.data input pipelines for MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 (SPEC §7).
+"""tf.data input pipelines for MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 (the papers' augmentation).
 
 ``create_split`` returns ONE epoch of numpy batches
 ``{"image": float32 [B, H, W, C], "label": int32 [B]}`` with

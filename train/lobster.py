@@ -1,4 +1,4 @@
-"""LOBSTER's prune-on-plateau procedure (paper 003, SPEC §4), as a hook of the training loop.
+"""LOBSTER's prune-on-plateau procedure (Tartaglione et al., 2020, LOBSTER's procedure), as a hook of the training loop.
 
 Training alternates a regularization phase (the `sparse_optax.lobster` shrinkage) with a pruning
 phase. The regularization phase lasts until the validation loss plateaus: no relative improvement
@@ -93,7 +93,7 @@ def bisect_threshold(
 
 
 class PruneOnPlateau:
-  """LOBSTER's pruning phase as an epoch-end callback of the training loop (SPEC §4).
+  """LOBSTER's pruning phase as an epoch-end callback of the training loop (LOBSTER's procedure).
 
   When the validation loss has plateaued, bisects the global threshold over the leaves of
   ``mask`` (give it the optimizer's shrinkage mask: what is shrunk is what is pruned) and

@@ -147,7 +147,7 @@ def l1_target(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
 
 @register("xrda")
 def _xrda(config, run):
-  """xRDA with momentum and adaptive log-l1 (paper 000); ``l1_weights="uniform"``: plain l1."""
+  """xRDA with momentum and adaptive log-l1 (Siegel, Chen & Xu, 2020); ``l1_weights="uniform"``: plain l1."""
   lr, averaging = learning_rate(config, run), _averaging(config, run)
   if config.l1_weights == "uniform":
     if config.structure != "unstructured":
@@ -170,7 +170,7 @@ def _xrda(config, run):
           divergence_advice=lambda config: (
               f"raise config.rda_gamma (now {config.rda_gamma}): the first step is 1/γ"))
 def _rda(config, run):
-  """Xiao's RDA around the initial point (paper 001); step 1/(γ√n)."""
+  """Xiao's RDA around the initial point (Jia et al., 2020); step 1/(γ√n)."""
   return so.rda(config.rda_gamma, weight_decay=config.weight_decay, **l1_target(config, run))
 
 
@@ -187,7 +187,7 @@ register("sgd")(_sgd)
 
 @register("affine_scaling")
 def _affine_scaling(config, run):
-  """Re-weighted l1/l2 or FOCUSS (paper 002): SGD on q with θ = q ⊙ ω; with ``affine_greedy``
+  """Re-weighted l1/l2 or FOCUSS (Fedorov & Rao, 2018): SGD on q with θ = q ⊙ ω; with ``affine_greedy``
   q carries over each refresh of ω (the paper's choice), else θ does (SGD preconditioned by ω²)."""
   period = config.affine_period_epochs * run.steps_per_epoch
   sgd = optax.sgd(learning_rate(config, run), momentum=config.momentum or None,
@@ -212,7 +212,7 @@ def _lobster_callback(config):
 
 @register("lobster", callback=_lobster_callback, needs_validation=True)
 def _lobster(config, run):
-  """SGD with LOBSTER's shrinkage (paper 003), zeros pinned; the callback prunes on plateaus."""
+  """SGD with LOBSTER's shrinkage (Tartaglione et al., 2020), zeros pinned; the callback prunes on plateaus."""
   return optax.chain(so.lobster(_sgd(config, run), config.lobster_strength,
                                 mask=not_normalization),
                      so.freeze_zeros(mask=not_normalization))  # pins what the callback prunes
@@ -230,7 +230,7 @@ def _under(prefix: tuple[Any, ...]) -> Callable[[Any], Any]:
 
 def _dynamic_sparse(factory):
   def build(config, run):
-    """SGD (as the dense baseline) inside a mask of fixed size that moves (SPEC §5)."""
+    """SGD (as the dense baseline) inside a mask of fixed size that moves (Evci et al., 2020)."""
     dense = _under(run.input_layer) if config.dst_distribution == "uniform" else None
     return factory(_sgd(config, run), config.dst_sparsity,
                    update_frequency=config.dst_update_steps,

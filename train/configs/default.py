@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Caffe LeNet-5 on MNIST with xRDA; see the other configs for the published setups."""
   config = ml_collections.ConfigDict()
 
-  # Model (models.get_model) and its initialisation (SPEC §1, §2).
+  # Model (models.get_model) and its initialisation (as Siegel, Chen & Xu and Jia et al. initialise).
   config.model = "lenet5"
   config.init = "normal"  # "normal": He conv / N(0, 0.01²) linear; "uniform": U(±sqrt(3/fan_in))
   config.init_scale = 1.0  # factor on every kernel draw (RDA's scaled init)
@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.pruning_end_epoch = 0
   config.pruning_frequency = 100  # steps between gradual pruning steps
 
-  # RigL / SET (sparse from scratch, SPEC §5): SGD as the dense baseline with a fixed share
+  # RigL / SET (sparse from scratch, Evci et al. 2020): SGD as the dense baseline with a fixed share
   # of each layer active, dst_drop_fraction of it moved (cosine decay) every dst_update_steps
   # until dst_end_fraction of training. "uniform": every layer at dst_sparsity but the first,
   # kept dense (as RigL); "erk": Erdős–Rényi-Kernel densities, dst_sparsity overall.
@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dst_end_fraction = 0.75
   config.dst_drop_fraction = 0.3
 
-  # Affine scaling (paper 002): θ = q ⊙ ω, SGD on q, ω refreshed every affine_period_epochs.
+  # Affine scaling (Fedorov & Rao, 2018): θ = q ⊙ ω, SGD on q, ω refreshed every affine_period_epochs.
   # affine_greedy: q carries over a refresh, so θ jumps to q ⊙ ω_new (the paper's greedy
   # initialiser, all of its Table 1); False: θ carries over (SGD preconditioned by ω²).
   config.affine_method = "l1"  # "l1", "l2" or "focuss"
@@ -95,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.affine_leafwise = False  # greedy only: one layer's ω per refresh, in params order
   config.affine_iterations = config_dict.placeholder(int)  # greedy only: refreshes; None: all
 
-  # LOBSTER (paper 003): shrinkage λ after every SGD step; prune when the validation loss
+  # LOBSTER (Tartaglione et al., 2020): shrinkage λ after every SGD step; prune when the validation loss
   # has not improved by 1% for lobster_patience epochs (PWE), with a worsening tolerance TWT.
   config.lobster_strength = 1e-4
   config.lobster_patience = 20

@@ -1,4 +1,4 @@
-r"""ResNet-56 on CIFAR-10 with xRDA: the paper's run (SPEC §1).
+r"""ResNet-56 on CIFAR-10 with xRDA: Siegel, Chen & Xu's run.
 
 Batch 128, 600 epochs, s_0 = 0.25 with a cosine schedule, cosine averaging α,
 λ = 1.3e-6, T = T_b = 12.37, F = 500, weight decay 5e-4. Published: 94.12% test

@@ -1,4 +1,4 @@
-r"""VGG-16 (BatchNorm, one linear layer) on CIFAR-10 with xRDA: the paper's run (SPEC §1).
+r"""VGG-16 (BatchNorm, one linear layer) on CIFAR-10 with xRDA: Siegel, Chen & Xu's run.
 
 Batch 128, 600 epochs, s_0 = 1.0 with a cosine schedule, cosine averaging α,
 λ = 1e-6, T = T_b = 9.5, F = 500, weight decay 5e-4. Published: 94.16% test
