@@ -1,4 +1,4 @@
-"""Tables and plots from the finished trials of `benchmarks/sweeps.py`.
+"""Tables and plots from the finished trials of `benchmarks.sweeps`.
 
     python -m benchmarks.report --experiment lenet300100_mnist
     python -m benchmarks.report --all    # every experiment, and benchmarks/results/RESULTS.md
@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks import sweeps
 
-RESULTS = sweeps.ARCHIVE
+RESULTS = sweeps.outcomes.ARCHIVE
 
 
 def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
@@ -34,7 +34,7 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
             "setting": trial.setting, "seed": trial.seed, "diverged": record["diverged"]}
   row = {"trial": trial.id, "stage": trial.stage, "knob_value": trial.knob_value,
          "setting": trial.setting, "seed": trial.seed,
-         "command": shlex.join(sweeps.train_command(experiment, trial)),
+         "command": shlex.join(sweeps.engine.train_command(experiment, trial)),
          "val_error": 100 * (1 - record["val_accuracy"]),
          "test_error": 100 * (1 - record["test_accuracy"]),
          "compression": record["compression"], "nonzeros": record["nonzeros"]}
@@ -400,7 +400,12 @@ def main(argv: list[str] | None = None) -> None:
   which.add_argument("--all", action="store_true",
                      help="every experiment, and benchmarks/results/RESULTS.md")
   parser.add_argument("--epochs", type=int, default=None)
+  parser.add_argument("--storage", default=None,
+                      help="the sweep's storage URL: archive the outcomes that workers on other "
+                      "machines published there too")
   args = parser.parse_args(argv)
+  if args.storage:
+    print(f"{sweeps.engine.pull(args.storage)} outcomes read from {args.storage}")
   if args.all:
     summaries = [summarize(build()) for build in sweeps.EXPERIMENTS.values()]
     summaries = [write(sweeps.EXPERIMENTS[s["experiment"]]()) if started(s) else s

@@ -7,5 +7,5 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # convs (errors ~1e-3), which would fail them there without any bug.
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# Sets XLA_FLAGS at import; it runs only as a subprocess of test_multidevice.py.
-collect_ignore = ["multidevice_check.py"]
+# Scripts the tests run as subprocesses (multidevice_check.py sets XLA_FLAGS at import).
+collect_ignore = ["multidevice_check.py", "sweep_trainer.py", "sweep_worker.py"]

@@ -30,8 +30,9 @@ def _finish(experiment, trial, val, test, compression, epoch=2):
 
 @pytest.fixture
 def experiment(tmp_path, monkeypatch):
-  monkeypatch.setattr(sweeps, "RUNS", tmp_path / "runs")
-  monkeypatch.setattr(sweeps, "ARCHIVE", tmp_path / "results")
+  monkeypatch.setattr(sweeps.outcomes, "RUNS", tmp_path / "runs")
+  monkeypatch.setattr(sweeps.outcomes, "ARCHIVE", tmp_path / "results")
+  monkeypatch.setattr(sweeps.outcomes, "SHARED", {})
   monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
   return _experiment()
 
@@ -100,7 +101,7 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
     ({0, 1}, 1, [None]),
 ])
 def test_each_worker_gets_its_own_cores(monkeypatch, cores, workers, expected):
-  monkeypatch.setattr(sweeps.os, "sched_getaffinity", lambda pid: cores)
+  monkeypatch.setattr(sweeps.engine.os, "sched_getaffinity", lambda pid: cores)
   assert sweeps.core_slots(workers) == expected
 
 
@@ -120,8 +121,22 @@ def test_the_plan_of_several_experiments_keeps_their_order(experiment, capsys):
     sweeps.main(["--experiment", "lenet5_mnist", "--plan", "--methods", "rigl"])
 
 
+def _sweep(queue, workers=1):
+  """The engine on an in-memory Optuna storage (the SQLite and multi-process paths are
+  tests/test_sweep_workers.py's)."""
+  import optuna
+  return sweeps.Sweep(queue, optuna.storages.InMemoryStorage(), workers)
+
+
+@pytest.fixture
+def quick(monkeypatch):
+  """No waiting: idle workers look again at once, trainings are polled without sleeping."""
+  monkeypatch.setattr(sweeps.engine, "POLL_S", 0.0)
+  monkeypatch.setattr(sweeps.engine.time, "sleep", lambda _: None)
+
+
 def test_the_runner_runs_the_queue_on_separate_cores_and_then_what_the_tuning_unlocked(
-    experiment, monkeypatch, capsys):
+    experiment, monkeypatch, capsys, quick):
   launched = []
 
   class Finished:  # a trial that has trained every epoch by the time it is polled
@@ -136,20 +151,24 @@ def test_the_runner_runs_the_queue_on_separate_cores_and_then_what_the_tuning_un
       return 0
 
   def launch(exp, trial, cores):
-    launched.append((exp.id, trial.id, cores))
+    launched.append((exp.id, trial.id, frozenset(cores)))
     return Finished(trial)
 
-  monkeypatch.setattr(sweeps, "launch", launch)
-  monkeypatch.setattr(sweeps, "core_slots", lambda workers: [{0}, {1}][:workers])
-  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
-  sweeps.run([(experiment, list(experiment.methods))], workers=2)
+  monkeypatch.setattr(sweeps.engine, "launch", launch)
+  monkeypatch.setattr(sweeps.engine, "core_slots", lambda workers: [{0}, {1}][:workers])
+  sweep = _sweep([(experiment, list(experiment.methods))], workers=2)
+  sweep.run()
   ids = [trial_id for _, trial_id, _ in launched]
   assert len(ids) == len(set(ids)) == 2 + 4 + 2 + 2  # m: tune, front + seeds; d: tune, seeds
-  assert {frozenset(c) for _, _, c in launched[:2]} == {frozenset({0}), frozenset({1})}
-  assert all(sweeps.finished(experiment, t) for t in sweeps.plan(experiment,
-                                                                  list(experiment.methods))[0])
+  assert {c for _, _, c in launched} <= {frozenset({0}), frozenset({1})}
   assert not sweeps.plan(experiment, list(experiment.methods))[0]
   assert capsys.readouterr().out.splitlines()[-1] == sweeps.FINISHED
+  study = sweep.studies[experiment.id]  # one Optuna trial each, valued by its validation
+  values = {t.user_attrs["trial"]: t.value for t in study.trials}
+  assert len(study.trials) == len(ids) and set(values) == set(ids)
+  assert all(values[t.id] == 0.95 for t in sweeps.tune_trials(experiment.methods[0])
+             if t.setting == 0.2)
+  assert json.loads(sweeps.archive_path(experiment).read_text()).keys() == set(ids)
 
 
 def test_a_diverged_trial_is_an_outcome_that_the_tuning_passes_over(experiment, monkeypatch):
@@ -160,7 +179,7 @@ def test_a_diverged_trial_is_an_outcome_that_the_tuning_passes_over(experiment, 
   directory.mkdir(parents=True)
   (directory / "log.txt").write_text("epoch 1 ...\nFloatingPointError: Training diverged in "
                                      "epoch 2: the train loss is nan.\n")
-  assert sweeps._diverged(directory)  # what the runner calls when a trial exits non-zero
+  assert sweeps.outcomes.diverged(directory)  # what the runner calls when a trial exits non-zero
   assert sweeps.finished(experiment, high)
   assert sweeps.tuned_setting(experiment, m) == 0.1
   summary = report.summarize(experiment)
@@ -172,7 +191,7 @@ def test_a_diverged_trial_is_an_outcome_that_the_tuning_passes_over(experiment, 
 
 def test_a_crash_is_not_taken_for_divergence(tmp_path):
   (tmp_path / "log.txt").write_text("Traceback ...\nMemoryError\n")
-  assert not sweeps._diverged(tmp_path)
+  assert not sweeps.outcomes.diverged(tmp_path)
   assert not (tmp_path / sweeps.DIVERGED).exists()
 
 
@@ -213,7 +232,7 @@ def test_affine_scalings_iterations_are_archived_and_reported_with_their_kurtosi
   sweeps.archive(exp)
   entry = json.loads(sweeps.archive_path(exp).read_text())[trial.id]
   assert [r["epoch"] for r in entry["records"]] == [2, 4, 6]
-  shutil.rmtree(sweeps.RUNS)  # the report reads the iterations from the archive
+  shutil.rmtree(sweeps.outcomes.RUNS)  # the report reads the iterations from the archive
   row = report._row(exp, trial)
   assert [(i["epoch"], i["kurtosis"]) for i in row["iterations"]] == [
       (2, {"a/kernel": 5.0, "b/kernel": 20.0}), (4, {"a/kernel": 7.0, "b/kernel": 40.0}),
@@ -289,7 +308,7 @@ def test_archived_outcomes_stand_in_for_workdirs_that_are_gone(experiment):
   assert set(entries) == {low.id, high.id, ready[0].id, diverged.id}
   assert [r["epoch"] for r in entries[high.id]["records"]] == [1, 2]  # retraining began at 1
 
-  shutil.rmtree(sweeps.RUNS)  # a new machine: no workdirs
+  shutil.rmtree(sweeps.outcomes.RUNS)  # a new machine: no workdirs
   assert report.summarize(experiment) == before
   assert sweeps.record_at(experiment, high, 1)["epoch"] == 1
   assert sweeps.finished(experiment, diverged) and not sweeps.finished(experiment, cut)
@@ -341,10 +360,13 @@ def test_no_refinement_when_every_grid_value_diverged(experiment):
   assert sweeps.plan(experiment, [m]) == ([], [])
 
 
-def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, monkeypatch):
+def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, monkeypatch,
+                                                                 quick):
   import os
   import signal
+  import threading
   signals, launched = [], []
+  both = threading.Barrier(2)
 
   class Running:  # a training that runs until it is told to stop
     returncode = None
@@ -364,19 +386,19 @@ def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, m
 
   def launch(exp, trial, cores):
     launched.append(trial.id)
-    if len(launched) == 2:  # both workers busy: the runner gets SIGTERM (kill, or a cluster)
+    if both.wait() == 0:  # both workers busy: the runner gets SIGTERM (kill, or a cluster)
       os.kill(os.getpid(), signal.SIGTERM)
     return Running(trial)
 
-  monkeypatch.setattr(sweeps, "launch", launch)
-  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
+  monkeypatch.setattr(sweeps.engine, "launch", launch)
   before = signal.getsignal(signal.SIGTERM)
   with pytest.raises(SystemExit) as exit_info:
-    sweeps.run([(experiment, list(experiment.methods))], workers=2)
+    _sweep([(experiment, list(experiment.methods))], workers=2).run()
   assert exit_info.value.code == 128 + signal.SIGTERM
   assert len(launched) == 2  # nothing started after the signal
   assert sorted(signals) == sorted((t, signal.SIGTERM) for t in launched)  # one SIGTERM each
   assert signal.getsignal(signal.SIGTERM) == before
+  assert not sweeps.finished(experiment, sweeps.tune_trials(experiment.methods[0])[0])
 
 
 class _Stubborn:
@@ -400,84 +422,93 @@ class _Stubborn:
     return self.returncode
 
 
-def test_a_second_signal_kills_a_training_that_does_not_stop(experiment, monkeypatch):
+def test_a_second_signal_kills_a_training_that_does_not_stop(experiment, monkeypatch, quick):
   import os
   import signal
-  log, polls = [], []
+  log, sent = [], []
+  sweep = _sweep([(experiment, list(experiment.methods))], workers=1)
 
   def launch(exp, trial, cores):
-    if len(log) == 0 and not polls:
-      os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
     proc = _Stubborn(trial, log)
     original = proc.poll
 
-    def poll():  # the user presses Ctrl-C again while the runner waits
-      polls.append(1)
-      if len(polls) == 50:
+    def poll():  # the user presses Ctrl-C again once the training has been asked to stop
+      if log and not sent:  # (signals sent at once could arrive as one)
+        sent.append(1)
         os.kill(os.getpid(), signal.SIGINT)
       return original()
     proc.poll = poll
     return proc
 
-  monkeypatch.setattr(sweeps, "launch", launch)
-  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
+  monkeypatch.setattr(sweeps.engine, "launch", launch)
+  monkeypatch.setattr(sweeps.engine, "STOP_GRACE_S", 60.0)  # (a failure, not a hang)
   with pytest.raises(SystemExit) as exit_info:
-    sweeps.run([(experiment, list(experiment.methods))], workers=1)
+    sweep.run()
   assert exit_info.value.code == 128 + signal.SIGINT
-  assert [entry[0] for entry in log] == ["signal", "kill"]
+  assert [entry[0] for entry in log] == ["signal", "kill"] and sweep.signals == [2, 2]
 
 
-def test_a_failing_runner_stops_its_trainings(experiment, monkeypatch):
+def test_a_failing_runner_stops_its_trainings(experiment, monkeypatch, quick):
   import signal
-  log = []
-  monkeypatch.setattr(sweeps, "launch", lambda exp, trial, cores: _Stubborn(trial, log))
-  monkeypatch.setattr(sweeps.time, "sleep", lambda _: None)
-  monkeypatch.setattr(sweeps, "STOP_GRACE_S", 0.0)
-  plans = []
-  real_plan = sweeps.plan
+  log, launched = [], []
+
+  def launch(exp, trial, cores):
+    launched.append(trial)
+    return _Stubborn(trial, log)
+
+  monkeypatch.setattr(sweeps.engine, "launch", launch)
+  monkeypatch.setattr(sweeps.engine, "STOP_GRACE_S", 0.0)
+  real_plan = sweeps.policy.plan
 
   def plan(exp, methods):
-    plans.append(1)
-    if len(plans) > 2:
+    if len(launched) >= 2:  # both trainings started: the idle third worker's look fails
       raise OSError("disk full")
     return real_plan(exp, methods)
 
-  monkeypatch.setattr(sweeps, "plan", plan)
+  monkeypatch.setattr(sweeps.policy, "plan", plan)
   with pytest.raises(OSError, match="disk full"):
-    sweeps.run([(experiment, [experiment.methods[0]])], workers=2)
+    _sweep([(experiment, [experiment.methods[0]])], workers=3).run()
   signalled = {t for kind, t, *_ in log if kind == "signal"}
   killed = {t for kind, t, *_ in log if kind == "kill"}
   assert len(signalled) == 2 and killed == signalled  # (the grace period is 0 here)
   assert all(s == signal.SIGTERM for kind, _, *s in log if kind == "signal" for s in s)
 
 
-def test_a_workdir_that_another_training_holds_is_left_alone(experiment, monkeypatch):
+def test_a_workdir_that_another_training_holds_is_left_alone(experiment):
   import fcntl
-  trial = sweeps.tune_trials(experiment.methods[0])[0]
-  directory = sweeps.workdir(experiment, trial)
+  first, second = sweeps.tune_trials(experiment.methods[0])
+  directory = sweeps.workdir(experiment, first)
   directory.mkdir(parents=True)
-  launched = []
-  monkeypatch.setattr(sweeps, "launch",
-                      lambda exp, t, cores: launched.append(t) or _Stubborn(t, []))
+  sweep = _sweep([(experiment, [experiment.methods[0]])])
   with open(directory / ".running.process0", "a") as held:
     fcntl.flock(held, fcntl.LOCK_EX)
-    assert sweeps._training_elsewhere(directory)
-    sweeps._step([(experiment, [experiment.methods[0]])], 2, {}, [0, 1], [None, None], set(), [])
-  assert trial not in launched and len(launched) == 1
-  assert not sweeps._training_elsewhere(directory)  # released with its holder
+    assert sweeps.engine.training_elsewhere(directory)
+    assert sweep.pick() == (experiment, second)
+    assert sweep.pick() == "busy"  # the first is not enqueued while its lock is held
+  assert not sweeps.engine.training_elsewhere(directory)  # released with its holder
+  assert sweep.pick() == (experiment, first)
+  assert [t.user_attrs["trial"] for t in sweep.studies[experiment.id].trials] == [
+      second.id, first.id]
 
 
-def test_the_runner_does_not_call_done_what_another_runner_trains(experiment, monkeypatch,
-                                                                 capsys):
-  trial = sweeps.tune_trials(experiment.methods[0])[0]
-  monkeypatch.setattr(sweeps, "plan", lambda exp, methods: ([trial], []))
-  monkeypatch.setattr(sweeps, "_training_elsewhere", lambda directory: True)
-  assert not sweeps._step([(experiment, [experiment.methods[0]])], 2, {}, [0, 1], [None, None],
-                          set(), [])
-  assert sweeps.FINISHED not in capsys.readouterr().out
-  monkeypatch.setattr(sweeps, "plan", lambda exp, methods: ([], []))
-  sweeps._step([(experiment, [experiment.methods[0]])], 2, {}, [0, 1], [None, None], set(), [])
-  assert capsys.readouterr().out.splitlines() == [sweeps.FINISHED]
+def test_the_runner_does_not_call_done_what_another_runner_trains(experiment):
+  import dataclasses
+  dense = dataclasses.replace(experiment.methods[1], seeds=())
+  experiment = dataclasses.replace(experiment, methods=(dense,))
+  trial = sweeps.tune_trials(dense)[0]
+  queue = [(experiment, [dense])]
+  sweep = _sweep(queue)
+  other = sweeps.Sweep(queue, sweep.storage)  # another worker on the same storage
+  assert other.pick() == (experiment, trial)
+  assert sweep.pick() == (experiment, sweeps.tune_trials(dense)[1])
+  assert sweep.pick() == "busy"  # both held (enqueued): not "finished"
+  for t in sweeps.tune_trials(dense):
+    _finish(experiment, t, 0.9, 0.9, 1.0)
+  from optuna.trial import TrialState
+  for study_trial in sweep.studies[experiment.id].trials:  # their workers end them
+    sweep.storage.set_trial_state_values(study_trial._trial_id, TrialState.COMPLETE, [0.9])
+  assert sweep.pick() == "finished"
 
 
 def test_an_archived_outcome_counts_only_for_the_definition_it_trained(experiment):
@@ -486,7 +517,7 @@ def test_an_archived_outcome_counts_only_for_the_definition_it_trained(experimen
   trial = sweeps.tune_trials(experiment.methods[1])[0]
   _finish(experiment, trial, 0.9, 0.9, 1.0)
   assert sweeps.archive(experiment) == 1
-  shutil.rmtree(sweeps.RUNS)
+  shutil.rmtree(sweeps.outcomes.RUNS)
   assert sweeps.finished(experiment, trial)
   longer = dataclasses.replace(experiment, overrides=dict(experiment.overrides, num_epochs=3))
   assert not sweeps.finished(longer, trial)
@@ -545,7 +576,7 @@ def test_a_method_tuned_at_a_shorter_budget_trains_its_reference_at_the_full_one
   _finish(stage, high, val=0.95, test=0.80, compression=10.0, epoch=1)
   assert sweeps.tuned_setting(full, m) == 0.2
   ready, waiting = sweeps.plan(full, [m])
-  assert not (sweeps.RUNS / full.id).exists()  # the tuning trained in its own directory
+  assert not (sweeps.outcomes.RUNS / full.id).exists()  # the tuning trained in its own directory
   for trial in ready[1:]:  # all but the first front point; then the reference's seeds
     _finish(full, trial, 0.9, 0.97 if trial.knob_value == 0.9 else 0.9, 10.0, epoch=4)
   partial = report.summarize(full)
@@ -571,7 +602,7 @@ def test_a_method_tuned_at_a_shorter_budget_trains_its_reference_at_the_full_one
   assert summary["missing"] == [f"toy4_tuning/{t.id}" for t in tuning[2:]]
   assert "each tune trial trained 1 epochs, not 4" in report.markdown(summary)
   assert sweeps.archive(full) == 2 + 5  # the tuning stage's archive as well as its own
-  shutil.rmtree(sweeps.RUNS)
+  shutil.rmtree(sweeps.outcomes.RUNS)
   assert sweeps.tuned_setting(full, m) == 0.2 and report.summarize(full) == summary
 
 
@@ -669,22 +700,19 @@ def test_a_setting_whose_full_budget_run_diverged_gives_way_to_the_next_best(exp
   assert reference.id in summary["diverged"]
 
 
-def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(
-    experiment, monkeypatch):
+def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(experiment):
   full = _toy_tuned_apart()
   stage = full.tuning
   first, second = stage.methods
   for trial in sweeps.tune_trials(first):  # the first method's tuning is done, the second's not
     _finish(stage, trial, val=0.9, test=0.9, compression=10.0, epoch=1)
-  launched = []
-  monkeypatch.setattr(sweeps, "launch", lambda exp, trial, cores: launched.append(
-      (exp.id, trial.method.id)) or type("Running", (), {"poll": lambda self: None})())
   later = _toy_tuned_apart(8)  # queued after: its 2-epoch tune trials wait for toy4's 1-epoch
   queue = [(stage, list(stage.methods)), (full, list(full.methods)),
            (later.tuning, list(later.tuning.methods)), (later, list(later.methods))]
-  sweeps._step(queue, 2, {}, [0, 1], [None, None], set(), [])
-  assert launched == [("toy4", first.id), ("toy4", first.id)]
-  launched.clear()
-  sweeps._step(queue, 9, {}, list(range(9)), [None] * 9, set(), [])
-  assert launched == [("toy4", first.id)] * 5 + [("toy4_tuning", second.id)] * 2 + [
-      ("toy8_tuning", first.id)] * 2  # toy4's 3 front points + 2 seeds, then its tuning
+  sweep = _sweep(queue)
+  ready, _ = sweep.plan()
+  assert [(e.id, t.method.id) for e, t in ready] == [("toy4", first.id)] * 5 + [
+      ("toy4_tuning", second.id)] * 2 + [("toy8_tuning", first.id), ("toy8_tuning", first.id),
+                                         ("toy8_tuning", second.id), ("toy8_tuning", second.id)]
+  picked = sweep.pick()
+  assert picked[0].id == "toy4" and picked[1].method.id == first.id

@@ -1,0 +1,3 @@
+from benchmarks.sweeps.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The protocol's order: tune on validation, refine once, then the front and the seeds with the
+chosen setting, falling back to the next best where the chosen one diverged at the full budget.
+Pure functions of the outcomes (``outcomes``): which trials can run now, which wait."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from benchmarks.sweeps import outcomes
+from benchmarks.sweeps.catalogue import Experiment, Method, Trial, front_values, tuning_stage
+
+
+def known_trials(experiment: Experiment) -> list[Trial]:
+  """Every trial the plan has named so far (fronts and seeds once their tuning is known)."""
+  trials = []
+  for method in experiment.methods:
+    if experiment.tuning is None:  # (else they are the tuning stage's own)
+      trials += all_tune_trials(experiment, method)
+    best = tuned_setting(experiment, method)
+    if best is not None:
+      trials += [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
+      trials += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
+  return trials
+
+
+def tune_trials(method: Method) -> list[Trial]:
+  """The method's tuning grid (at its reference knob value, seed 0)."""
+  return [Trial(method, "tune", method.reference, v, 0) for v in method.tune[1]]
+
+
+def _scores(experiment: Experiment, trials: list[Trial]) -> dict[Any, float] | None:
+  """{setting: final validation accuracy (-inf: diverged)}; None until every trial finished."""
+  records = [outcomes.final_record(experiment, t) for t in trials]
+  if any(r is None for r in records):
+    return None
+  return {t.setting: -math.inf if "diverged" in r else r["val_accuracy"]
+          for t, r in zip(trials, records)}
+
+
+def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
+  """One more tuning trial after the grid, for every method alike: a step beyond the grid's edge
+  when the grid's best is on it, else halfway (geometrically) between the best and its better
+  neighbour. None until the grid has finished, when every grid value diverged, or when the
+  method does not refine."""
+  experiment, method = tuning_stage(experiment, method)
+  scores = _scores(experiment, tune_trials(method))
+  if not method.refine or scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
+    return None
+  values = sorted(scores)
+  if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+    return None  # geometric steps need positive numbers
+  best = max(values, key=scores.__getitem__)
+  i = values.index(best)
+  if i in (0, len(values) - 1):
+    value = best * best / values[1 if i == 0 else -2]
+  else:
+    value = math.sqrt(best * max(values[i - 1], values[i + 1], key=scores.__getitem__))
+  if all(isinstance(v, int) for v in values):
+    rounded = [round(value)]
+  else:  # short, unless that lands on a value already tried
+    rounded = [float(f"{value:.{digits}g}") for digits in (3, 6, 12)]
+  value = next((v for v in rounded if v not in values), None)
+  return None if value is None else Trial(method, "tune", method.reference, value, 0)
+
+
+def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
+  """The grid, and its refinement once the grid has told where it goes (the trials of the
+  method's tuning stage)."""
+  extra = refine_trial(experiment, method)
+  return tune_trials(tuning_stage(experiment, method)[1]) + ([] if extra is None else [extra])
+
+
+def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
+  """The tune trial with the best final validation accuracy (None until all, the refinement
+  included, have finished, or if every one diverged); a tie goes to the earlier trial, the
+  grid's before its refinement (LeNet-5's xrda: lr 0.5 and 0.25 both 65 errors in 6,000).
+  Tuned at a shorter budget, a setting whose full-budget reference run diverged gives way to the
+  next best on validation (Fashion-MNIST's RigL: lr 0.2 trained 10 epochs, diverged in 40)."""
+  scores = _scores(tuning_stage(experiment, method)[0],
+                   all_tune_trials(experiment, method))  # (None: grid unfinished)
+  if scores is None:
+    return None
+  for setting in sorted(scores, key=lambda s: -scores[s]):  # stable: ties keep their order
+    if scores[setting] == -math.inf:
+      return None
+    if not diverged_at_full_budget(experiment, method, setting):
+      return setting
+  return None
+
+
+def diverged_at_full_budget(experiment: Experiment, method: Method, setting: Any) -> bool:
+  """Whether the method, tuned at a shorter budget, diverged at ``setting`` when its reference
+  trained the full budget (a tuning stage at the full budget cannot diverge after choosing)."""
+  if experiment.tuning is None:
+    return False
+  record = outcomes.final_record(experiment, Trial(method, "front", method.reference, setting, 0))
+  return record is not None and "diverged" in record
+
+
+def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], list[Trial]]:
+  """(trials that can run now, trials that wait for their method's tuning). A tuning stage apart
+  (``experiment.tuning``) is planned on its own: the runner queues it first."""
+  ready, waiting = [], []
+  for method in methods:  # in order: a method's front runs before the next method's tuning
+    if experiment.tuning is None:
+      ready += all_tune_trials(experiment, method)
+    best = tuned_setting(experiment, method)
+    later = [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
+    later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
+    if best is None:  # tuning unfinished, or every setting diverged: nothing more to run
+      tuned = _scores(tuning_stage(experiment, method)[0], all_tune_trials(experiment, method))
+      waiting += [] if tuned is not None else later
+    else:
+      ready += later
+  return [t for t in ready if not outcomes.finished(experiment, t)], waiting
+
+
+
+def archive(experiment: Experiment) -> int:
+  """Archives the outcome of every trial the plan has named (see ``outcomes.archive``), the
+  tuning stage's too; returns how many entries changed."""
+  earlier = 0 if experiment.tuning is None else archive(experiment.tuning)
+  return earlier + outcomes.archive(experiment, known_trials(experiment))
