@@ -5,7 +5,7 @@ params' density (``config.l1_solve_every`` 1 against 0), on seeds other than the
     python -m benchmarks.target_control --report   # archive + table from runs/target_control
 
 Both controls train xrda with the setting the λ protocol chose on validation for the model
-(benchmarks/sweeps.py: lr 2.0 on LeNet-300-100, 0.5 on LeNet-5), the target ramped on the
+(benchmarks.sweeps: lr 2.0 on LeNet-300-100, 0.5 on LeNet-5), the target ramped on the
 gradual-pruning schedule of the same experiments (cubic, from a twentieth of the budget to half)
 and held. ``--report`` writes ``benchmarks/results/target_control.json`` (each finished trial's
 last record, so a clone reproduces the table without the runs) and ``target_control.md``.
@@ -33,20 +33,29 @@ EXPERIMENTS = {
     "lenet300100": ("train/configs/lenet300100_mnist_xrda.py",
                     dict(MNIST, num_epochs=200, learning_rate=2.0, l1_sparsity=0.98,
                          l1_sparsity_begin_epoch=10, l1_sparsity_end_epoch=100)),
+    # LeNet-300-100 at Sparse VD's 68x and LOBSTER's 115x (weights counted).
+    "lenet300100_68x": ("train/configs/lenet300100_mnist_xrda.py",
+                        dict(MNIST, num_epochs=200, learning_rate=2.0, l1_sparsity=0.9853,
+                             l1_sparsity_begin_epoch=10, l1_sparsity_end_epoch=100)),
+    "lenet300100_115x": ("train/configs/lenet300100_mnist_xrda.py",
+                         dict(MNIST, num_epochs=200, learning_rate=2.0, l1_sparsity=0.9913,
+                              l1_sparsity_begin_epoch=10, l1_sparsity_end_epoch=100)),
     # Sparse VD's 280x on LeNet-5 (kernel sparsity 0.99643).
     "lenet5": ("train/configs/lenet5_mnist_xrda.py",
                dict(MNIST, num_epochs=100, learning_rate=0.5, l1_sparsity=0.99643,
                     l1_sparsity_begin_epoch=5, l1_sparsity_end_epoch=50)),
 }
 CONTROLS = {"exact": 1, "feedback": 0}  # config.l1_solve_every
-SEEDS = {"lenet300100": (1, 2), "lenet5": (1,)}
+# (experiment, control) -> seeds; the default control (exact) on three seeds at every target.
+SEEDS = {("lenet300100", "exact"): (1, 2, 3), ("lenet300100", "feedback"): (1, 2),
+         ("lenet300100_68x", "exact"): (1, 2, 3), ("lenet300100_115x", "exact"): (1, 2, 3),
+         ("lenet5", "exact"): (1, 2, 3)}
 
 
 def trials():
-  for experiment, seeds in SEEDS.items():
-    for control in CONTROLS:
-      for seed in seeds:
-        yield experiment, control, seed
+  for (experiment, control), seeds in SEEDS.items():
+    for seed in seeds:
+      yield experiment, control, seed
 
 
 def workdir(experiment: str, control: str, seed: int) -> Path:
