@@ -11,6 +11,7 @@ import jax.numpy as jnp  # noqa: F401  (the doctests use it)
 from flax import nnx
 
 from models import initializers, pooling
+from models.thinning import Family, Layer, Link
 
 
 class LeNet300100(nnx.Module):
@@ -48,6 +49,14 @@ class LeNet300100(nnx.Module):
     for layer in self.layers[:-1]:
       x = nnx.relu(layer(x))
     return self.layers[-1](x)
+
+  def thinning_plan(self) -> Family:
+    """How ``models.thin`` narrows it: every hidden layer's neurons."""
+    layers = [Layer(("layers", i)) for i in range(len(self.layers))]
+    links = [Link(a, b, relu=True) for a, b in zip(layers[:-1], layers[1:])]
+    return Family(layers, links, lambda width: functools.partial(
+        LeNet300100, width(layers[-1]), input_shape=self.input_shape,
+        hidden=tuple(width(layer) for layer in layers[:-1])))
 
 
 class LeNet5(nnx.Module):
@@ -95,6 +104,16 @@ class LeNet5(nnx.Module):
     x = pooling.max_pool_2x2(self.conv2(x))
     x = x.reshape((x.shape[0], -1))
     return self.fc2(nnx.relu(self.fc1(x)))
+
+  def thinning_plan(self) -> Family:
+    """How ``models.thin`` narrows it: conv1's and conv2's channels and fc1's neurons."""
+    conv1, conv2, fc1, fc2 = (Layer((name,)) for name in ("conv1", "conv2", "fc1", "fc2"))
+    # Caffe's LeNet-5 has no nonlinearity after the convs.
+    links = [Link(conv1, conv2, relu=False), Link(conv2, fc1, relu=False),
+             Link(fc1, fc2, relu=True)]
+    return Family([conv1, conv2, fc1, fc2], links, lambda width: functools.partial(
+        LeNet5, width(fc2), input_shape=self.input_shape,
+        features=(width(conv1), width(conv2)), hidden=width(fc1)))
 
 
 # Tiny variants for tests.

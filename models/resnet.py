@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models import initializers
+from models.thinning import Family, Layer, Link
 
 Shortcut = Literal["projection", "zero_pad"]
 
@@ -116,6 +117,24 @@ class ResNet(nnx.Module):
     for block in self.blocks:
       x = block(x)
     return self.classifier(jnp.mean(x, axis=(1, 2)))
+
+  def thinning_plan(self) -> Family:
+    """How ``models.thin`` narrows it: only each block's inner channels (conv1's outputs,
+    conv2's inputs), since a block's outputs are added to its shortcut's."""
+    layers, links, inner = [Layer(("stem",), ("stem_bn",))], [], []
+    for i, block in enumerate(self.blocks):
+      conv1 = Layer(("blocks", i, "conv1"), ("blocks", i, "bn1"))
+      conv2 = Layer(("blocks", i, "conv2"), ("blocks", i, "bn2"))
+      layers += [conv1, conv2]
+      if block.use_projection:
+        layers.append(Layer(("blocks", i, "projection"), ("blocks", i, "projection_bn")))
+      links.append(Link(conv1, conv2, relu=True))
+      inner.append(conv1)
+    layers.append(Layer(("classifier",)))
+    return Family(layers, links, lambda width: functools.partial(
+        ResNet, width(layers[-1]), stage_sizes=self.stage_sizes, features=self.features,
+        shortcut=self.shortcut, input_shape=self.input_shape,
+        block_features=tuple(width(layer) for layer in inner)))
 
 
 _CIFAR_THIN = dict(features=(16, 32, 64), shortcut="zero_pad")

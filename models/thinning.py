@@ -15,9 +15,10 @@ eval-mode outputs unchanged:
 Removals repeat until none applies: a fold can leave a channel of the next layer dead, and
 removing a layer's outputs can leave its inputs unread. A layer keeps at least one channel.
 
-What is thinned per family: LeNet-300-100 its hidden neurons; LeNet-5 conv1's and conv2's
-channels and fc1's neurons; VGG every conv's channels; ResNet only the inner channels of each
-block (conv1's outputs, conv2's inputs): a block's outputs are added to its shortcut's.
+A model family says how it thins in its own module, as it says ``INPUT_LAYER``: its class
+defines ``thinning_plan(self) -> Family``, which gives its conv/linear layers, the ``Link``s
+between them whose channels may go, and how to build the model with other widths. A subclass
+must define its own. This module holds only the mechanics, the same for every family.
 
 >>> from flax import nnx
 >>> import models
@@ -33,20 +34,15 @@ block (conv1's outputs, conv2's inputs): a block's outputs are added to its shor
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.lenet import LeNet5, LeNet300100
-from models.resnet import ResNet
-from models.vgg import VGG
-
-Path = tuple[Any, ...]
+Path = tuple[Any, ...]  # attribute names and list indices from the model to a module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,77 +81,36 @@ class ThinningReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Layer:
+class Layer:
+  """A conv or linear layer that ``thin`` may narrow, and the BatchNorm right after it, if any."""
+
   path: Path              # of the nnx.Conv / nnx.Linear
-  bn: Path | None = None  # of the BatchNorm right after it
+  bn: Path | None = None  # of its BatchNorm
 
 
 @dataclasses.dataclass(frozen=True)
-class _Link:
-  """``producer``'s channels (after its BatchNorm, and a ReLU if ``relu``) feed ``consumer``
-  and nothing else."""
+class Link:
+  """``producer``'s output channels (after its BatchNorm, and a ReLU if ``relu``) feed
+  ``consumer`` and nothing else, so that ``thin`` may remove them from both.
 
-  producer: _Layer
-  consumer: _Layer
+  Between the two, the model may only act on each channel alone and keep a constant map
+  constant (max-pools, global means, a flatten of an (h, w, c) map, channels fastest).
+  """
+
+  producer: Layer
+  consumer: Layer
   relu: bool
 
 
-class _Family(NamedTuple):
-  layers: list[_Layer]  # every conv/linear layer, forward order
-  links: list[_Link]
-  # widths (out channels of a layer) -> the constructor of the narrower model, less rngs
-  build: Callable[[Callable[[_Layer], int]], Callable[..., nnx.Module]]
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """How a model thins, as its class's ``thinning_plan`` gives it."""
 
-
-def _lenet300100(model: LeNet300100) -> _Family:
-  layers = [_Layer(("layers", i)) for i in range(len(model.layers))]
-  links = [_Link(a, b, relu=True) for a, b in zip(layers[:-1], layers[1:])]
-  return _Family(layers, links, lambda width: functools.partial(
-      LeNet300100, width(layers[-1]), input_shape=model.input_shape,
-      hidden=tuple(width(layer) for layer in layers[:-1])))
-
-
-def _lenet5(model: LeNet5) -> _Family:
-  conv1, conv2, fc1, fc2 = (_Layer((name,)) for name in ("conv1", "conv2", "fc1", "fc2"))
-  # Caffe's LeNet-5 has no nonlinearity after the convs.
-  links = [_Link(conv1, conv2, relu=False), _Link(conv2, fc1, relu=False),
-           _Link(fc1, fc2, relu=True)]
-  return _Family([conv1, conv2, fc1, fc2], links, lambda width: functools.partial(
-      LeNet5, width(fc2), input_shape=model.input_shape,
-      features=(width(conv1), width(conv2)), hidden=width(fc1)))
-
-
-def _vgg(model: VGG) -> _Family:
-  stages = [[_Layer(("stages", i, j, "conv"), ("stages", i, j, "bn")) for j in range(len(stage))]
-            for i, stage in enumerate(model.stages)]
-  layers = [layer for stage in stages for layer in stage] + [_Layer(("classifier",))]
-  links = [_Link(a, b, relu=True) for a, b in zip(layers[:-1], layers[1:])]
-  return _Family(layers, links, lambda width: functools.partial(
-      VGG, width(layers[-1]), input_shape=model.input_shape,
-      stages=tuple(tuple(width(layer) for layer in stage) for stage in stages)))
-
-
-def _resnet(model: ResNet) -> _Family:
-  layers, links, inner = [_Layer(("stem",), ("stem_bn",))], [], []
-  for i, block in enumerate(model.blocks):
-    conv1 = _Layer(("blocks", i, "conv1"), ("blocks", i, "bn1"))
-    conv2 = _Layer(("blocks", i, "conv2"), ("blocks", i, "bn2"))
-    layers += [conv1, conv2]
-    if block.use_projection:
-      layers.append(_Layer(("blocks", i, "projection"), ("blocks", i, "projection_bn")))
-    links.append(_Link(conv1, conv2, relu=True))
-    inner.append(conv1)
-  layers.append(_Layer(("classifier",)))
-  return _Family(layers, links, lambda width: functools.partial(
-      ResNet, width(layers[-1]), stage_sizes=model.stage_sizes, features=model.features,
-      shortcut=model.shortcut, input_shape=model.input_shape,
-      block_features=tuple(width(layer) for layer in inner)))
-
-
-# Exact classes: a subclass may take other constructor arguments or add layers.
-_FAMILIES: dict[type, Callable[[Any], _Family]] = {
-    LeNet300100: _lenet300100, LeNet5: _lenet5, VGG: _vgg, ResNet: _resnet,
-}
+  layers: Sequence[Layer]  # every conv/linear layer, forward order (the report's rows)
+  links: Sequence[Link]    # the only places where channels go
+  # ``build(width)``: the constructor, less ``rngs``, of the model whose layers have
+  # ``width(layer)`` output channels.
+  build: Callable[[Callable[[Layer], int]], Callable[..., nnx.Module]]
 
 
 def thin(model: nnx.Module, params: Any = None,
@@ -163,7 +118,7 @@ def thin(model: nnx.Module, params: Any = None,
   """The narrower model of ``model``'s family without its removable channels (module docstring).
 
   Args:
-    model: a ``LeNet300100``, ``LeNet5``, ``VGG`` or ``ResNet`` (any registered variant).
+    model: a model whose class defines ``thinning_plan`` (every model of ``models.MODELS``).
     params, batch_stats: optional trees (pure dicts as ``nnx.to_pure_dict`` gives, as the
       training loop's state holds them, or ``nnx.State``) used instead of the model's own
       parameters and BatchNorm statistics; they must match the model's tree and shapes.
@@ -174,15 +129,12 @@ def thin(model: nnx.Module, params: Any = None,
     ``ThinningReport``. ``model`` is left unchanged.
 
   Raises:
-    TypeError: for a model family that is not supported, or leaves that are not arrays.
+    TypeError: for a model whose class defines no ``thinning_plan``, or leaves that are not
+      arrays.
     ValueError: for ``params``/``batch_stats`` that do not match the model.
   """
-  family = _FAMILIES.get(type(model))
-  if family is None:
-    names = ", ".join(cls.__name__ for cls in _FAMILIES)
-    raise TypeError(f"thin: unsupported model {type(model).__name__}; it thins {names} "
-                    "(every model of models.MODELS).")
-  layers, links, build = family(model)
+  family = _plan(model)
+  layers, links = family.layers, family.links
   values = _read(model, nnx.Param, params, "params")
   param_paths = set(values)
   values.update(_read(model, nnx.BatchStat, batch_stats, "batch_stats"))
@@ -198,13 +150,13 @@ def thin(model: nnx.Module, params: Any = None,
         kept[link.producer.path] = kept[link.producer.path][keep]
         changed = True
 
-  def width(layer: _Layer) -> int:
+  def width(layer: Layer) -> int:
     return values[layer.path + ("kernel",)].shape[-1]
 
-  thinned = _rebuild(build(width), values)
+  thinned = _rebuild(family.build(width), values)
   thinned.eval()
 
-  def count(tree: dict[Path, np.ndarray], layer: _Layer) -> int:
+  def count(tree: dict[Path, np.ndarray], layer: Layer) -> int:
     keys = [layer.path + ("kernel",), layer.path + ("bias",)]
     if layer.bn is not None:
       keys += [layer.bn + ("scale",), layer.bn + ("bias",)]
@@ -226,7 +178,21 @@ def thin(model: nnx.Module, params: Any = None,
   return thinned, report
 
 
-def _thin_link(model: nnx.Module, link: _Link, values: dict[Path, np.ndarray]) -> np.ndarray | None:
+def _plan(model: nnx.Module) -> Family:
+  """The thinning plan that ``model``'s own class declares."""
+  # The class's own, not an inherited one: a subclass may take other constructor arguments or
+  # add layers.
+  plan = vars(type(model)).get("thinning_plan")
+  if plan is None:
+    import models  # here: the model modules import this one
+    families = dict.fromkeys(getattr(cls, "func", cls) for cls in models.MODELS.values())
+    names = ", ".join(cls.__name__ for cls in families if "thinning_plan" in vars(cls))
+    raise TypeError(f"thin: unsupported model {type(model).__name__}; it thins {names} "
+                    "(every model of models.MODELS).")
+  return plan(model)
+
+
+def _thin_link(model: nnx.Module, link: Link, values: dict[Path, np.ndarray]) -> np.ndarray | None:
   """Removes what it can of ``link.producer``'s outputs in ``values``; the mask kept, or None."""
   producer, consumer = link.producer, link.consumer
   width = values[producer.path + ("kernel",)].shape[-1]
@@ -273,7 +239,7 @@ def _by_input_channel(kernel: np.ndarray, width: int) -> np.ndarray:
   return kernel.reshape(-1, width, kernel.shape[-1])
 
 
-def _constant_outputs(model: nnx.Module, link: _Link,
+def _constant_outputs(model: nnx.Module, link: Link,
                       values: dict[Path, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   """Which of the producer's channels are constant, and their value after BatchNorm and ReLU."""
   producer = link.producer

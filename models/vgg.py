@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models import initializers, pooling
+from models.thinning import Family, Layer, Link
 
 # Output channels of the 3×3 convs, one inner list per stage; a 2×2 max-pool
 # separates consecutive stages.
@@ -83,6 +84,16 @@ class VGG(nnx.Module):
         x = layer(x)
     x = jnp.mean(x, axis=(1, 2))  # the final 2×2 average pool on 32×32 inputs
     return self.classifier(x)
+
+  def thinning_plan(self) -> Family:
+    """How ``models.thin`` narrows it: every conv's channels."""
+    stages = [[Layer(("stages", i, j, "conv"), ("stages", i, j, "bn")) for j in range(len(stage))]
+              for i, stage in enumerate(self.stages)]
+    layers = [layer for stage in stages for layer in stage] + [Layer(("classifier",))]
+    links = [Link(a, b, relu=True) for a, b in zip(layers[:-1], layers[1:])]
+    return Family(layers, links, lambda width: functools.partial(
+        VGG, width(layers[-1]), input_shape=self.input_shape,
+        stages=tuple(tuple(width(layer) for layer in stage) for stage in stages)))
 
 
 VGG11 = functools.partial(VGG, stages=CFGS["vgg11"])
