@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from train import input_pipeline, prepare_data
+from train.data import sources
 
 N = 40  # mock examples per split
 
@@ -181,7 +182,7 @@ def test_batch_size_must_split_over_processes(monkeypatch):
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv(input_pipeline.DOWNLOAD_ENV, "0")
-    monkeypatch.setattr(prepare_data, "find_local_source", lambda dataset: None)
+    monkeypatch.setattr(sources, "find_local_source", lambda dataset: None)
     with pytest.raises(input_pipeline.DatasetUnavailableError) as error:
         input_pipeline.create_split("mnist", "train", 8, train=True, data_dir=str(tmp_path))
     message = str(error.value)

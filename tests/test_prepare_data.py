@@ -1,4 +1,5 @@
-"""Tests of train/prepare_data.py: TFDS datasets built offline from local raw files."""
+"""Tests of train/data/ and its command line train/prepare_data.py: TFDS datasets built offline
+from local raw files."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from train import input_pipeline, prepare_data
+from train.data import preparation, sources
+from train.data.raw import CIFAR10_LABELS, encode_png, read_idx
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -70,14 +73,14 @@ def test_png_writer_is_lossless():
     rng = np.random.default_rng(1)
     for shape in [(28, 28, 1), (32, 32, 3)]:
         image = rng.integers(0, 256, shape, dtype=np.uint8)
-        np.testing.assert_array_equal(tf.io.decode_png(prepare_data._encode_png(image)).numpy(), image)
+        np.testing.assert_array_equal(tf.io.decode_png(encode_png(image)).numpy(), image)
 
 
 def test_mnist_from_idx_loads_offline_with_canonical_features(tmp_path):
     raw = _write_mnist_like(tmp_path / "raw" / "mnist")
     data_dir = tmp_path / "tfds"
     # A parent folder with a `mnist` subfolder is accepted, as ../shared/data is.
-    path = prepare_data.prepare("mnist", tmp_path / "raw", data_dir)
+    path = preparation.prepare("mnist", tmp_path / "raw", data_dir)
     assert path == data_dir / "mnist" / "3.0.1"
 
     builder = tfds.builder("mnist", data_dir=str(data_dir))
@@ -97,16 +100,16 @@ def test_mnist_from_idx_loads_offline_with_canonical_features(tmp_path):
 
 def test_prepare_is_idempotent_and_force_rebuilds(tmp_path):
     _write_mnist_like(tmp_path / "raw")
-    prepare_data.prepare("mnist", tmp_path / "raw", tmp_path / "tfds")
+    preparation.prepare("mnist", tmp_path / "raw", tmp_path / "tfds")
     info_file = tmp_path / "tfds" / "mnist" / "3.0.1" / "dataset_info.json"
     stamp = info_file.stat().st_mtime_ns
     start = time.perf_counter()
-    prepare_data.prepare("mnist", tmp_path / "raw", tmp_path / "tfds")
+    preparation.prepare("mnist", tmp_path / "raw", tmp_path / "tfds")
     assert info_file.stat().st_mtime_ns == stamp
     assert time.perf_counter() - start < 2.0
 
     _write_mnist_like(tmp_path / "raw", sizes={"train": 12, "test": 5}, seed=3)
-    prepare_data.prepare("mnist", tmp_path / "raw", tmp_path / "tfds", force=True)
+    preparation.prepare("mnist", tmp_path / "raw", tmp_path / "tfds", force=True)
     assert tfds.builder("mnist", data_dir=str(tmp_path / "tfds")).info.splits["train"].num_examples == 12
 
 
@@ -134,7 +137,7 @@ def test_cifar10_from_a_jpeg_zip(tmp_path):
     archive.parent.mkdir()
     with zipfile.ZipFile(archive, "w") as z:
         for split, n in per_split.items():
-            for label, name in enumerate(prepare_data.CIFAR10_LABELS):
+            for label, name in enumerate(CIFAR10_LABELS):
                 for i in range(n):
                     buffer = io.BytesIO()
                     Image.fromarray(np.broadcast_to(_colour(label), (32, 32, 3)).copy()).save(
@@ -142,11 +145,11 @@ def test_cifar10_from_a_jpeg_zip(tmp_path):
                     )
                     z.writestr(f"{split}/{name}/{i:04d}.jpg", buffer.getvalue())
     data_dir = tmp_path / "tfds"
-    prepare_data.prepare("cifar10", tmp_path, data_dir)
+    preparation.prepare("cifar10", tmp_path, data_dir)
 
     builder = tfds.builder("cifar10", data_dir=str(data_dir))
     assert type(builder) is tfds.image_classification.Cifar10 and str(builder.version) == "3.0.2"
-    assert builder.info.features["label"].names == list(prepare_data.CIFAR10_LABELS)
+    assert builder.info.features["label"].names == list(CIFAR10_LABELS)
     assert set(builder.info.features) == {"id", "image", "label"}
     for split, n in per_split.items():
         assert builder.info.splits[split].num_examples == 10 * n
@@ -173,7 +176,7 @@ def test_cifar10_from_the_official_python_batches(tmp_path):
             member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             member.size = len(payload)
             tar.addfile(member, io.BytesIO(payload))
-    prepare_data.prepare("cifar10", tmp_path, tmp_path / "tfds")
+    preparation.prepare("cifar10", tmp_path, tmp_path / "tfds")
 
     def expected(names):
         return {
@@ -188,34 +191,34 @@ def test_cifar10_from_the_official_python_batches(tmp_path):
 
 def test_bad_sources_are_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no mnist raw files"):
-        prepare_data.prepare("mnist", tmp_path, tmp_path / "tfds")
+        preparation.prepare("mnist", tmp_path, tmp_path / "tfds")
     for stem in [n for pair in IDX_NAMES.values() for n in pair]:
         (tmp_path / stem).write_bytes(b"not an idx file")
     with pytest.raises(ValueError, match="not an IDX file"):
-        prepare_data.prepare("mnist", tmp_path, tmp_path / "tfds")
+        preparation.prepare("mnist", tmp_path, tmp_path / "tfds")
     with pytest.raises(ValueError, match="supported"):
-        prepare_data.prepare("cifar100", tmp_path, tmp_path / "tfds")
+        preparation.prepare("cifar100", tmp_path, tmp_path / "tfds")
 
 
 def test_maybe_prepare_uses_known_local_copies_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_data, "SHARED_DATA", tmp_path / "absent")
-    monkeypatch.setattr(prepare_data, "_SYSTEM_SOURCES", {})
-    monkeypatch.delenv(prepare_data.RAW_DATA_ENV, raising=False)
+    monkeypatch.setattr(sources, "SHARED_DATA", tmp_path / "absent")
+    monkeypatch.setattr(sources, "_SYSTEM_SOURCES", {})
+    monkeypatch.delenv(sources.RAW_DATA_ENV, raising=False)
     data_dir = tmp_path / "tfds"
-    assert not prepare_data.maybe_prepare("mnist", data_dir)  # no copy anywhere: TFDS's business
-    assert not prepare_data.maybe_prepare("cifar100", data_dir)
+    assert not preparation.maybe_prepare("mnist", data_dir)  # no copy anywhere: TFDS's business
+    assert not preparation.maybe_prepare("cifar100", data_dir)
     assert not (data_dir / "mnist").exists()
 
     _write_mnist_like(tmp_path / "raw" / "mnist")
-    monkeypatch.setenv(prepare_data.RAW_DATA_ENV, str(tmp_path / "raw"))
-    assert prepare_data.maybe_prepare("mnist", data_dir)
-    assert prepare_data.is_prepared("mnist", data_dir)
+    monkeypatch.setenv(sources.RAW_DATA_ENV, str(tmp_path / "raw"))
+    assert preparation.maybe_prepare("mnist", data_dir)
+    assert preparation.is_prepared("mnist", data_dir)
 
 
 def test_input_pipeline_reads_a_prepared_dataset(tmp_path, monkeypatch):
     raw = _write_mnist_like(tmp_path / "raw")
-    monkeypatch.setattr(prepare_data, "SHARED_DATA", tmp_path / "absent")
-    monkeypatch.setenv(prepare_data.RAW_DATA_ENV, str(tmp_path / "raw"))
+    monkeypatch.setattr(sources, "SHARED_DATA", tmp_path / "absent")
+    monkeypatch.setenv(sources.RAW_DATA_ENV, str(tmp_path / "raw"))
     monkeypatch.setenv(input_pipeline.DOWNLOAD_ENV, "0")
     data_dir = str(tmp_path / "tfds")
     # The pipeline prepares the missing dataset from the local copy by itself.
@@ -232,10 +235,11 @@ def test_input_pipeline_reads_a_prepared_dataset(tmp_path, monkeypatch):
 
 
 def _real_mnist_source() -> Path | None:
-    roots = [Path(os.environ[prepare_data.RAW_DATA_ENV])] if os.environ.get(prepare_data.RAW_DATA_ENV) else []
+    env = os.environ.get(sources.RAW_DATA_ENV)
+    roots = [Path(env)] if env else []
     roots.append(Path(__file__).resolve().parents[2] / "shared" / "data")
     for root in roots:
-        found = prepare_data.resolve_source("mnist", root)
+        found = sources.resolve_source("mnist", root)
         if found is not None:
             return found
     return None
@@ -243,7 +247,7 @@ def _real_mnist_source() -> Path | None:
 
 @pytest.mark.skipif(_real_mnist_source() is None, reason="no local copy of the real MNIST files")
 def test_real_mnist(tmp_path):
-    prepare_data.prepare("mnist", _real_mnist_source(), tmp_path)
+    preparation.prepare("mnist", _real_mnist_source(), tmp_path)
     builder = tfds.builder("mnist", data_dir=str(tmp_path))
     assert {s: builder.info.splits[s].num_examples for s in ("train", "test")} == {"train": 60000, "test": 10000}
     histograms = {
@@ -256,8 +260,8 @@ def test_real_mnist(tmp_path):
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), expected)
     # Every test image is stored pixel for pixel (order aside: TFDS shuffles records).
     stored = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1))
-    raw_images = prepare_data.read_idx(_real_mnist_source() / "t10k-images-idx3-ubyte.gz")
-    raw_labels = prepare_data.read_idx(_real_mnist_source() / "t10k-labels-idx1-ubyte.gz")
+    raw_images = read_idx(_real_mnist_source() / "t10k-images-idx3-ubyte.gz")
+    raw_labels = read_idx(_real_mnist_source() / "t10k-labels-idx1-ubyte.gz")
     as_pairs = lambda images, labels: sorted(zip((i.tobytes() for i in images), labels.tolist()))  # noqa: E731
     assert as_pairs(stored["image"][..., 0], stored["label"]) == as_pairs(raw_images, raw_labels)
 
@@ -265,12 +269,12 @@ def test_real_mnist(tmp_path):
 _PREPARE_WHEN_TOLD = """
 import sys, time
 from pathlib import Path
-from train import prepare_data
+from train.data import preparation
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not go.exists():
     time.sleep(0.01)
-print(prepare_data.prepare("mnist", sys.argv[3], sys.argv[4]))
+print(preparation.prepare("mnist", sys.argv[3], sys.argv[4]))
 """
 
 
