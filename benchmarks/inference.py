@@ -24,9 +24,9 @@ import numpy as np
 from flax import nnx
 
 import models
-from models import pooling
+from models import pooling, sparse_layers
 from benchmarks.common import machine
-from train import export
+from train import export, export_report, run_folder
 
 
 def _bytes(n: float) -> str:
@@ -105,7 +105,7 @@ def _sparsify(model: nnx.Module, density: float, seed: int = 0) -> None:
 def conv_study(model: nnx.Module, source: str, calls: int) -> list[dict]:
   """Times LeNet-5's convs dense, densified per call and im2col × BCOO, batch 1 and 128."""
   rows = []
-  for batch in export.LATENCY_BATCHES:
+  for batch in export_report.LATENCY_BATCHES:
     images = jax.random.normal(jax.random.key(0), (batch, *model.input_shape))
     # conv2 sees what it sees in the model: conv1's max-pooled outputs.
     inputs = {"conv1": images,
@@ -115,7 +115,7 @@ def conv_study(model: nnx.Module, source: str, calls: int) -> list[dict]:
       kernel = np.asarray(conv.kernel.get_value())
       fns = {"dense": _jitted(conv)}
       for mode in export.CONV_MODES:
-        layer = export.sparse_layer(conv, mode)
+        layer = sparse_layers.sparse_layer(conv, mode)
         if layer is not None:  # else a BCOO is not smaller: the export keeps it dense
           fns[mode] = _jitted(layer)
       expected = fns["dense"](x)
@@ -171,7 +171,7 @@ def main() -> None:
 
   reports = {}
   for workdir in map(Path, args.workdir):
-    path = workdir / export.EXPORT_DIR / export.REPORT_FILE
+    path = Path(run_folder.export_dir(workdir)) / export.REPORT_FILE
     if args.reuse and path.is_file():
       reports[workdir.name] = json.loads(path.read_text())
     else:
@@ -182,7 +182,7 @@ def main() -> None:
   lenet5 = next((w for w in args.workdir
                  if reports[Path(w).name]["model"].startswith("lenet5")), None)
   if lenet5 is not None:
-    _, step, model = export.restore(lenet5)
+    _, step, model = run_folder.restore(lenet5)
     convs = conv_study(model, f"{Path(lenet5).name} (step {step})", args.conv_calls)
   else:
     for density in map(float, args.conv_densities.split(",")):

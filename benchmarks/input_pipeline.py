@@ -6,7 +6,7 @@ of decoded examples; the first epoch (TFDS read + PNG decode) is reported apart.
     python -m benchmarks.input_pipeline --data_dir /tmp/tfds [--datasets mnist,cifar10]
 
 Datasets missing from --data_dir are prepared from local raw files when a known
-copy exists (see train/prepare_data.py), else TFDS downloads them.
+copy exists (see train/data/), else TFDS downloads them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import argparse
 import time
 
 from benchmarks.common import machine
-from train import input_pipeline, prepare_data
+from train import input_pipeline
+from train.data import preparation
 
 
 def epoch_time(name: str, batch_size: int, data_dir: str | None, epoch: int) -> tuple[float, int]:
@@ -36,7 +37,7 @@ def main() -> None:
 
     print(f"machine: {machine()}")
     for name in args.datasets.split(","):
-        prepare_data.maybe_prepare(name, args.data_dir)
+        preparation.maybe_prepare(name, args.data_dir)
         seconds, images = epoch_time(name, args.batch_size, args.data_dir, epoch=0)
         print(f"{name}: first epoch (read, decode, cache) {images / seconds:,.0f} images/s ({seconds:.1f} s)")
         rates = []

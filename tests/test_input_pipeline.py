@@ -7,6 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from train import input_pipeline, prepare_data
+from train.data import preparation
 from train.data import sources
 
 N = 40  # mock examples per split
@@ -256,7 +257,7 @@ def test_each_process_reads_a_disjoint_part_of_every_epoch(monkeypatch, small_mn
 
 def test_a_dataset_still_missing_after_preparing_is_named(tmp_path, monkeypatch):
     # The local preparation claims success but leaves nothing readable: the second read fails.
-    monkeypatch.setattr(prepare_data, "maybe_prepare", lambda name, data_dir: True)
+    monkeypatch.setattr(preparation, "maybe_prepare", lambda name, data_dir: True)
     with pytest.raises(input_pipeline.DatasetUnavailableError,
                        match=r"'mnist' is not available in .*Cause: AssertionError"):
         input_pipeline.create_split("mnist", "train", 8, train=True, data_dir=str(tmp_path))

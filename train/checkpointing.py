@@ -4,13 +4,12 @@
   background while training continues (orbax's async checkpointing). ``close`` waits for it.
 * A checkpoint that cannot be read (a crash mid-write, a corrupted file) is skipped with a
   warning, and deleted so the run can write that step again: the previous one is restored.
-* ``check_same_run`` refuses to resume a workdir trained with another config.
+* ``check_same_run`` refuses to resume checkpoints trained with another config.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -18,6 +17,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from train import distributed
 
@@ -36,17 +36,22 @@ ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterat
                 "l1_sparsity_scope": "global", "l1_solve_every": 1, "init_from": None}
 
 
-def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  """Raises ``ValueError`` when ``workdir`` holds checkpoints of a different config.
+def has_checkpoints(directory: epath.PathLike) -> bool:
+  """Whether ``directory`` (a run's ``checkpoints/``) holds a checkpoint step."""
+  directory = epath.Path(directory)
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check_same_run(config: ml_collections.ConfigDict, saved: dict[str, Any] | None,
+                   workdir: Any) -> None:
+  """Raises ``ValueError`` when the config ``saved`` with ``workdir``'s checkpoints (fields
+  added since at their ``ADDED_FIELDS`` values) differs from ``config``.
 
   Resuming them would silently mix two runs (e.g. a new learning rate on top of a state that
   diverged under the old one); only the fields in ``RESUMABLE_CHANGES`` may differ.
   """
-  saved_path, checkpoints = workdir / "config.json", workdir / "checkpoints"
-  if not (saved_path.exists() and checkpoints.is_dir()
-          and any(p.name.isdigit() for p in checkpoints.iterdir())):
+  if saved is None:
     return
-  saved = {**ADDED_FIELDS, **json.loads(saved_path.read_text())}
   current = json.loads(config.to_json_best_effort())
   changed = sorted(k for k in set(saved) | set(current)
                    if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
@@ -57,11 +62,12 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: Path) -> None:
 
 
 class Checkpointer:
-  """The workdir's orbax ``CheckpointManager``, with the loop's save and restore policy."""
+  """A run's orbax ``CheckpointManager`` (on its ``checkpoints/``), with the loop's save and
+  restore policy."""
 
-  def __init__(self, workdir: Path, max_to_keep: int | None):
+  def __init__(self, directory: epath.PathLike, max_to_keep: int | None):
     self.manager = ocp.CheckpointManager(
-        Path(workdir) / "checkpoints",
+        epath.Path(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              enable_async_checkpointing=True))
 
@@ -111,14 +117,15 @@ class Checkpointer:
     self.manager.close()
 
 
-def start_from(workdir: str | Path, state: dict[str, Any], tx: Any) -> dict[str, Any]:
-  """``state`` with the params and BatchNorm statistics of ``workdir``'s latest checkpoint.
+def start_from(directory: epath.PathLike, state: dict[str, Any], tx: Any) -> dict[str, Any]:
+  """``state`` with the params and BatchNorm statistics of the latest checkpoint in
+  ``directory`` (another run's ``checkpoints/``).
 
   The optimizer state is built anew from those params (xRDA's dual average and RDA's
   centre start there), and the step count starts at 0: a trained dense model to sparsify.
   """
-  directory = Path(workdir) / "checkpoints"
-  manager = ocp.CheckpointManager(directory.resolve(),
+  directory = epath.Path(directory)
+  manager = ocp.CheckpointManager(directory,
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     step = manager.latest_step()
@@ -142,6 +149,43 @@ def start_from(workdir: str | Path, state: dict[str, Any], tx: Any) -> dict[str,
   out["opt_state"] = tx.init(out["params"])
   logging.info("Starting from the params of %s, step %d.", directory, step)
   return out
+
+
+def restore_part(directory: epath.PathLike, target: dict[str, Any],
+                 what: str) -> tuple[int, dict[str, Any]]:
+  """``(step, tree)``: the part of the latest checkpoint in ``directory`` that ``target`` (a
+  tree of ``jax.ShapeDtypeStruct``, e.g. params and BatchNorm statistics without the optimizer
+  state) names, read-only.
+
+  Raises:
+    FileNotFoundError: no checkpoint in ``directory``.
+    ValueError: the checkpoint does not hold ``target``'s tree (``what`` says what was
+      expected).
+  """
+  directory = epath.Path(directory)
+  if not directory.is_dir():
+    raise FileNotFoundError(f"No checkpoint in {directory.parent}: no {directory.name}/ folder.")
+  with ocp.CheckpointManager(directory,
+                             options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {directory}: train the run first "
+                              "(python -m train.main), or pass its workdir.")
+    try:
+      restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+          target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"The checkpoint of step {step} in {directory} does not hold "
+                       f"{what}: {e}") from e
+  mismatched = [f"{jax.tree_util.keystr(path)} {x.shape} (model: {t.shape})"
+                for (path, x), t in zip(jax.tree_util.tree_leaves_with_path(restored),
+                                        jax.tree.leaves(target))
+                if x.shape != t.shape]
+  if jax.tree.structure(restored) != jax.tree.structure(target) or mismatched:
+    raise ValueError(f"The checkpoint of step {step} in {directory} does not hold "
+                     f"{what}: {', '.join(mismatched) or 'other leaves'}.")
+  return int(step), restored
 
 
 def _path(path) -> str:

@@ -23,7 +23,7 @@ for the life of the Python process: the first epoch reads TFDS, later epochs
 read RAM.
 
 A dataset missing from ``data_dir`` is first prepared from a known local copy
-of the raw files (``train.prepare_data.maybe_prepare``), then TFDS's normal
+of the raw files (``train.data.preparation.maybe_prepare``), then TFDS's normal
 download is tried (skipped when ``SPARSE_OPTAX_DOWNLOAD=0``; offline, TFDS
 retries for a few minutes before it gives up); if both fail,
 ``DatasetUnavailableError`` says how to get the data.
@@ -40,7 +40,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from train import locks, prepare_data
+from train import data, locks
+from train.data import preparation
 
 # JAX owns the accelerators; TF here only reads data.
 try:
@@ -87,7 +88,8 @@ class DatasetUnavailableError(RuntimeError):
   """The dataset is not in data_dir and could be neither prepared nor downloaded."""
 
 
-def _spec(name: str) -> _Spec:
+def spec(name: str) -> _Spec:
+  """The dataset's class count, image shape and split sizes, without reading it."""
   if name not in _SPECS:
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
   return _SPECS[name]
@@ -96,7 +98,7 @@ def _spec(name: str) -> _Spec:
 def _unavailable(name: str, data_dir, cause: BaseException | None) -> DatasetUnavailableError:
   where = data_dir or "the default TFDS data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
   how = []
-  if name in prepare_data.SUPPORTED:
+  if name in data.SUPPORTED:
     how.append(
         f"run `python -m train.prepare_data --dataset {name} --source DIR --data_dir {data_dir or 'D'}` "
         "(DIR: the raw files)"
@@ -111,7 +113,7 @@ def _unavailable(name: str, data_dir, cause: BaseException | None) -> DatasetUna
 def _make_available(name: str, data_dir) -> None:
   """Prepares `name` from local raw files if possible, else downloads it (if allowed)."""
   try:
-    if prepare_data.maybe_prepare(name, data_dir):
+    if preparation.maybe_prepare(name, data_dir):
       return
   except Exception as e:  # a broken local copy: say so rather than download
     raise _unavailable(name, data_dir, e) from e
@@ -119,7 +121,7 @@ def _make_available(name: str, data_dir) -> None:
     raise _unavailable(name, data_dir, None)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-    with locks.exclusive(prepare_data.preparation_lock(builder)):
+    with locks.exclusive(preparation.preparation_lock(builder)):
       builder = tfds.builder(name, data_dir=data_dir)  # another process may have built it
       if not builder.is_prepared():
         builder.download_and_prepare()
@@ -162,11 +164,11 @@ def get_info(
     eval_split: str = "test",
 ) -> DatasetInfo:
   """Returns the dataset's shape, class count and split sizes (all processes)."""
-  spec = _spec(name)
+  known = spec(name)
   return DatasetInfo(
       name=name,
-      num_classes=spec.num_classes,
-      image_shape=spec.image_shape,
+      num_classes=known.num_classes,
+      image_shape=known.image_shape,
       num_train=_num_examples(_read(name, train_split, data_dir)),
       num_test=_num_examples(_read(name, eval_split, data_dir)),
   )
@@ -246,7 +248,7 @@ def create_split(
     drop_remainder: drop the last partial batch; default True for train,
       False for eval.
   """
-  spec = _spec(name)
+  known = spec(name)
   processes = jax.process_count()
   if global_batch_size <= 0 or global_batch_size % processes:
     raise ValueError(
@@ -261,11 +263,11 @@ def create_split(
     ds = ds.shuffle(_num_examples(ds), seed=shuffle_seed, reshuffle_each_iteration=False)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
 
-  augment = train and spec.augment
+  augment = train and known.augment
   epoch_key = tf.constant(_seed_words(seed, epoch, jax.process_index(), 1), tf.int64)
   # (x / 255 - mean) / std as one multiply-add: normalisation is a large share of the cost.
-  scale = tf.constant(1.0 / (255.0 * np.array(spec.std)), tf.float32)
-  offset = tf.constant(-np.array(spec.mean) / np.array(spec.std), tf.float32)
+  scale = tf.constant(1.0 / (255.0 * np.array(known.std)), tf.float32)
+  offset = tf.constant(-np.array(known.mean) / np.array(known.std), tf.float32)
 
   def preprocess(step, batch):
     images, labels = batch

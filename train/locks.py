@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 
-def training_lock(workdir: Path, process_index: int = 0) -> Path:
-  """The lock a training holds on its workdir (one per process of a multi-host run)."""
-  return workdir / f".running.process{process_index}"
+def training_lock(workdir: str | os.PathLike, process_index: int = 0) -> Path:
+  """The lock a training holds on its workdir (one per process of a multi-host run).
+
+  A bucket (``gs://…``) has no file locks: its lock is a local file named by the workdir's URL,
+  which keeps a second training of it off this machine only. Across machines what guards a
+  bucket workdir is the job that owns it: one job per workdir (a cluster manager's job, or one
+  sweep trial, whose workers hold it through their shared storage)."""
+  name = f".running.process{process_index}"
+  if "://" not in os.fspath(workdir):
+    return Path(workdir) / name
+  digest = hashlib.sha256(os.fspath(workdir).encode()).hexdigest()[:16]
+  return Path(tempfile.gettempdir()) / "sparse_optax_locks" / digest / name
 
 
 @contextlib.contextmanager

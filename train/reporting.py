@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from clu import metric_writers
+
+from train import run_folder
 
 
 def to_python(tree: Any) -> Any:
@@ -44,14 +45,14 @@ def format_record(record: Mapping[str, Any]) -> str:
 class Reporter:
   """Writes records on the chief process (the others only take part in the writer's no-ops)."""
 
-  def __init__(self, workdir: Path, is_chief: bool):
-    self.workdir, self.is_chief = Path(workdir), is_chief
-    self.writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_chief)
+  def __init__(self, workdir: run_folder.PathLike, is_chief: bool):
+    self.workdir, self.is_chief = run_folder.path(workdir), is_chief
+    self.writer = metric_writers.create_default_writer(os.fspath(self.workdir),
+                                                       just_logging=not is_chief)
 
   def write(self, record: Mapping[str, Any]) -> None:
     if self.is_chief:
-      with open(self.workdir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+      run_folder.append_record(self.workdir, record)
     self.writer.write_scalars(record["step"], scalars_for_tensorboard(record))
     self.writer.flush()
     if self.is_chief:

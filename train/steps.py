@@ -8,7 +8,7 @@ collection: checkpointed, so an epoch cut by a restart still averages all its st
 """
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -41,13 +41,20 @@ class Model:
   eval: nnx.GraphDef
 
 
+def build_model(config: Mapping[str, Any], num_classes: int, image_shape: Sequence[int], *,
+                rngs: nnx.Rngs) -> nnx.Module:
+  """The config's model (``model``, ``init``, ``init_scale``) for a dataset's classes and image
+  shape: the one construction that the loop and a restored run (``train.run_folder``) share."""
+  return models.get_model(config["model"], num_classes, input_shape=tuple(image_shape),
+                          init=config.get("init", "normal"),
+                          init_scale=config.get("init_scale", 1.0), rngs=rngs)
+
+
 def create_train_state(config: ml_collections.ConfigDict, info, tx: optax.GradientTransformation,
                        callbacks: Mapping[str, Any] | None = None,
                        ) -> tuple[Model, dict[str, Any]]:
   """Builds the model (from ``config.seed``) and the train state."""
-  model = models.get_model(
-      config.model, info.num_classes, input_shape=tuple(info.image_shape),
-      init=config.init, init_scale=config.init_scale, rngs=nnx.Rngs(config.seed))
+  model = build_model(config, info.num_classes, info.image_shape, rngs=nnx.Rngs(config.seed))
   model.train()
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   model.eval()

@@ -31,18 +31,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from train import checkpointing, configuration, distributed, evaluation, input_pipeline
-from train import locks, methods, prepare_data, reporting, steps
+from train import locks, methods, reporting, run_folder, steps
+from train.data import preparation
 # The names other code imports from here.
 from train.configuration import validate_config  # noqa: F401
 from train.methods import OPTIMIZERS, create_optimizer, learning_rate_at, not_normalization  # noqa: F401
@@ -99,7 +100,7 @@ def _requested_anywhere(requested: list[int]) -> int:
 
 def _data_sizes(config: ml_collections.ConfigDict):
   if config.prepare_data:
-    prepare_data.maybe_prepare(config.dataset, config.data_dir)
+    preparation.maybe_prepare(config.dataset, config.data_dir)
   info = input_pipeline.get_info(config.dataset, data_dir=config.data_dir,
                                  train_split=config.train_split, eval_split=config.eval_split)
   steps_per_epoch = info.num_train // config.batch_size
@@ -125,17 +126,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """
   distributed.initialize(config)
   configuration.validate_config(config)
-  workdir = Path(workdir).resolve()
+  workdir = run_folder.path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   with _only_training_in(workdir):
     return _train_and_evaluate(config, workdir, hooks)
 
 
 @contextlib.contextmanager
-def _only_training_in(workdir: Path):
+def _only_training_in(workdir: epath.Path):
   """Refuses a second training of the same workdir (the same process index) while one runs:
   the two would write each other's checkpoints and metrics. The lock goes with its process,
-  however that ends."""
+  however that ends. (A bucket has no locks: there the lock guards this machine only, see
+  ``locks.training_lock``.)"""
   lock = locks.training_lock(workdir, jax.process_index())
   with contextlib.ExitStack() as stack:
     try:
@@ -148,15 +150,12 @@ def _only_training_in(workdir: Path):
     yield
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path,
                         hooks: Sequence[StepHook]) -> dict[str, Any]:
   is_chief = jax.process_index() == 0
-  checkpointing.check_same_run(config, workdir)
+  run_folder.check_resumable(config, workdir)
   if is_chief:
-    # Atomic: the other processes may be reading the previous one in check_same_run.
-    partial = workdir / f"config.json.tmp{os.getpid()}"
-    partial.write_text(config.to_json_best_effort(indent=2) + "\n")
-    os.replace(partial, workdir / "config.json")
+    run_folder.write_config(workdir, config)
 
   info, steps_per_epoch = _data_sizes(config)
   total_steps = config.num_epochs * steps_per_epoch
@@ -167,10 +166,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path,
   tx = methods.create_optimizer(config, total_steps, steps_per_epoch)
   model, state = steps.create_train_state(config, info, tx, {c.name: c.state() for c in callbacks})
   if config.init_from is not None:
-    state = checkpointing.start_from(config.init_from, state, tx)
+    state = checkpointing.start_from(run_folder.checkpoints_dir(config.init_from), state, tx)
   shardings = steps.state_shardings(state, mesh, config.sharding)
   state = jax.device_put(state, shardings)
-  checkpoints = checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
+  checkpoints = checkpointing.Checkpointer(run_folder.checkpoints_dir(workdir),
+                                           config.max_checkpoints_to_keep)
   state = checkpoints.restore(state) or state
   for callback in callbacks:
     callback.restore(state["callbacks"][callback.name])
@@ -257,7 +257,7 @@ def _train_batches(config, epoch: int, skip: int, steps_per_epoch: int, is_chief
 
 
 def _save_on_stop(checkpoints: checkpointing.Checkpointer, state: dict[str, Any],
-                  workdir: Path) -> None:
+                  workdir: epath.Path) -> None:
   try:
     checkpoints.save(state)
     checkpoints.wait()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sweeps.catalogue import Experiment, Trial
-from train import locks
+from train import locks, run_folder
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "sweeps"
@@ -21,21 +21,12 @@ def workdir(experiment: Experiment, trial: Trial) -> Path:
 
 
 def _local_records(experiment: Experiment, trial: Trial) -> list[dict]:
-  metrics = workdir(experiment, trial) / "metrics.jsonl"
-  lines = metrics.read_text().splitlines() if metrics.exists() else []
-  return [json.loads(line) for line in lines]
+  return run_folder.records(workdir(experiment, trial))
 
 
 def last_record(experiment: Experiment, trial: Trial) -> dict | None:
-  """The workdir's last complete record (the runner asks often: only that line is parsed)."""
-  metrics = workdir(experiment, trial) / "metrics.jsonl"
-  lines = metrics.read_text().splitlines() if metrics.exists() else []
-  for line in reversed(lines):
-    try:
-      return json.loads(line)
-    except json.JSONDecodeError:  # a line being written
-      continue
-  return None
+  """The workdir's last complete record."""
+  return run_folder.last_record(workdir(experiment, trial))
 
 
 def records_at(experiment: Experiment, trial: Trial, epochs: list[int]) -> list[dict]:
