@@ -20,6 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from train import run_folder
+
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "target_control"
 ARCHIVE = REPO / "benchmarks" / "results" / "target_control.json"
@@ -72,16 +74,31 @@ def command(experiment: str, control: str, seed: int) -> str:
 
 
 def finished(experiment: str, control: str, seed: int) -> dict | None:
-  path = workdir(experiment, control, seed) / "metrics.jsonl"
-  if not path.exists():
-    return None
-  records = [json.loads(line) for line in path.read_text().splitlines()]
-  last = records[-1] if records else None
+  last = run_folder.last_record(workdir(experiment, control, seed))
   if last is None or last["epoch"] < EXPERIMENTS[experiment][1]["num_epochs"]:
     return None
   keep = ("epoch", "val_accuracy", "test_accuracy", "nonzeros", "total", "compression", "l1",
           "l1_density")
   return {k: last[k] for k in keep}
+
+
+SWEEPS = REPO / "benchmarks" / "results" / "sweeps"
+FRONTS = {"lenet300100": "lenet300100_mnist", "lenet5": "lenet5_mnist"}  # the λ protocol's
+
+
+def _summary(experiment: str) -> dict:
+  name = FRONTS[experiment.split("_")[0]]
+  return json.loads((SWEEPS / f"{name}.json").read_text())
+
+
+def lambda_front_error(experiment: str, compression: float) -> float | None:
+  """The test error of xrda's λ-front (seed 0) at ``compression`` over all parameters."""
+  from benchmarks import report as sweep_report  # pylint: disable=g-import-not-at-top
+  return sweep_report.error_at(_summary(experiment)["methods"]["xrda"]["front"], compression)
+
+
+def _references() -> dict[str, dict]:
+  return {FRONTS[e]: _summary(e)["methods"]["xrda"]["reference"] for e in FRONTS}
 
 
 def report() -> str:
@@ -101,8 +118,8 @@ def report() -> str:
            "Errors in %, last epoch; `python -m benchmarks.target_control --report`.",
            "",
            "| model | kernel sparsity | control | seed(s) | validation error | test error | "
-           "kernel density reached |",
-           "|---|---|---|---|---|---|---|"]
+           "kernel density reached | compression (all params) | λ-front's test error there |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for experiment, (_, overrides) in EXPERIMENTS.items():
     controls = sorted({k.split("/")[1].rsplit("_s", 1)[0] for k in archive
                        if k.startswith(f"{experiment}/")})
@@ -118,11 +135,20 @@ def report() -> str:
 
       reached = ", ".join(f"{r['l1_density']:.5f}" for r in runs)
       seeds = ", ".join(k.rsplit("_s", 1)[1] for k in keys)
+      compression = statistics.mean(r["compression"] for r in runs)
+      front = lambda_front_error(experiment, compression)
       lines.append(f"| {experiment} | {overrides['l1_sparsity']} | {control} | {seeds} | "
                    f"{fmt(val)} ({', '.join(f'{v:.2f}' for v in val)}) | {fmt(test)} | "
-                   f"{reached} |")
+                   f"{reached} | {compression:.1f}× | "
+                   f"{'outside the front' if front is None else f'{front:.2f}'} |")
   notes = sorted({archive[k]["note"] for k in archive if "note" in archive[k]})
-  lines += [""] + [f"- {note}" for note in notes]
+  lines += [""] + [f"- {note}" for note in notes] + [
+      "- λ-front: xrda trained at fixed λs with the same setting, seed 0 (the tuning seed), "
+      "its test error interpolated in log compression (`benchmarks/results/sweeps/"
+      "<experiment>.md`); at its reference λ 5e-6, seeds 0-2 spread "
+      + "; ".join(f"{name}: {ref['test_error_mean']:.2f} ± {ref['test_error_std']:.2f}% at "
+                  f"{ref['compression_mean']:.0f}×" for name, ref in _references().items())
+      + "."]
   TABLE.write_text("\n".join(lines) + "\n")
   return "\n".join(lines)
 
