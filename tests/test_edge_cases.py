@@ -4,9 +4,6 @@ Each test pins one documented behaviour that a one-line change could break silen
 ``mutation/SURVIVORS.md`` lists which mutant each one kills.
 """
 
-import math
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
