@@ -30,7 +30,6 @@ from sparse_optax._affine_scaling import (
     scale_by_affine_scaling,
 )
 from sparse_optax._alias import prox_sgd, rda, xrda
-from sparse_optax._base import Weighting
 from sparse_optax._compact import (
     compact_matmul,
     compact_summary,
@@ -88,6 +87,7 @@ from sparse_optax._schedules import (
     rda_averaging,
     rda_step_size,
 )
+from sparse_optax._types import Weighting
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
+from sparse_optax import _types
 
 METHODS = ("l1", "l2", "focuss")
 
@@ -29,20 +31,21 @@ def _omega(theta, method, tau, p):
 def _check(method, tau, p, period) -> None:
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-  _base.check_hparam("tau", tau, positive=True)
-  _base.check_hparam("p", p, allow_schedule=False)
-  if _base.is_concrete(p) and not 0 <= p <= 2:
+  _checks.check_hparam("tau", tau, positive=True)
+  _checks.check_hparam("p", p, allow_schedule=False)
+  if _checks.is_concrete(p) and not 0 <= p <= 2:
     raise ValueError(f"p must lie in [0, 2]; got {p!r}.")
-  _base.check_step("period", period, minimum=1)
+  _checks.check_step("period", period, minimum=1)
 
 
+@_checks.names_errors
 def scale_by_affine_scaling(
     method: str = "l1",
     *,
     tau: optax.ScalarOrSchedule = 1e-3,
     p: float = 0.5,
     period: int = 1000,
-    mask: _base.Mask | None = None,
+    mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Re-weighted learning: a gradient step on :math:`q` with :math:`\theta = q \odot \omega`.
 
@@ -88,19 +91,19 @@ def scale_by_affine_scaling(
   _check(method, tau, p, period)
 
   def init_fn(params):
-    _base.check_float_params("scale_by_affine_scaling", params)
-    _base.resolve_mask("scale_by_affine_scaling", mask, params)
+    _checks.check_float_params(params)
+    _checks.resolve_mask(mask, params)
     # Each param's shape even outside the mask: the state shards like the params.
     return AffineScalingState(jnp.zeros([], jnp.int32), optax.tree.ones_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    _base.require_params(params, "scale_by_affine_scaling")
-    _base.check_tree_match("scale_by_affine_scaling", "updates", updates, params)
-    _base.check_tree_match("scale_by_affine_scaling", "params", params, state.omega)
-    selected = _base.resolve_mask("scale_by_affine_scaling", mask, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
+    _checks.check_tree_match("params", params, state.omega)
+    selected = _checks.resolve_mask(mask, params)
     refresh = state.count % period == 0
-    t = _base.value_at(tau, state.count)
+    t = _tree.value_at(tau, state.count)
 
     def leaf(x, w, sel):
       if not sel:
@@ -120,6 +123,7 @@ class AffineScalingGreedyState(NamedTuple):
   inner: Any  # the inner optimizer's state, in q-space
 
 
+@_checks.names_errors
 def affine_scaling(
     inner: optax.GradientTransformation,
     method: str = "l1",
@@ -129,7 +133,7 @@ def affine_scaling(
     period: int = 1000,
     leafwise: bool = False,
     iterations: int | None = None,
-    mask: _base.Mask | None = None,
+    mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Re-weighted learning with the paper's greedy initialiser: ``inner`` steps on :math:`q`.
 
@@ -181,25 +185,24 @@ def affine_scaling(
   """
   _check(method, tau, p, period)
   if iterations is not None:
-    _base.check_step("iterations", iterations, minimum=0)
+    _checks.check_step("iterations", iterations, minimum=0)
   inner = optax.with_extra_args_support(inner)
-  name = "affine_scaling"
 
   def init_fn(params):
-    _base.check_float_params(name, params)
-    _base.resolve_mask(name, mask, params)
+    _checks.check_float_params(params)
+    _checks.resolve_mask(mask, params)
     return AffineScalingGreedyState(jnp.zeros([], jnp.int32), optax.tree.ones_like(params),
                                     inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    _base.require_params(params, name)
-    _base.check_tree_match(name, "updates", updates, params)
-    _base.check_tree_match(name, "params", params, state.omega)
-    selected = _base.resolve_mask(name, mask, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
+    _checks.check_tree_match("params", params, state.omega)
+    selected = _checks.resolve_mask(mask, params)
     refresh = state.count % period == 0
     if iterations is not None:
       refresh &= state.count < iterations * period
-    t = _base.value_at(tau, state.count)
+    t = _tree.value_at(tau, state.count)
     leaves, treedef = jax.tree.flatten(selected)
     order = [i for i, sel in enumerate(leaves) if sel]
     iteration = state.count // period

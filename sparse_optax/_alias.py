@@ -6,7 +6,8 @@ from typing import Any
 
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _types
 from sparse_optax._dual_averaging import dual_averaging
 from sparse_optax._momentum import scale_by_timescale_momentum
 from sparse_optax._prox import accumulated_threshold, soft_threshold
@@ -14,25 +15,26 @@ from sparse_optax._reweighting import log_l1_weights, uniform_l1_weights
 from sparse_optax._schedules import rda_averaging, rda_step_size
 
 
-def _weights_or_uniform(weights: _base.Weighting | None, mask: _base.Mask | None):
+def _weights_or_uniform(weights: _types.Weighting | None, mask: _types.Mask | None):
   return uniform_l1_weights(mask) if weights is None else weights
 
 
-def _prox(who, l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every):
+def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every):
   """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for."""
   if sparsity is None:
     if scope != "global" or solve_every is None or (
-        _base.is_concrete(solve_every) and solve_every != 1):
-      raise ValueError(f"{who}: scope and solve_every say how a sparsity target is met; "
-                       "without sparsity= there is none.")
+        _checks.is_concrete(solve_every) and solve_every != 1):
+      raise ValueError(f"{_checks.caller()}: scope and solve_every say how a sparsity target is "
+                       "met; without sparsity= there is none.")
     if l1 is None:
-      raise ValueError(f"{who}: give l1 (the l1 strength) or sparsity (the fraction of zeros "
-                       "wanted, and the strength follows).")
+      raise ValueError(f"{_checks.caller()}: give l1 (the l1 strength) or sparsity (the fraction "
+                       "of zeros wanted, and the strength follows).")
     return soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask)
   return soft_threshold(accumulated_threshold(1.0, learning_rate, averaging, weights), mask,
                         sparsity=sparsity, scope=scope, solve_every=solve_every, initial_l1=l1)
 
 
+@_checks.names_errors
 def xrda(
     learning_rate: optax.ScalarOrSchedule,
     averaging: optax.ScalarOrSchedule,
@@ -48,8 +50,8 @@ def xrda(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     structure: Any = None,
     kernel_layout: str | None = None,
-    mask: _base.Mask | None = None,
-    weights: _base.Weighting | None = None,
+    mask: _types.Mask | None = None,
+    weights: _types.Weighting | None = None,
     accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""xRDA with momentum and adaptive log-l1 (Siegel, Chen & Xu, 2020), as the authors ran it.
@@ -155,7 +157,7 @@ def xrda(
   References:
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
   """
-  _base.check_hparam("weight_decay", weight_decay)
+  _checks.check_hparam("weight_decay", weight_decay)
   if weights is not None:
     given = [name for name, value in (("maximum_factor", maximum_factor), ("beta", beta),
                                       ("magnitude_timescale", magnitude_timescale),
@@ -163,8 +165,8 @@ def xrda(
                                       ("kernel_layout", kernel_layout)) if value is not None]
     if given:
       raise ValueError(
-          f"xrda: {', '.join(given)} configure the log-l1 weighting, which weights= replaces; "
-          "give one or the other.")
+          f"{_checks.caller()}: {', '.join(given)} configure the log-l1 weighting, which "
+          "weights= replaces; give one or the other.")
   else:
     weights = log_l1_weights(
         learning_rate,
@@ -181,10 +183,11 @@ def xrda(
       scale_by_timescale_momentum(learning_rate, momentum_timescale, accumulator_dtype),
       optax.scale_by_learning_rate(learning_rate),
       dual_averaging(averaging),
-      _prox("xrda", l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every),
+      _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every),
   )
 
 
+@_checks.names_errors
 def rda(
     gamma: optax.ScalarOrSchedule,
     l1: optax.ScalarOrSchedule | None = None,
@@ -193,8 +196,8 @@ def rda(
     scope: str = "global",
     solve_every: int | None = 1,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    weights: _base.Weighting | None = None,
-    mask: _base.Mask | None = None,
+    weights: _types.Weighting | None = None,
+    mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Xiao's regularized dual averaging around the initial point (Jia et al., 2020).
 
@@ -237,17 +240,18 @@ def rda(
     Xiao, Dual Averaging Methods for Regularized Stochastic Learning, 2010;
     Jia et al., Make l1 Regularization Effective in Training Sparse CNN, 2020.
   """
-  _base.check_hparam("weight_decay", weight_decay)
+  _checks.check_hparam("weight_decay", weight_decay)
   step, alpha = rda_step_size(gamma), rda_averaging()
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(step),
       dual_averaging(alpha, center="initial"),
-      _prox("rda", l1, step, alpha, _weights_or_uniform(weights, mask), mask, sparsity, scope,
+      _prox(l1, step, alpha, _weights_or_uniform(weights, mask), mask, sparsity, scope,
             solve_every),
   )
 
 
+@_checks.names_errors
 def prox_sgd(
     learning_rate: optax.ScalarOrSchedule,
     l1: optax.ScalarOrSchedule | None = None,
@@ -258,8 +262,8 @@ def prox_sgd(
     momentum: float | None = None,
     nesterov: bool = False,
     weight_decay: optax.ScalarOrSchedule = 0.0,
-    weights: _base.Weighting | None = None,
-    mask: _base.Mask | None = None,
+    weights: _types.Weighting | None = None,
+    mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Proximal SGD: an ``optax.sgd`` step, then soft-thresholding by :math:`\lambda s_n w`.
 
@@ -295,10 +299,10 @@ def prox_sgd(
     >>> optax.apply_updates(params, updates)
     Array([[0. , 0.9]], dtype=float32)
   """
-  _base.check_hparam("weight_decay", weight_decay)
+  _checks.check_hparam("weight_decay", weight_decay)
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
-      _prox("prox_sgd", l1, learning_rate, 0.0, _weights_or_uniform(weights, mask), mask,
-            sparsity, scope, solve_every),
+      _prox(l1, learning_rate, 0.0, _weights_or_uniform(weights, mask), mask, sparsity, scope,
+            solve_every),
   )

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
 
 
 # Signed, narrowest first. Signed because BCOO's own ops (concatenate, padding
@@ -19,7 +20,7 @@ _INDEX_DTYPES = (np.int8, np.int16, np.int32, np.int64)
 
 
 def _where(path) -> str:
-  name = _base.path_name(path)
+  name = _tree.path_name(path)
   return f"leaf {name!r}" if name else "the root leaf"
 
 
@@ -41,17 +42,17 @@ def _index_dtype(shape: tuple[int, ...]) -> np.dtype | None:
   return None
 
 
-def _compact_leaf(path, x: Any, who: str = "to_compact") -> Any:
+def _compact_leaf(path, x: Any) -> Any:
   if isinstance(x, sparse.JAXSparse):
-    raise TypeError(f"{who}: {_where(path)} is already sparse ({type(x).__name__}).")
+    raise TypeError(f"{_checks.caller()}: {_where(path)} is already sparse ({type(x).__name__}).")
   if not _is_array(x):
     raise TypeError(
-        f"{who}: {_where(path)} is a {type(x).__name__}, not an array; "
+        f"{_checks.caller()}: {_where(path)} is a {type(x).__name__}, not an array; "
         "every leaf must be a jax.Array or numpy array."
     )
   if isinstance(x, jax.core.Tracer):
     raise TypeError(
-        f"{who}: {_where(path)} is traced; to_compact needs concrete arrays "
+        f"{_checks.caller()}: {_where(path)} is traced; to_compact needs concrete arrays "
         "(the number of non-zeros sets the shapes), so call it outside jax.jit."
     )
   # Integer/bool leaves (step counters, masks) and dtypes jax would narrow
@@ -79,6 +80,7 @@ def _compact_leaf(path, x: Any, who: str = "to_compact") -> Any:
   )
 
 
+@_checks.names_errors
 def to_compact(params: Any) -> Any:
   """Each floating leaf as a ``BCOO`` where that takes fewer bytes than the dense array.
 
@@ -131,11 +133,12 @@ def _dense_leaf(path, x: Any) -> Any:
     return x.todense()
   if not _is_array(x):
     raise TypeError(
-        f"from_compact: {_where(path)} is a {type(x).__name__}, not an array or BCOO."
+        f"{_checks.caller()}: {_where(path)} is a {type(x).__name__}, not an array or BCOO."
     )
   return x
 
 
+@_checks.names_errors
 def from_compact(compact: Any) -> Any:
   """The dense tree back from :func:`to_compact`: original shapes and dtypes.
 
@@ -182,6 +185,7 @@ def compact_matmul(x: jax.Array, kernel: Any) -> jax.Array:
   return jnp.moveaxis(y, 0, -1)
 
 
+@_checks.names_errors
 def compact_summary(params: Any) -> dict[str, Any]:
   """Bytes of each leaf dense and as :func:`to_compact` stores it (Python numbers).
 
@@ -208,10 +212,10 @@ def compact_summary(params: Any) -> dict[str, Any]:
   is_sparse = lambda x: isinstance(x, sparse.JAXSparse)
   layers = {}
   for path, x in jax.tree_util.tree_leaves_with_path(params, is_leaf=is_sparse):
-    c = _compact_leaf(path, x, "compact_summary")
+    c = _compact_leaf(path, x)
     dense_bytes = int(np.dtype(x.dtype).itemsize * np.prod(x.shape, dtype=np.int64))
     if isinstance(c, sparse.BCOO):
-      layers[_base.path_name(path)] = {
+      layers[_tree.path_name(path)] = {
           "format": "bcoo",
           "dense_bytes": dense_bytes,
           "compact_bytes": int(c.data.nbytes + c.indices.nbytes),
@@ -219,7 +223,7 @@ def compact_summary(params: Any) -> dict[str, Any]:
           "index_dtype": str(c.indices.dtype),
       }
     else:
-      layers[_base.path_name(path)] = {
+      layers[_tree.path_name(path)] = {
           "format": "dense",
           "dense_bytes": dense_bytes,
           "compact_bytes": dense_bytes,

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
 
 _CENTERS = ("params", "initial")
 
@@ -19,6 +20,7 @@ class DualAveragingState(NamedTuple):
   initial: optax.Params  # θ_0 for center="initial", else None
 
 
+@_checks.names_errors
 def dual_averaging(
     averaging: optax.ScalarOrSchedule,
     *,
@@ -63,25 +65,25 @@ def dual_averaging(
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020;
     Xiao, Dual Averaging Methods for Regularized Stochastic Learning, 2010.
   """
-  _base.check_hparam("averaging", averaging, at_most_one=True)
+  _checks.check_hparam("averaging", averaging, at_most_one=True)
   if center not in _CENTERS:
     raise ValueError(f"center must be one of {_CENTERS}; got {center!r}.")
   keep_initial = center == "initial"
 
   def init_fn(params):
-    _base.check_float_params("dual_averaging", params)
+    _checks.check_float_params(params)
     return DualAveragingState(
         count=jnp.zeros([], jnp.int32),
-        z=_base.copy_tree(params),
-        initial=_base.copy_tree(params) if keep_initial else None,
+        z=_tree.copy_tree(params),
+        initial=_tree.copy_tree(params) if keep_initial else None,
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    _base.require_params(params, "dual_averaging")
-    _base.check_tree_match("dual_averaging", "params", params, state.z)
-    _base.check_tree_match("dual_averaging", "updates", updates, state.z)
-    alpha = _base.value_at(averaging, state.count)
+    _checks.require_params(params)
+    _checks.check_tree_match("params", params, state.z)
+    _checks.check_tree_match("updates", updates, state.z)
+    alpha = _tree.value_at(averaging, state.count)
     centre = state.initial if keep_initial else params
 
     def step(z, c, u):

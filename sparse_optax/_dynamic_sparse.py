@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _types
 
 DISTRIBUTIONS = ("uniform", "erk")
 
@@ -111,24 +112,24 @@ def _restart_grown(state: Any, params: optax.Params, grown: optax.Params) -> Any
 
 
 def _dynamic_sparse(
-    who: str, grow: str, inner: optax.GradientTransformation, sparsity: Any, *,
+    grow: str, inner: optax.GradientTransformation, sparsity: Any, *,
     update_frequency: int, end_step: int, drop_fraction: Any, distribution: str,
-    dense: _base.Mask | None, mask: _base.Mask | None, seed: int,
+    dense: _types.Mask | None, mask: _types.Mask | None, seed: int,
 ) -> optax.GradientTransformationExtraArgs:
-  _base.check_hparam("sparsity", sparsity, at_most_one=True, allow_schedule=False)
-  _base.check_hparam("drop_fraction", drop_fraction, at_most_one=True, allow_schedule=False)
-  _base.check_step("update_frequency", update_frequency, minimum=1)
-  _base.check_step("end_step", end_step)
-  _base.check_step("seed", seed)
+  _checks.check_hparam("sparsity", sparsity, at_most_one=True, allow_schedule=False)
+  _checks.check_hparam("drop_fraction", drop_fraction, at_most_one=True, allow_schedule=False)
+  _checks.check_step("update_frequency", update_frequency, minimum=1)
+  _checks.check_step("end_step", end_step)
+  _checks.check_step("seed", seed)
   if distribution not in DISTRIBUTIONS:
-    raise ValueError(f"{who}: distribution must be one of {DISTRIBUTIONS}; got "
+    raise ValueError(f"{_checks.caller()}: distribution must be one of {DISTRIBUTIONS}; got "
                      f"{distribution!r}.")
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    _base.check_float_params(who, params)
-    selected = _base.resolve_mask(who, mask, params)
-    kept_dense = None if dense is None else _base.resolve_mask(who, dense, params)
+    _checks.check_float_params(params)
+    selected = _checks.resolve_mask(mask, params)
+    kept_dense = None if dense is None else _checks.resolve_mask(dense, params)
     densities = layer_densities(params, sparsity, distribution, selected, kept_dense)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
@@ -160,10 +161,10 @@ def _dynamic_sparse(
             jax.tree.leaves(selected))])
 
   def update_fn(updates, state, params=None, **extra_args):
-    _base.require_params(params, who)
-    _base.check_tree_match(who, "updates", updates, params)
-    _base.check_tree_match(who, "params", params, state.keep)
-    selected = _base.resolve_mask(who, mask, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
+    _checks.check_tree_match("params", params, state.keep)
+    selected = _checks.resolve_mask(mask, params)
     t = state.count
     masked = jax.tree.map(lambda g, m: jnp.where(m, g, 0).astype(g.dtype), updates, state.keep)
     u, inner_state = inner.update(masked, state.inner, params, **extra_args)
@@ -213,6 +214,7 @@ _DOC_ARGS = """
 """
 
 
+@_checks.names_errors
 def rigl(
     inner: optax.GradientTransformation,
     sparsity: Any,
@@ -221,8 +223,8 @@ def rigl(
     end_step: int,
     drop_fraction: Any = 0.3,
     distribution: str = "uniform",
-    dense: _base.Mask | None = None,
-    mask: _base.Mask | None = None,
+    dense: _types.Mask | None = None,
+    mask: _types.Mask | None = None,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""RigL (Evci et al. 2020): a fixed number of active weights per layer, moved during training.
@@ -242,12 +244,13 @@ def rigl(
   References:
     Evci et al., Rigging the Lottery: Making All Tickets Winners, ICML 2020.
   """
-  return _dynamic_sparse("rigl", "gradient", inner, sparsity,
+  return _dynamic_sparse("gradient", inner, sparsity,
                          update_frequency=update_frequency, end_step=end_step,
                          drop_fraction=drop_fraction, distribution=distribution, dense=dense,
                          mask=mask, seed=seed)
 
 
+@_checks.names_errors
 def set_(
     inner: optax.GradientTransformation,
     sparsity: Any,
@@ -256,8 +259,8 @@ def set_(
     end_step: int,
     drop_fraction: Any = 0.3,
     distribution: str = "uniform",
-    dense: _base.Mask | None = None,
-    mask: _base.Mask | None = None,
+    dense: _types.Mask | None = None,
+    mask: _types.Mask | None = None,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SET (Mocanu et al. 2018): as :func:`rigl`, but grown weights are chosen at random.
@@ -268,7 +271,7 @@ def set_(
     Mocanu et al., Scalable training of artificial neural networks with adaptive sparse
     connectivity inspired by network science, Nature Communications 2018.
   """
-  return _dynamic_sparse("set", "random", inner, sparsity,
+  return _dynamic_sparse("random", inner, sparsity,
                          update_frequency=update_frequency, end_step=end_step,
                          drop_fraction=drop_fraction, distribution=distribution, dense=dense,
                          mask=mask, seed=seed)

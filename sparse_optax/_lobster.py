@@ -8,17 +8,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
+from sparse_optax import _types
 
 
 class LobsterState(NamedTuple):
   inner: Any
 
 
+@_checks.names_errors
 def lobster(
     inner: optax.GradientTransformation,
     strength: optax.ScalarOrSchedule,
-    mask: _base.Mask | None = None,
+    mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Shrink weights whose loss gradient is small, after each step of ``inner``.
 
@@ -55,23 +58,23 @@ def lobster(
   References:
     Tartaglione et al., LOBSTER: Loss-Based Sensitivity Regularization, 2020.
   """
-  _base.check_hparam("strength", strength)
+  _checks.check_hparam("strength", strength)
   every_leaf = lambda params: jax.tree.map(lambda _: True, params)  # noqa: E731
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    _base.check_float_params("lobster", params)
-    _base.resolve_mask("lobster", every_leaf if mask is None else mask, params)
+    _checks.check_float_params(params)
+    _checks.resolve_mask(every_leaf if mask is None else mask, params)
     return LobsterState(inner=(jnp.zeros([], jnp.int32), inner.init(params)))
 
   def update_fn(updates, state, params=None, **extra_args):
-    _base.require_params(params, "lobster")
-    _base.check_tree_match("lobster", "updates", updates, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
     count, inner_state = state.inner
     u, inner_state = inner.update(updates, inner_state, params, **extra_args)
-    lam = _base.value_at(strength, count)
+    lam = _tree.value_at(strength, count)
 
-    selected = _base.resolve_mask("lobster", every_leaf if mask is None else mask, params)
+    selected = _checks.resolve_mask(every_leaf if mask is None else mask, params)
 
     def leaf(p, ui, g, sel):
       if not sel:

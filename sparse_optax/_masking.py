@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _types
 
 
 class FreezeZerosState(NamedTuple):
@@ -16,8 +17,9 @@ class FreezeZerosState(NamedTuple):
   mask: optax.Params  # bool, each param's shape: True where the weight is pinned at zero
 
 
+@_checks.names_errors
 def freeze_zeros(
-    start_step: int = 0, *, mask: _base.Mask | None = None
+    start_step: int = 0, *, mask: _types.Mask | None = None
 ) -> optax.GradientTransformationExtraArgs:
   r"""Weights that are zero stay zero: a mask that only grows.
 
@@ -51,21 +53,21 @@ def freeze_zeros(
     >>> optax.apply_updates(params, updates)
     Array([0., 2.], dtype=float32)
   """
-  _base.check_step("start_step", start_step)
+  _checks.check_step("start_step", start_step)
 
   def init_fn(params):
-    _base.check_float_params("freeze_zeros", params)
-    _base.resolve_mask("freeze_zeros", mask, params)
+    _checks.check_float_params(params)
+    _checks.resolve_mask(mask, params)
     # Each param's shape even outside the mask: the state shards like the params.
     return FreezeZerosState(jnp.zeros([], jnp.int32),
                             jax.tree.map(lambda x: jnp.zeros(x.shape, bool), params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    _base.require_params(params, "freeze_zeros")
-    _base.check_tree_match("freeze_zeros", "updates", updates, params)
-    _base.check_tree_match("freeze_zeros", "params", params, state.mask)
-    selected = _base.resolve_mask("freeze_zeros", mask, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
+    _checks.check_tree_match("params", params, state.mask)
+    selected = _checks.resolve_mask(mask, params)
     active = state.count >= start_step
     pinned = jax.tree.map(lambda p, m, s: m | (active & (p == 0)) if s else m,
                           params, state.mask, selected)

@@ -7,8 +7,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sparse_optax import _base
+from sparse_optax import _checks
 from sparse_optax import _reweighting
+from sparse_optax import _tree
+from sparse_optax import _types
 
 
 def count_nonzeros(params: Any) -> jax.Array:
@@ -25,17 +27,18 @@ def count_nonzeros(params: Any) -> jax.Array:
 
 def density(params: Any) -> jax.Array:
   """Non-zeros over all parameters (float32 in [0, 1])."""
-  return count_nonzeros(params).astype(jnp.float32) / _base.tree_size(params)
+  return count_nonzeros(params).astype(jnp.float32) / _tree.tree_size(params)
 
 
 def compression_ratio(params: Any) -> jax.Array:
   """All parameters over non-zeros (``inf`` when every entry is zero)."""
   nz = count_nonzeros(params).astype(jnp.float32)
-  return jnp.where(nz > 0, _base.tree_size(params) / jnp.maximum(nz, 1), jnp.inf)
+  return jnp.where(nz > 0, _tree.tree_size(params) / jnp.maximum(nz, 1), jnp.inf)
 
 
+@_checks.names_errors
 def sparsity_summary(params: Any, *, kernel_layout: str = "HWIO",
-                     convs: _base.Mask | None = None) -> dict[str, Any]:
+                     convs: _types.Mask | None = None) -> dict[str, Any]:
   """Total and per-leaf sparsity, and structured sparsity of conv kernels.
 
   Counts every leaf (biases and BatchNorm included), as the papers report.
@@ -65,18 +68,18 @@ def sparsity_summary(params: Any, *, kernel_layout: str = "HWIO",
   """
   layers = {}
   kernels = zero_kernels = channels = zero_channels = 0
-  is_conv = (jax.tree.leaves(_base.resolve_mask("sparsity_summary", convs, params))
+  is_conv = (jax.tree.leaves(_checks.resolve_mask(convs, params))
              if convs is not None else [jnp.ndim(x) == 4 for x in jax.tree.leaves(params)])
   for (path, x), conv in zip(jax.tree_util.tree_leaves_with_path(params), is_conv):
     nz = jnp.count_nonzero(x)
-    layers[_base.path_name(path)] = {
+    layers[_tree.path_name(path)] = {
         "total": x.size,
         "nonzeros": nz,
         "density": nz.astype(jnp.float32) / max(x.size, 1),
     }
     if conv:
       spatial, inputs, _ = _reweighting.conv_axes(
-          x.shape, kernel_layout, f"sparsity_summary: leaf {_base.leaf_name(path)}")
+          x.shape, kernel_layout, f"{_checks.caller()}: leaf {_tree.leaf_name(path)}")
       alive_k = jnp.any(x != 0, axis=spatial)
       alive_c = jnp.any(x != 0, axis=(*spatial, inputs))
       kernels += alive_k.size
@@ -84,7 +87,7 @@ def sparsity_summary(params: Any, *, kernel_layout: str = "HWIO",
       channels += alive_c.size
       zero_channels = zero_channels + alive_c.size - jnp.count_nonzero(alive_c)
   return {
-      "total": _base.tree_size(params),
+      "total": _tree.tree_size(params),
       "nonzeros": count_nonzeros(params),
       "density": density(params),
       "compression": compression_ratio(params),

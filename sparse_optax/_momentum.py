@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
 
 
 class ScaleByTimescaleMomentumState(NamedTuple):
@@ -16,6 +17,7 @@ class ScaleByTimescaleMomentumState(NamedTuple):
   velocity: optax.Updates
 
 
+@_checks.names_errors
 def scale_by_timescale_momentum(
     learning_rate: optax.ScalarOrSchedule,
     timescale: optax.ScalarOrSchedule,
@@ -55,12 +57,12 @@ def scale_by_timescale_momentum(
   References:
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
   """
-  _base.check_hparam("learning_rate", learning_rate)
-  _base.check_hparam("timescale", timescale, positive=True)
-  _base.check_dtype("accumulator_dtype", accumulator_dtype)
+  _checks.check_hparam("learning_rate", learning_rate)
+  _checks.check_hparam("timescale", timescale, positive=True)
+  _checks.check_dtype("accumulator_dtype", accumulator_dtype)
 
   def init_fn(params):
-    _base.check_float_params("scale_by_timescale_momentum", params)
+    _checks.check_float_params(params)
     return ScaleByTimescaleMomentumState(
         count=jnp.zeros([], jnp.int32),
         velocity=optax.tree.zeros_like(params, dtype=accumulator_dtype),
@@ -68,11 +70,9 @@ def scale_by_timescale_momentum(
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    _base.check_tree_match(
-        "scale_by_timescale_momentum", "updates", updates, state.velocity
-    )
-    s = _base.value_at(learning_rate, state.count)
-    mu = jnp.exp(-s / _base.value_at(timescale, state.count))
+    _checks.check_tree_match("updates", updates, state.velocity)
+    s = _tree.value_at(learning_rate, state.count)
+    mu = jnp.exp(-s / _tree.value_at(timescale, state.count))
 
     def step(g, v):
       m = mu.astype(jnp.promote_types(v.dtype, g.dtype))

@@ -8,9 +8,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
 from sparse_optax import _reweighting
 from sparse_optax import _target
+from sparse_optax import _tree
+from sparse_optax import _types
 
 
 class AccumulatedThresholdState(NamedTuple):
@@ -21,12 +23,13 @@ class AccumulatedThresholdState(NamedTuple):
   weights: Any  # the inner Weighting's state
 
 
+@_checks.names_errors
 def accumulated_threshold(
     l1: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
     averaging: optax.ScalarOrSchedule = 0.0,
-    weights: _base.Weighting | None = None,
-) -> _base.Weighting:
+    weights: _types.Weighting | None = None,
+) -> _types.Weighting:
   r"""The dual average of a (time-varying) weighted l1 penalty, as a threshold.
 
   .. math::
@@ -58,9 +61,9 @@ def accumulated_threshold(
     >>> t  # λ (s + s)
     Array(0.4, dtype=float32)
   """
-  _base.check_hparam("l1", l1)
-  _base.check_hparam("learning_rate", learning_rate)
-  _base.check_hparam("averaging", averaging, at_most_one=True)
+  _checks.check_hparam("l1", l1)
+  _checks.check_hparam("learning_rate", learning_rate)
+  _checks.check_hparam("averaging", averaging, at_most_one=True)
   inner = _reweighting.uniform_l1_weights() if weights is None else weights
 
   layout = inner.layout
@@ -72,26 +75,25 @@ def accumulated_threshold(
     return [(x.shape, x.dtype) for x in jax.tree.leaves(shapes)]
 
   def init_fn(params):
-    _base.check_float_params("accumulated_threshold", params)
+    _checks.check_float_params(params)
     inner_state = inner.init(params)
     if layout == "params":  # B shards like the params under optax.tree.map_params
       accumulated = optax.tree.zeros_like(params)
     elif layout == "scalar":
-      accumulated = jnp.zeros([], _base.state_dtype(params))
+      accumulated = jnp.zeros([], _tree.state_dtype(params))
     else:
-      accumulated = _base.pack([jnp.zeros(shape, dtype) for shape, dtype
-                                in weight_shapes(inner_state, params)], _base.state_dtype(params))
+      accumulated = _tree.pack([jnp.zeros(shape, dtype) for shape, dtype
+                                in weight_shapes(inner_state, params)], _tree.state_dtype(params))
     return AccumulatedThresholdState(jnp.zeros([], jnp.int32), accumulated, inner_state)
 
   def update_fn(state, params):
-    _base.require_params(params, "accumulated_threshold")
+    _checks.require_params(params)
     if layout == "params":
-      _base.check_tree_match("accumulated_threshold", "params", params, state.accumulated,
-                             shapes=False)
+      _checks.check_tree_match("params", params, state.accumulated, shapes=False)
     w, inner_state = inner.update(state.weights, params)
-    s = _base.value_at(learning_rate, state.count)
-    alpha = _base.value_at(averaging, state.count)
-    lam = _base.value_at(l1, state.count)
+    s = _tree.value_at(learning_rate, state.count)
+    alpha = _tree.value_at(averaging, state.count)
+    lam = _tree.value_at(l1, state.count)
 
     def step(b, wi):
       return (alpha.astype(b.dtype) * b + s.astype(b.dtype) * wi).astype(b.dtype)
@@ -104,17 +106,17 @@ def accumulated_threshold(
       threshold = jax.tree.map(lambda b: lam.astype(b.dtype) * b, accumulated)
     else:
       w_leaves, treedef = jax.tree.flatten(w)
-      b_leaves = _base.unpack("accumulated_threshold", state.accumulated,
-                              [x.shape for x in w_leaves], [x.dtype for x in w_leaves])
+      b_leaves = _tree.unpack(state.accumulated, [x.shape for x in w_leaves],
+                              [x.dtype for x in w_leaves])
       b_leaves = [step(b, wi) for b, wi in zip(b_leaves, w_leaves)]
-      accumulated = _base.pack(b_leaves, state.accumulated.dtype)
+      accumulated = _tree.pack(b_leaves, state.accumulated.dtype)
       threshold = treedef.unflatten([lam.astype(b.dtype) * b for b in b_leaves])
     new_state = AccumulatedThresholdState(
         optax.safe_increment(state.count), accumulated, inner_state
     )
     return threshold, new_state
 
-  return _base.Weighting(init_fn, update_fn, layout=layout)
+  return _types.Weighting(init_fn, update_fn, layout=layout)
 
 
 class SoftThresholdState(NamedTuple):
@@ -135,9 +137,10 @@ def _soft(x: jax.Array, t: jax.Array) -> jax.Array:
   return jnp.sign(x) * jnp.maximum(jnp.abs(x) - t, 0)
 
 
+@_checks.names_errors
 def soft_threshold(
-    threshold: optax.ScalarOrSchedule | _base.Weighting,
-    mask: _base.Mask | None = None,
+    threshold: optax.ScalarOrSchedule | _types.Weighting,
+    mask: _types.Mask | None = None,
     *,
     sparsity: optax.ScalarOrSchedule | None = None,
     scope: str = "global",
@@ -235,29 +238,29 @@ def soft_threshold(
     >>> state.target.l1  # the 2nd smallest |w|, so that it is zeroed too
     Array([0.5], dtype=float32)
   """
-  is_weighting = isinstance(threshold, _base.Weighting)
+  is_weighting = isinstance(threshold, _types.Weighting)
   if not is_weighting:
-    _base.check_hparam("threshold", threshold)
+    _checks.check_hparam("threshold", threshold)
   targeted = sparsity is not None
   if targeted:
     _target.check_target(sparsity, scope, solve_every, gain)
     if initial_l1 is not None:
-      _base.check_hparam("initial_l1", initial_l1, allow_schedule=False)
+      _checks.check_hparam("initial_l1", initial_l1, allow_schedule=False)
   elif initial_l1 is not None:
-    raise ValueError("soft_threshold: initial_l1 starts a sparsity target's control; give "
+    raise ValueError(f"{_checks.caller()}: initial_l1 starts a sparsity target's control; give "
                      "sparsity= too, or put the strength in the threshold.")
 
   def grouping(params, selected):
     leaves, selected = jax.tree.leaves(params), jax.tree.leaves(selected)
     if leaves and not any(selected):
       raise ValueError(
-          "soft_threshold: a sparsity target, but the mask selects no leaf of the params, so "
-          "there is nothing to make sparse. Check mask= (default: leaves with ndim >= 2).")
+          f"{_checks.caller()}: a sparsity target, but the mask selects no leaf of the params, "
+          "so there is nothing to make sparse. Check mask= (default: leaves with ndim >= 2).")
     return _target.groups(selected, leaves, scope)
 
   def init_fn(params):
-    _base.check_float_params("soft_threshold", params)
-    selected = _base.resolve_mask("soft_threshold", mask, params)
+    _checks.check_float_params(params)
+    selected = _checks.resolve_mask(mask, params)
     inner = threshold.init(params) if is_weighting else ()
     if targeted:
       return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner, _target.init(
@@ -266,15 +269,15 @@ def soft_threshold(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    _base.require_params(params, "soft_threshold")
-    _base.check_tree_match("soft_threshold", "updates", updates, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
     if is_weighting:
       t, inner = threshold.update(state.threshold, params)
     else:
-      value = _base.value_at(threshold, state.count)
+      value = _tree.value_at(threshold, state.count)
       t, inner = jax.tree.map(lambda _: value, params), ()
 
-    selected = _base.resolve_mask("soft_threshold", mask, params)
+    selected = _checks.resolve_mask(mask, params)
     if targeted:
       leaves, treedef = jax.tree.flatten(params)
       groups = grouping(params, selected)
@@ -283,7 +286,7 @@ def soft_threshold(
       solved_on = leaves if solve_every is None else [
           p + u for p, u in zip(leaves, treedef.flatten_up_to(updates))]
       scales = treedef.flatten_up_to(t)
-      densities = _target.target_densities(_base.value_at(sparsity, state.count), scope,
+      densities = _target.target_densities(_tree.value_at(sparsity, state.count), scope,
                                            leaves, groups)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,

@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
 from sparse_optax import _dynamic_sparse
+from sparse_optax import _tree
+from sparse_optax import _types
 
 SCOPES = ("layer", "global", "erk")
 
@@ -34,8 +36,8 @@ def polynomial_sparsity(
     >>> [round(float(s(t)), 4) for t in (0, 5, 10, 20)]
     [0.0, 0.7875, 0.9, 0.9]
   """
-  _base.check_hparam("final_sparsity", final_sparsity, at_most_one=True, allow_schedule=False)
-  _base.check_hparam("initial_sparsity", initial_sparsity, at_most_one=True,
+  _checks.check_hparam("final_sparsity", final_sparsity, at_most_one=True, allow_schedule=False)
+  _checks.check_hparam("initial_sparsity", initial_sparsity, at_most_one=True,
                      allow_schedule=False)
   if not 0 <= begin_step < end_step:
     raise ValueError(f"need 0 <= begin_step < end_step; got {begin_step}, {end_step}.")
@@ -58,6 +60,7 @@ def _kth_smallest_magnitude(values: jax.Array, k: jax.Array) -> jax.Array:
   return jnp.where(k > 0, ordered[jnp.clip(k - 1, 0, ordered.size - 1)], -1.0)
 
 
+@_checks.names_errors
 def prune_by_magnitude(
     sparsity: optax.ScalarOrSchedule,
     *,
@@ -65,7 +68,7 @@ def prune_by_magnitude(
     end_step: int | None = None,
     frequency: int = 1,
     scope: str = "layer",
-    mask: _base.Mask | None = None,
+    mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Magnitude pruning with a mask that only shrinks; pruned weights stay exactly zero.
 
@@ -106,19 +109,19 @@ def prune_by_magnitude(
     >>> optax.apply_updates(params, updates)
     Array([[ 0., -3.,  0.,  4.]], dtype=float32)
   """
-  _base.check_hparam("sparsity", sparsity, at_most_one=True)
+  _checks.check_hparam("sparsity", sparsity, at_most_one=True)
   if scope not in SCOPES:
     raise ValueError(f"scope must be one of {SCOPES}; got {scope!r}.")
-  _base.check_step("begin_step", begin_step)
-  _base.check_step("frequency", frequency, minimum=1)
+  _checks.check_step("begin_step", begin_step)
+  _checks.check_step("frequency", frequency, minimum=1)
   if end_step is not None:
-    _base.check_step("end_step", end_step)
-    if _base.is_concrete(begin_step, end_step) and end_step < begin_step:
+    _checks.check_step("end_step", end_step)
+    if _checks.is_concrete(begin_step, end_step) and end_step < begin_step:
       raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
 
   def init_fn(params):
-    _base.check_float_params("prune_by_magnitude", params)
-    _base.resolve_mask("prune_by_magnitude", mask, params)
+    _checks.check_float_params(params)
+    _checks.resolve_mask(mask, params)
     # Each param's shape even outside the mask: the state shards like the params.
     return PruneByMagnitudeState(jnp.zeros([], jnp.int32),
                                  jax.tree.map(lambda x: jnp.ones(x.shape, bool), params))
@@ -152,17 +155,17 @@ def prune_by_magnitude(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    _base.require_params(params, "prune_by_magnitude")
-    _base.check_tree_match("prune_by_magnitude", "updates", updates, params)
-    _base.check_tree_match("prune_by_magnitude", "params", params, state.keep)
-    selected = _base.resolve_mask("prune_by_magnitude", mask, params)
+    _checks.require_params(params)
+    _checks.check_tree_match("updates", updates, params)
+    _checks.check_tree_match("params", params, state.keep)
+    selected = _checks.resolve_mask(mask, params)
     t = state.count
     due = (t >= begin_step) & ((t - begin_step) % frequency == 0)
     if end_step is not None:
       # end_step always prunes, so the final sparsity is reached even when the
       # ramp is not a whole number of frequency periods.
       due = (due & (t <= end_step)) | (t == end_step)
-    s = _base.value_at(sparsity, t)
+    s = _tree.value_at(sparsity, t)
     keep = jax.lax.cond(due, lambda: new_mask(params, state.keep, s, selected),
                         lambda: state.keep)
     out = jax.tree.map(lambda p, u, m, sel: jnp.where(m, u, -p).astype(p.dtype) if sel else u,

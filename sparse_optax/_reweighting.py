@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
+from sparse_optax import _types
 
 STRUCTURES = ("unstructured", "kernel", "channel")
 KERNEL_LAYOUTS = ("HWIO", "OIHW")
@@ -52,7 +54,7 @@ def _reduced_axes(shape: tuple[int, ...], structure: str | None, kernel_layout: 
   return tuple(sorted((*spatial, inputs)))  # each output channel
 
 
-def leaf_structures(structure: Any, params: Any, mask: Any, who: str) -> list:
+def leaf_structures(structure: Any, params: Any, mask: Any) -> list:
   """Per leaf (flattened order): its structure, or None outside the mask.
 
   A string gives 4-D leaves (2-D convolutions) that structure and every other
@@ -60,12 +62,12 @@ def leaf_structures(structure: Any, params: Any, mask: Any, who: str) -> list:
   1-D and 3-D convolutions are structured only when the user says so.
   """
   leaves = jax.tree.leaves(params)
-  selected = jax.tree.leaves(_base.resolve_mask(who, mask, params))
+  selected = jax.tree.leaves(_checks.resolve_mask(mask, params))
   if isinstance(structure, str):
     per_leaf = [structure if x.ndim == 4 else "unstructured" for x in leaves]
   else:
     tree = structure(params) if callable(structure) else structure
-    per_leaf = jax.tree.leaves(_base.broadcast_prefix(who, "structure tree", tree, params))
+    per_leaf = jax.tree.leaves(_checks.broadcast_prefix("structure tree", tree, params))
   return [st if m else None for st, m in zip(per_leaf, selected)]
 
 
@@ -91,7 +93,8 @@ def _mean_magnitude(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   return jnp.mean(jnp.abs(x), axis=axes, keepdims=True)
 
 
-def uniform_l1_weights(mask: _base.Mask | None = None) -> _base.Weighting:
+@_checks.names_errors
+def uniform_l1_weights(mask: _types.Mask | None = None) -> _types.Weighting:
   r"""Plain l1: weight 1 on the leaves in ``mask`` (default: ``ndim >= 2``), 0 elsewhere.
 
   The weights are one scalar per leaf, so a threshold accumulated from them
@@ -112,25 +115,26 @@ def uniform_l1_weights(mask: _base.Mask | None = None) -> _base.Weighting:
   """
 
   def init_fn(params):
-    _base.check_float_params("uniform_l1_weights", params)
-    _base.resolve_mask("uniform_l1_weights", mask, params)
+    _checks.check_float_params(params)
+    _checks.resolve_mask(mask, params)
     return ()
 
   def update_fn(state, params):
-    selected = _base.resolve_mask("uniform_l1_weights", mask, params)
+    selected = _checks.resolve_mask(mask, params)
     weights = jax.tree.map(lambda x, m: jnp.asarray(1.0 if m else 0.0, x.dtype), params, selected)
     return weights, state
 
-  return _base.Weighting(init_fn, update_fn, layout="scalar")
+  return _types.Weighting(init_fn, update_fn, layout="scalar")
 
 
 class LogL1WeightsState(NamedTuple):
   count: jax.Array  # int32
   # The running average r: like the params in unstructured mode (zeros outside the mask);
-  # in kernel/channel mode one packed buffer of the reduced shapes (see _base.pack).
+  # in kernel/channel mode one packed buffer of the reduced shapes (see _tree.pack).
   magnitude: Any
 
 
+@_checks.names_errors
 def log_l1_weights(
     learning_rate: optax.ScalarOrSchedule,
     timescale: optax.ScalarOrSchedule,
@@ -139,9 +143,9 @@ def log_l1_weights(
     beta: optax.ScalarOrSchedule | None = None,
     structure: Any = "unstructured",
     kernel_layout: str = "HWIO",
-    mask: _base.Mask | None = None,
+    mask: _types.Mask | None = None,
     accumulator_dtype: Any | None = None,
-) -> _base.Weighting:
+) -> _types.Weighting:
   r"""Adaptive log-l1 reweighting of Siegel, Chen & Xu (2020), per leaf.
 
   .. math::
@@ -204,18 +208,18 @@ def log_l1_weights(
     raise ValueError(f"structure must be one of {STRUCTURES}; got {structure!r}.")
   if kernel_layout not in KERNEL_LAYOUTS:
     raise ValueError(f"kernel_layout must be one of {KERNEL_LAYOUTS}; got {kernel_layout!r}.")
-  _base.check_dtype("accumulator_dtype", accumulator_dtype)
+  _checks.check_dtype("accumulator_dtype", accumulator_dtype)
   if beta is not None and maximum_factor is not None:
     raise ValueError(
         "Give either beta or maximum_factor, not both (maximum_factor = (beta + 1) / beta)."
     )
-  _base.check_hparam("learning_rate", learning_rate)
-  _base.check_hparam("timescale", timescale, positive=True)
+  _checks.check_hparam("learning_rate", learning_rate)
+  _checks.check_hparam("timescale", timescale, positive=True)
   if beta is not None:
-    _base.check_hparam("beta", beta, positive=True)
+    _checks.check_hparam("beta", beta, positive=True)
   else:
     maximum_factor = 500.0 if maximum_factor is None else maximum_factor
-    _base.check_hparam("maximum_factor", maximum_factor)  # and >= 1, below
+    _checks.check_hparam("maximum_factor", maximum_factor)  # and >= 1, below
     if not callable(maximum_factor) and not isinstance(maximum_factor, jax.core.Tracer):
       if np.min(np.asarray(maximum_factor, np.float64)) < 1.0:
         raise ValueError(f"maximum_factor must be >= 1; got {maximum_factor!r}.")
@@ -224,39 +228,40 @@ def log_l1_weights(
 
   def axes_of(params) -> list:
     """Per leaf (flattened order): the averaged axes, None outside the mask."""
-    structures = leaf_structures(structure, params, mask, "log_l1_weights")
-    return [_reduced_axes(x.shape, st, kernel_layout, f"log_l1_weights: leaf {_base.leaf_name(p)}")
+    structures = leaf_structures(structure, params, mask)
+    return [_reduced_axes(x.shape, st, kernel_layout,
+                          f"{_checks.caller()}: leaf {_tree.leaf_name(p)}")
             for (p, x), st in zip(jax.tree_util.tree_leaves_with_path(params), structures)]
 
   def init_fn(params):
-    _base.check_float_params("log_l1_weights", params)
+    _checks.check_float_params(params)
     leaves, _ = jax.tree.flatten(params)
     axes = axes_of(params)
     if unstructured:  # r has each param's shape, so it shards like the params
       return LogL1WeightsState(jnp.zeros([], jnp.int32),
                                optax.tree.zeros_like(params, dtype=accumulator_dtype))
-    magnitude = _base.pack([jnp.zeros(_weight_shape(x.shape, a)) for x, a in zip(leaves, axes)],
-                           accumulator_dtype or _base.state_dtype(params))
+    magnitude = _tree.pack([jnp.zeros(_weight_shape(x.shape, a)) for x, a in zip(leaves, axes)],
+                           accumulator_dtype or _tree.state_dtype(params))
     return LogL1WeightsState(jnp.zeros([], jnp.int32), magnitude)
 
   def update_fn(state, params):
-    _base.require_params(params, "log_l1_weights")
+    _checks.require_params(params)
     leaves, treedef = jax.tree.flatten(params)
     axes = axes_of(params)
     if unstructured:
-      _base.check_tree_match("log_l1_weights", "params", params, state.magnitude, shapes=False)
+      _checks.check_tree_match("params", params, state.magnitude, shapes=False)
       r_leaves = jax.tree.leaves(state.magnitude)
     else:
-      r_leaves = _base.unpack("log_l1_weights", state.magnitude,
+      r_leaves = _tree.unpack(state.magnitude,
                               [_weight_shape(x.shape, a) for x, a in zip(leaves, axes)],
                               [accumulator_dtype or x.dtype for x in leaves])
-    s = _base.value_at(learning_rate, state.count)
-    mu = jnp.exp(-s / _base.value_at(timescale, state.count))
+    s = _tree.value_at(learning_rate, state.count)
+    mu = jnp.exp(-s / _tree.value_at(timescale, state.count))
     if beta is not None:
-      b = _base.value_at(beta, state.count)
+      b = _tree.value_at(beta, state.count)
       factor = (b + 1) / b
     else:
-      factor = _base.value_at(maximum_factor, state.count)
+      factor = _tree.value_at(maximum_factor, state.count)
 
     def leaf(x, r, axes):
       if axes is None:
@@ -275,7 +280,7 @@ def log_l1_weights(
     weights = treedef.unflatten([w for w, _ in pairs])
     magnitude = [r for _, r in pairs]
     magnitude = (treedef.unflatten(magnitude) if unstructured
-                 else _base.pack(magnitude, state.magnitude.dtype))
+                 else _tree.pack(magnitude, state.magnitude.dtype))
     return weights, LogL1WeightsState(optax.safe_increment(state.count), magnitude)
 
-  return _base.Weighting(init_fn, update_fn, layout="params" if unstructured else "packed")
+  return _types.Weighting(init_fn, update_fn, layout="params" if unstructured else "packed")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from sparse_optax import _base
+from sparse_optax import _checks
+from sparse_optax import _tree
 
 
 def _check_total(total_steps: int) -> None:
@@ -62,7 +63,7 @@ def cosine_decay(init_value: float, total_steps: int) -> optax.Schedule:
     >>> [round(float(lr(n)), 4) for n in range(4)]
     [0.8536, 0.5, 0.1464, 0.0]
   """
-  _base.check_hparam("init_value", init_value, allow_schedule=False)
+  _checks.check_hparam("init_value", init_value, allow_schedule=False)
   _check_total(total_steps)
   return lambda count: init_value * (1 - _cosine_ramp(count, total_steps))
 
@@ -74,5 +75,5 @@ def rda_averaging() -> optax.Schedule:
 
 def rda_step_size(gamma: optax.ScalarOrSchedule) -> optax.Schedule:
   r""":math:`s_n = 1/(\gamma\sqrt{n})`, :math:`n = \text{count} + 1`: the RDA step."""
-  _base.check_hparam("gamma", gamma, positive=True)
-  return lambda count: 1.0 / (_base.value_at(gamma, count) * jnp.sqrt(count + 1.0))
+  _checks.check_hparam("gamma", gamma, positive=True)
+  return lambda count: 1.0 / (_tree.value_at(gamma, count) * jnp.sqrt(count + 1.0))

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparse_optax import _base
+from sparse_optax import _checks
 from sparse_optax import _dynamic_sparse
 
 SCOPES = ("global", "layer", "erk")
@@ -57,15 +57,15 @@ class Groups(NamedTuple):
 
 def check_target(sparsity: Any, scope: str, solve_every: Any, gain: Any) -> None:
   """Refuses a target outside [0, 1), unknown names and bad control settings."""
-  _base.check_hparam("sparsity", sparsity, at_most_one=True)
-  if not callable(sparsity) and _base.is_concrete(sparsity):
+  _checks.check_hparam("sparsity", sparsity, at_most_one=True)
+  if not callable(sparsity) and _checks.is_concrete(sparsity):
     if np.any(np.asarray(sparsity, np.float64) >= 1.0):
       raise ValueError(f"sparsity must lie in [0, 1) (1 would zero every weight); got {sparsity!r}.")
   if scope not in SCOPES:
     raise ValueError(f"scope must be one of {SCOPES}; got {scope!r}.")
   if solve_every is not None:
-    _base.check_step("solve_every", solve_every, minimum=1)
-  _base.check_hparam("gain", gain, positive=True, allow_schedule=False)
+    _checks.check_step("solve_every", solve_every, minimum=1)
+  _checks.check_hparam("gain", gain, positive=True, allow_schedule=False)
 
 
 def groups(selected: list[bool], leaves: list[Any], scope: str) -> Groups:
@@ -235,6 +235,7 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   return jnp.where(sparse_wanted, lam, 0.0)
 
 
+@_checks.names_errors
 def target_state(opt_state: Any) -> SparsityTargetState | None:
   """The sparsity target's state inside an optimizer state (``None`` if it has none).
 
@@ -255,6 +256,6 @@ def target_state(opt_state: Any) -> SparsityTargetState | None:
   found = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
       x, SparsityTargetState)) if isinstance(x, SparsityTargetState)]
   if len(found) > 1:
-    raise ValueError(f"target_state: the optimizer state holds {len(found)} sparsity targets; "
-                     "read them from the state's fields.")
+    raise ValueError(f"{_checks.caller()}: the optimizer state holds {len(found)} sparsity "
+                     "targets; read them from the state's fields.")
   return found[0] if found else None

@@ -146,3 +146,83 @@ def test_nan_gradient_poisons_params_unless_guarded_by_apply_if_finite():
   u, state = step(good, state, PARAMS)
   assert bool(state.last_finite)
   assert np.all(np.isfinite(np.asarray(optax.apply_updates(PARAMS, u)["w"])))
+
+
+# Each error names the public factory whose transform raised it: the name is the factory's own,
+# set while it and its init/update run (under jit too), never typed by hand at the check.
+NAMED = [
+    ("dual_averaging", lambda: so.dual_averaging(0.5)),
+    ("soft_threshold", lambda: so.soft_threshold(0.1)),
+    ("freeze_zeros", lambda: so.freeze_zeros()),
+    ("prune_by_magnitude", lambda: so.prune_by_magnitude(0.5)),
+    ("scale_by_affine_scaling", lambda: so.scale_by_affine_scaling("l1")),
+    ("affine_scaling", lambda: so.affine_scaling(optax.sgd(0.1))),
+    ("lobster", lambda: so.lobster(optax.sgd(0.1), 1e-4)),
+    ("scale_by_timescale_momentum", lambda: so.scale_by_timescale_momentum(0.1, 1.0)),
+    ("rigl", lambda: so.rigl(optax.sgd(0.1), 0.5, end_step=10)),
+    ("set_", lambda: so.set_(optax.sgd(0.1), 0.5, end_step=10)),
+    ("uniform_l1_weights", lambda: so.uniform_l1_weights()),
+    ("log_l1_weights", lambda: so.log_l1_weights(0.1, 1.0)),
+    ("accumulated_threshold", lambda: so.accumulated_threshold(0.1, 0.1)),
+    # Inside a named optimizer, the primitive that holds the state speaks.
+    ("dual_averaging", lambda: so.rda(1.0, 1e-3)),
+    ("soft_threshold", lambda: so.prox_sgd(0.1, 1e-3)),
+]
+
+
+@pytest.mark.parametrize("name,make", NAMED, ids=[f"{i}_{n}" for i, (n, _) in enumerate(NAMED)])
+def test_errors_name_the_factory_under_jit(name, make):
+  with pytest.raises(TypeError, match=rf"^{name}: params leaf \['steps'\] has dtype int32"):
+    jax.jit(make().init)(NON_FLOAT)
+
+
+def test_errors_name_the_factory_inside_optax_wrappers():
+  injected = optax.inject_hyperparams(so.prune_by_magnitude)(sparsity=0.5)
+  state = injected.init(PARAMS)
+  with pytest.raises(ValueError, match="^prune_by_magnitude needs the current params"):
+    jax.jit(injected.update)(PARAMS, state)
+  multi = optax.multi_transform({"a": so.freeze_zeros(), "b": optax.sgd(0.1)},
+                                {"w": "a", "b": "b"})
+  state = multi.init(PARAMS)
+  wrong = {"w": jnp.ones((3, 2)), "b": jnp.zeros(3)}
+  with pytest.raises(ValueError, match=r"^freeze_zeros: params leaf \['w'\] has shape"):
+    jax.jit(multi.update)(wrong, state, wrong)
+  chained = optax.chain(optax.sgd(0.1), so.soft_threshold(0.1))
+  with pytest.raises(ValueError, match="^soft_threshold: updates do not match"):
+    chained.update({"w": PARAMS["w"]}, chained.init(PARAMS), PARAMS)
+
+
+def test_a_nested_transform_names_itself_and_hands_the_name_back():
+  kernels = {"k": jnp.ones((3, 3, 2, 4))}
+  weights = so.log_l1_weights(0.1, 1.0, structure="kernel", mask=lambda p: {"k": True})
+  tx = so.soft_threshold(so.accumulated_threshold(0.1, 0.1, weights=weights))
+  state = tx.init(kernels)
+  wider = {"k": jnp.ones((3, 3, 2, 5))}
+  # soft_threshold runs accumulated_threshold, which runs log_l1_weights: the innermost raised.
+  with pytest.raises(ValueError, match="^log_l1_weights: params do not match the tree"):
+    jax.jit(tx.update)(wider, state, wider)
+  with pytest.raises(ValueError, match="^soft_threshold needs the current params"):
+    tx.update(kernels, state)
+  # At construction, a named optimizer's own checks name it, its primitives' theirs.
+  with pytest.raises(ValueError, match="^rda: scope and solve_every"):
+    so.rda(1.0, 1e-3, scope="layer")
+  with pytest.raises(ValueError, match="^soft_threshold: initial_l1 starts"):
+    so.soft_threshold(0.1, initial_l1=1.0)
+  with pytest.raises(ValueError, match="^set_: distribution must be one of"):
+    so.set_(optax.sgd(0.1), 0.5, end_step=10, distribution="erdos")
+
+
+def test_the_name_is_the_decorated_function_s_own_and_does_not_outlive_it():
+  from sparse_optax import _checks
+
+  @_checks.names_errors
+  def copied_factory():
+    def init_fn(params):
+      _checks.check_float_params(params)
+      return optax.EmptyState()
+    return optax.GradientTransformation(init_fn, lambda updates, state, params=None: (
+        updates, state))
+
+  with pytest.raises(TypeError, match=r"^copied_factory: params leaf \['steps'\]"):
+    jax.jit(copied_factory().init)(NON_FLOAT)
+  assert _checks.caller() == "sparse_optax"  # reset though the check raised
