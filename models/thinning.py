@@ -16,8 +16,8 @@ Removals repeat until none applies: a fold can leave a channel of the next layer
 removing a layer's outputs can leave its inputs unread. A layer keeps at least one channel.
 
 A model family says how it thins in its own module, as it says ``INPUT_LAYER``: its class
-defines ``thinning_plan(self) -> Family``, which gives its conv/linear layers, the ``Link``s
-between them whose channels may go, and how to build the model with other widths. A subclass
+defines ``thinning_plan(self) -> Family``, which gives its conv/linear layers, the links
+(``Link``) between them whose channels may go, and how to build the model with other widths. A subclass
 must define its own. This module holds only the mechanics, the same for every family.
 
 >>> from flax import nnx
