@@ -1,13 +1,16 @@
 """Tables and plots from the finished trials of `benchmarks.sweeps`.
 
     python -m benchmarks.report --experiment lenet300100_mnist
-    python -m benchmarks.report --all    # every experiment, and benchmarks/results/RESULTS.md
+    python -m benchmarks.report --all    # every experiment, RESULTS.md and the README's table
+    python -m benchmarks.report --check-readme  # exit 1 if the README's table is out of date
 
 Writes benchmarks/results/sweeps/<experiment>.{json,md,png}: each method's tuned setting (chosen
 on validation), its front (test error against compression, seed 0), and its reference point over
 seeds 0-2 (mean ± std). Trials still running or waiting are listed as missing. First it archives
 the finished trials' outcomes in <experiment>.trials.json, which is committed: a machine without
-the workdirs under runs/ counts them as finished and does not run them again.
+the workdirs under runs/ counts them as finished and does not run them again. `--all` also
+rewrites the README's headline table (between its marker comments) from the summaries written to
+benchmarks/results/sweeps/*.json, so that no figure there is typed by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from typing import Any
 from benchmarks import sweeps
 
 RESULTS = sweeps.outcomes.ARCHIVE
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_BEGIN = ("<!-- headline results: written by `python -m benchmarks.report --all` from "
+                "benchmarks/results/sweeps/*.json; edits here are overwritten -->")
+README_END = "<!-- end of headline results -->"
 
 
 def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
@@ -251,8 +258,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def _iterations_table(summary: dict[str, Any]) -> list[str]:
   """Affine scaling's validation error and kernel kurtosis at the end of each re-weighting
-  iteration, then after pruning and retraining: Fedorov & Rao's (2018) Fig. 1 (kurtosis rises while the
-  validation error stays nearly unchanged)."""
+  iteration, then after pruning and retraining: Fedorov & Rao's (2018) Fig. 1 (kurtosis rises
+  while the validation error stays nearly unchanged)."""
   rows = [(e["label"], r) for e in summary["methods"].values() for r in e.get("front", [])
           if r.get("iterations")]
   if not rows:
@@ -260,8 +267,8 @@ def _iterations_table(summary: dict[str, Any]) -> list[str]:
   lines = ["", "## Affine scaling over its re-weighting iterations (seed 0)", "",
            "Kurtosis E[((W − mean) / std)⁴] of each kernel (3 for a Gaussian; higher as weights "
            "gather at zero with heavy tails), at the end of each iteration; the last row is after "
-           "pruning and retraining. Paper 002's Fig. 1: kurtosis rises with the iterations while "
-           "the validation error stays nearly unchanged."]
+           "pruning and retraining. Fedorov & Rao's (2018) Fig. 1: kurtosis rises with the "
+           "iterations while the validation error stays nearly unchanged."]
   for label, r in rows:
     kernels = list(next((i["kurtosis"] for i in r["iterations"] if i["kurtosis"]), {}))
     lines += ["", f"{label}, {r['knob_value']}:", "",
@@ -393,17 +400,75 @@ def index(summaries: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def archived_summaries() -> list[dict[str, Any]]:
+  """The summaries written to RESULTS/<experiment>.json, in the catalogue's order."""
+  paths = [RESULTS / f"{name}.json" for name in sweeps.EXPERIMENTS]
+  return [json.loads(path.read_text()) for path in paths if path.exists()]
+
+
+def _error(ref: dict[str, Any]) -> str:
+  return _pm(ref["test_error_mean"], ref["test_error_std"]) + "%"
+
+
+def headline(summaries: list[dict[str, Any]]) -> str:
+  """The README's table: for each experiment with xrda and dense SGD, their reference points and
+  the other sparse method with the lowest reference test error, each at its own compression."""
+  lines = ["| experiment | budget | dense SGD | xRDA (log-l1) | strongest other sparse method |",
+           "|---|---|---|---|---|"]
+  for summary in summaries:
+    methods = summary["methods"]
+    refs = {key: (entry.get("reference") or {}) for key, entry in methods.items()}
+    done = {key: ref for key, ref in refs.items() if ref.get("test_error_mean") is not None}
+    dense = [key for key in done if methods[key]["knob"] is None]
+    if "xrda" not in done or not dense:
+      continue
+    others = [key for key in done if key != "xrda" and methods[key]["knob"] is not None]
+    best = min(others, key=lambda key: done[key]["test_error_mean"], default=None)
+    at = lambda key: f"{_error(done[key])} at {_x(done[key]['compression_mean'])}×"
+    other = "–" if best is None else f"{methods[best]['label']}: {at(best)}"
+    lines.append(f"| [{summary['label']}](benchmarks/results/sweeps/{summary['experiment']}.md) "
+                 f"| {summary['epochs']} epochs | {_error(done[dense[0]])} | {at('xrda')} "
+                 f"| {other} |")
+  return "\n".join(lines) + "\n"
+
+
+def readme_with(text: str, table: str) -> str:
+  """``text`` (the README) with ``table`` between its marker comments."""
+  begin, end = text.find(README_BEGIN), text.find(README_END)
+  if begin < 0 or end < begin:
+    raise ValueError(f"{README.name} has no headline block: put {README_BEGIN!r} and "
+                     f"{README_END!r} on lines of their own where the table goes.")
+  return text[:begin + len(README_BEGIN)] + "\n" + table + text[end:]
+
+
+def write_readme() -> bool:
+  """Rewrites the README's table from the archived summaries; True if it changed."""
+  text = README.read_text()
+  updated = readme_with(text, headline(archived_summaries()))
+  if updated != text:
+    README.write_text(updated)
+  return updated != text
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   which = parser.add_mutually_exclusive_group(required=True)
   which.add_argument("--experiment", choices=sorted(sweeps.EXPERIMENTS))
   which.add_argument("--all", action="store_true",
-                     help="every experiment, and benchmarks/results/RESULTS.md")
+                     help="every experiment, benchmarks/results/RESULTS.md and the README's table")
+  which.add_argument("--check-readme", action="store_true",
+                     help="exit 1 if the README's table differs from what --all would write")
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--storage", default=None,
                       help="the sweep's storage URL: archive the outcomes that workers on other "
                       "machines published there too")
   args = parser.parse_args(argv)
+  if args.check_readme:
+    text = README.read_text()
+    if readme_with(text, headline(archived_summaries())) != text:
+      raise SystemExit(f"{README.name}'s headline table is out of date: run "
+                       "python -m benchmarks.report --all")
+    return
   if args.storage:
     print(f"{sweeps.engine.pull(args.storage)} outcomes read from {args.storage}")
   if args.all:
@@ -412,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
                  for s in summaries]
     (RESULTS.parent / "RESULTS.md").write_text(index(summaries))
     print(f"wrote {RESULTS.parent / 'RESULTS.md'}")
+    if write_readme():
+      print(f"wrote {README.name}'s headline table")
     return
   build = sweeps.EXPERIMENTS[args.experiment]
   print(markdown(write(build() if args.epochs is None else build(args.epochs))))

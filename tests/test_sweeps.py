@@ -716,3 +716,13 @@ def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(ex
                                          ("toy8_tuning", second.id), ("toy8_tuning", second.id)]
   picked = sweep.pick()
   assert picked[0].id == "toy4" and picked[1].method.id == first.id
+
+
+def test_the_readmes_headline_table_is_the_one_the_report_writes_from_the_archive():
+  # `python -m benchmarks.report --all` writes it; a figure typed into the README fails here.
+  text = report.README.read_text()
+  assert report.README_BEGIN in text and report.README_END in text
+  table = report.headline(report.archived_summaries())
+  assert table.count("\n") >= 3  # the header, its rule, and at least one experiment
+  assert report.readme_with(text, table) == text, (
+      "README.md's headline table is out of date: run python -m benchmarks.report --all")
