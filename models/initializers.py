@@ -1,4 +1,4 @@
-"""Weight initialisation shared by every model (as Siegel, Chen & Xu and Jia et al. initialise).
+"""Weight initialisation shared by every model (as Siegel, Chen & Xu and He et al. initialise).
 
 Two schemes, chosen per model with ``init=``:
 

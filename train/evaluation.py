@@ -19,8 +19,8 @@ from train.reporting import to_python
 
 def weight_kurtosis(params: Any) -> list[jax.Array | None]:
   """Per leaf, in leaf order: E[((W - mean) / std)^4] of each weight matrix or kernel (None for
-  vectors). Paper 002 tracks it over its re-weighting iterations: 3 for a Gaussian, higher as
-  the weights concentrate at zero with heavy tails; NaN for a constant leaf."""
+  vectors). Fedorov & Rao (2018) track it over their re-weighting iterations: 3 for a Gaussian,
+  higher as the weights concentrate at zero with heavy tails; NaN for a constant leaf."""
   def kurtosis(x):
     if x.ndim < 2:
       return None

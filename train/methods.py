@@ -170,7 +170,7 @@ def _xrda(config, run):
           divergence_advice=lambda config: (
               f"raise config.rda_gamma (now {config.rda_gamma}): the first step is 1/γ"))
 def _rda(config, run):
-  """Xiao's RDA around the initial point (Jia et al., 2020); step 1/(γ√n)."""
+  """Xiao's RDA around the initial point (He et al., 2020); step 1/(γ√n)."""
   return so.rda(config.rda_gamma, weight_decay=config.weight_decay, **l1_target(config, run))
 
 

@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Caffe LeNet-5 on MNIST with xRDA; see the other configs for the published setups."""
   config = ml_collections.ConfigDict()
 
-  # Model (models.get_model) and its initialisation (as Siegel, Chen & Xu and Jia et al. initialise).
+  # Model (models.get_model) and its initialisation (as Siegel, Chen & Xu and He et al. initialise).
   config.model = "lenet5"
   config.init = "normal"  # "normal": He conv / N(0, 0.01²) linear; "uniform": U(±sqrt(3/fan_in))
   config.init_scale = 1.0  # factor on every kernel draw (RDA's scaled init)
