@@ -5,10 +5,8 @@ small inventories in `_inventories/` (see `_inventories/build.py`), and the note
 are committed, never run.
 """
 
-import filecmp
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -129,7 +127,10 @@ NOTEBOOKS = DOCS / "_notebooks"
 
 def _copy_notebooks() -> None:
   """The repository's notebooks under docs/_notebooks/, rewritten only when they changed (so an
-  unchanged notebook is not re-read), and none left behind that ../notebooks no longer has."""
+  unchanged notebook is not re-read), and none left behind that ../notebooks no longer has.
+
+  A notebook links a docs page as ``../docs/page.md``, which is right from ``notebooks/`` (on
+  GitHub, in Jupyter); from ``docs/_notebooks/`` the same page is ``../page.md``."""
   NOTEBOOKS.mkdir(exist_ok=True)
   sources = {p.name: p for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
   for stale in NOTEBOOKS.glob("*.ipynb"):
@@ -137,8 +138,9 @@ def _copy_notebooks() -> None:
       stale.unlink()
   for name, source in sources.items():
     target = NOTEBOOKS / name
-    if not target.exists() or not filecmp.cmp(source, target, shallow=False):
-      shutil.copyfile(source, target)
+    text = source.read_text(encoding="utf-8").replace("](../docs/", "](../")
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+      target.write_text(text, encoding="utf-8")
 
 
 _copy_notebooks()
