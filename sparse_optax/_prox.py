@@ -281,10 +281,12 @@ def soft_threshold(
     if targeted:
       leaves, treedef = jax.tree.flatten(params)
       groups = grouping(params, selected)
-      # Feedback alone solves on the params' ratios rather than the candidates': a cond on
-      # arrays the step already holds costs nothing, one on candidates makes XLA build them.
-      solved_on = leaves if solve_every is None else [
-          p + u for p, u in zip(leaves, treedef.flatten_up_to(updates))]
+      # Built inside the solve's branch: XLA builds a cond's operands at every step, so
+      # candidates made out here would cost a pass over the tree even where no solve runs.
+      # Feedback alone solves (once) on the params' ratios, cheaper to reach.
+      flat_updates = treedef.flatten_up_to(updates)
+      solved_on = (lambda: leaves) if solve_every is None else (
+          lambda: [p + u for p, u in zip(leaves, flat_updates)])
       scales = treedef.flatten_up_to(t)
       densities = _target.target_densities(_tree.value_at(sparsity, state.count), scope,
                                            leaves, groups)

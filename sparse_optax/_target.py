@@ -13,6 +13,7 @@ params, never a sort or a gather of the tree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -204,15 +205,17 @@ def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities:
 
 
 def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array,
-              reached: jax.Array, candidates: list[Any], scales: list[Any], grouping: Groups, *,
+              reached: jax.Array, candidates: Callable[[], list[Any]], scales: list[Any],
+              grouping: Groups, *,
               solve_every: Any, gain: Any, initial: jax.Array | None) -> jax.Array:
   """(groups,) float32: this step's λ per group, solved exactly or moved by feedback.
 
   Feedback, every ``CHUNKS`` steps: λ ← λ (d / d*)^gain, d the density of the params over
   the last ``CHUNKS`` steps (see densities_of), d* this step's target; with the log-density
-  as the error, a group far from its target and one at 99.6% sparsity move alike. An exact solve replaces it every
-  ``solve_every`` steps (from step 0, or from ``solve_every`` when ``initial`` starts λ), and
-  wherever a target rises from 0.
+  as the error, a group far from its target and one at 99.6% sparsity move alike. An exact
+  solve replaces it every ``solve_every`` steps (from step 0, or from ``solve_every`` when
+  ``initial`` starts λ), and wherever a target rises from 0. ``candidates`` builds the values solved on (called in the
+  solve's branch only).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
@@ -230,7 +233,7 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   if solve_every is not None:
     due = due | ((count > 0) & (count % solve_every == 0))
   due = due | jnp.any(sparse_wanted & (carried <= 0))
-  lam = jax.lax.cond(due, lambda: solve(candidates, scales, grouping, densities),
+  lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities),
                      lambda: carried.astype(jnp.float32))
   return jnp.where(sparse_wanted, lam, 0.0)
 
