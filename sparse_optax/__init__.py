@@ -14,8 +14,9 @@ Primitives (each usable alone inside any ``optax.chain``):
 
 Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
 :func:`polynomial_sparsity` (Han; Zhu & Gupta), :func:`affine_scaling` and
-:func:`scale_by_affine_scaling` (re-weighted l1/l2, FOCUSS), :func:`lobster`, and sparse training from scratch:
-:func:`rigl`, :func:`set_` with uniform or :func:`erk_densities` layer densities.
+:func:`scale_by_affine_scaling` (re-weighted l1/l2, FOCUSS), :func:`lobster`, and sparse
+training from scratch: :func:`rigl`, :func:`set_` with uniform or :func:`erk_densities` layer
+densities.
 
 Named optimizers :func:`xrda`, :func:`rda`, :func:`prox_sgd` are chains of
 them; :func:`sparsity_summary` and friends measure the result, and

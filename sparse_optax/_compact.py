@@ -128,7 +128,8 @@ def _dense_leaf(path, x: Any) -> Any:
     # quiets signalling NaNs. unique_indices makes set and add agree otherwise.
     idx = tuple(x.indices[:, i] for i in range(x.ndim))
     out = jnp.zeros(x.shape, x.dtype)
-    return out.at[idx].set(x.data, unique_indices=True, indices_are_sorted=x.indices_sorted, mode="drop")
+    return out.at[idx].set(x.data, unique_indices=True, indices_are_sorted=x.indices_sorted,
+                           mode="drop")
   if isinstance(x, sparse.JAXSparse):
     return x.todense()
   if not _is_array(x):

@@ -1,4 +1,4 @@
-"""LOBSTER: loss-based sensitivity shrinkage (Tartaglione et al., 2020), wrapped around any optimizer."""
+"""LOBSTER: loss-based sensitivity shrinkage (Tartaglione et al., 2020), around any optimizer."""
 
 from __future__ import annotations
 

@@ -189,9 +189,10 @@ def soft_threshold(
   from 0; in between :math:`\lambda` follows the density :math:`d` of the
   params: an eighth of each leaf is recounted a step, and once all eight have
   been, :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}` (the factor
-  clipped to :math:`[1/4, 4]`), which lets the count drift around the target. ``solve_every=1`` is the exact quantile at
-  every step; ``None`` solves once, on the params' ratios :math:`|\theta_n| / t_n`
-  (cheaper to reach than the candidates'), and then only follows.
+  clipped to :math:`[1/4, 4]`), which lets the count drift around the target.
+  ``solve_every=1`` is the exact quantile at every step; ``None`` solves once, on the params'
+  ratios :math:`|\theta_n| / t_n` (cheaper to reach than the candidates'), and then only
+  follows.
 
   Args:
     threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`;

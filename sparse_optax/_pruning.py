@@ -1,4 +1,4 @@
-"""Magnitude pruning (Han et al.) and gradual magnitude pruning (Zhu & Gupta) as a mask transform."""
+"""Magnitude pruning (Han et al.) and gradual magnitude pruning (Zhu & Gupta), a mask transform."""
 
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def prune_by_magnitude(
 
   * Han et al. (prune once, fine-tune with the mask):
     ``prune_by_magnitude(0.9, begin_step=t, end_step=t)``.
-  * Zhu & Gupta (gradual):
-    ``prune_by_magnitude(polynomial_sparsity(0.9, t0, t1), begin_step=t0, end_step=t1, frequency=100)``.
+  * Zhu & Gupta (gradual): ``prune_by_magnitude(polynomial_sparsity(0.9, t0, t1),
+    begin_step=t0, end_step=t1, frequency=100)``.
 
   Args:
     sparsity: fraction to prune, in [0, 1] (float or schedule).

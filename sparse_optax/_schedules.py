@@ -23,7 +23,8 @@ def _cosine_ramp(count, total_steps: int):
 
 
 def cosine_averaging(total_steps: int) -> optax.Schedule:
-  r"""The averaging ramp of Siegel, Chen & Xu (2020): :math:`\alpha_k = \tfrac12(1 - \cos(\pi k/N))`, :math:`k = n + 1`.
+  r"""The averaging ramp of Siegel, Chen & Xu (2020):
+  :math:`\alpha_k = \tfrac12(1 - \cos(\pi k/N))`, :math:`k = n + 1`.
 
   :math:`\alpha` rises from 0 (proximal SGD) to 1 (RDA) while the step size
   decays, so the threshold grows slowly and training stays robust.
@@ -45,7 +46,8 @@ def cosine_averaging(total_steps: int) -> optax.Schedule:
 
 
 def cosine_decay(init_value: float, total_steps: int) -> optax.Schedule:
-  r"""The step size of Siegel, Chen & Xu (2020): :math:`s_k = \tfrac12 s_0 (1 + \cos(\pi k/N))`, :math:`k = n + 1`.
+  r"""The step size of Siegel, Chen & Xu (2020):
+  :math:`s_k = \tfrac12 s_0 (1 + \cos(\pi k/N))`, :math:`k = n + 1`.
 
   Unlike ``optax.cosine_decay_schedule`` (:math:`k = n`), the last step of the
   run has step size 0, as in the authors' code.
@@ -69,7 +71,8 @@ def cosine_decay(init_value: float, total_steps: int) -> optax.Schedule:
 
 
 def rda_averaging() -> optax.Schedule:
-  r""":math:`\alpha_n = \sqrt{(n-1)/n}`, :math:`n = \text{count} + 1`: Xiao's RDA as a dual average."""
+  r""":math:`\alpha_n = \sqrt{(n-1)/n}`, :math:`n = \text{count} + 1`: Xiao's RDA as a dual
+  average."""
   return lambda count: jnp.sqrt(count / (count + 1.0))
 
 

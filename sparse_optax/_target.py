@@ -61,7 +61,8 @@ def check_target(sparsity: Any, scope: str, solve_every: Any, gain: Any) -> None
   _checks.check_hparam("sparsity", sparsity, at_most_one=True)
   if not callable(sparsity) and _checks.is_concrete(sparsity):
     if np.any(np.asarray(sparsity, np.float64) >= 1.0):
-      raise ValueError(f"sparsity must lie in [0, 1) (1 would zero every weight); got {sparsity!r}.")
+      raise ValueError(
+          f"sparsity must lie in [0, 1) (1 would zero every weight); got {sparsity!r}.")
   if scope not in SCOPES:
     raise ValueError(f"scope must be one of {SCOPES}; got {scope!r}.")
   if solve_every is not None:
@@ -214,8 +215,8 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   the last ``CHUNKS`` steps (see densities_of), d* this step's target; with the log-density
   as the error, a group far from its target and one at 99.6% sparsity move alike. An exact
   solve replaces it every ``solve_every`` steps (from step 0, or from ``solve_every`` when
-  ``initial`` starts λ), and wherever a target rises from 0. ``candidates`` builds the values solved on (called in the
-  solve's branch only).
+  ``initial`` starts λ), and wherever a target rises from 0. ``candidates`` builds the values
+  solved on (called in the solve's branch only).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
