@@ -199,7 +199,7 @@ def rda(
     weights: _types.Weighting | None = None,
     mask: _types.Mask | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Xiao's regularized dual averaging around the initial point (Jia et al., 2020).
+  r"""Xiao's regularized dual averaging around the initial point (He et al., 2020).
 
   .. math::
     G_n = \sum_{k \le n} g_k, \quad \beta_n = \gamma\sqrt{n}, \quad
@@ -238,7 +238,7 @@ def rda(
 
   References:
     Xiao, Dual Averaging Methods for Regularized Stochastic Learning, 2010;
-    Jia et al., Make l1 Regularization Effective in Training Sparse CNN, 2020.
+    He, Jia, Xu, Zhang & Zhao, Make l1 Regularization Effective in Training Sparse CNN, 2020.
   """
   _checks.check_hparam("weight_decay", weight_decay)
   step, alpha = rda_step_size(gamma), rda_averaging()

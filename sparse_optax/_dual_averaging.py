@@ -42,7 +42,7 @@ def dual_averaging(
     Siegel, Chen & Xu (2020). :math:`\alpha \equiv 0` is the plain (proximal) gradient step,
     :math:`\alpha \equiv 1` is RDA (:math:`z` the running dual average).
   * ``center="initial"`` (:math:`c_n = \theta_0`): Xiao's RDA around the initial
-    point (Jia et al., 2020): with :math:`\alpha_n = \sqrt{(n-1)/n}` and
+    point (He et al., 2020): with :math:`\alpha_n = \sqrt{(n-1)/n}` and
     :math:`s_n = 1/(\gamma\sqrt{n})`, :math:`z_n = \theta_0 - G_n / (\gamma\sqrt{n})`.
 
   Args:

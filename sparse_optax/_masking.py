@@ -32,7 +32,7 @@ def freeze_zeros(
 
   so that ``optax.apply_updates`` gives exactly 0. Put it last in a chain:
   ``optax.chain(so.rda(...), so.freeze_zeros(start_step=N_rda))`` is RDA
-  followed by adaptive sparse retraining (Jia et al., 2020).
+  followed by adaptive sparse retraining (He et al., 2020).
 
   Args:
     start_step: the optax step count from which zeros are pinned (an int; it
