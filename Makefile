@@ -57,7 +57,7 @@ test-lowest:
 	$(LOWEST)/bin/python -m pytest -q -n 2 --dist loadfile $(LIBRARY_TESTS)
 
 # Mutation testing (cosmic-ray): every mutant of sparse_optax/, a sample of train/'s logic.
-# Hours on 2 cores; writes mutation/results/*.json (see the README's Tests section).
+# Hours on 2 cores; writes mutation/results/*.json (see docs/guides/testing.md).
 mutate: $(STAMP)
 	$(PY) -m pip install -q -e '.[mutate]'
 	$(PY) -m mutation.run --package sparse_optax

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from sphinx.util import inspect as sphinx_inspect
 from sphinx.util import logging
 
 DOCS = Path(__file__).resolve().parent
@@ -66,6 +67,9 @@ autodoc_type_aliases = {
     "WeightingState": "typing.Any",
     "nnx.Module": "flax.nnx.Module",
     "nnx.Rngs": "flax.nnx.Rngs",
+    "nnx.Linear": "flax.nnx.Linear",
+    "nnx.Conv": "flax.nnx.Conv",
+    "sparse.BCOO": "jax.experimental.sparse.BCOO",
     "PathLike": "train.run_folder.PathLike",
     "run_folder.PathLike": "train.run_folder.PathLike",
     "epath.Path": "etils.epath.Path",
@@ -175,8 +179,13 @@ def _check_inventories(app) -> None:
 
 def _alias_names(app, what, name, obj, options, signature, return_annotation):
   """Writes an aliased annotation inside a union (``optax.ScalarOrSchedule | None``) by its
-  name: Sphinx leaves the wrapper's repr there, ``TypeAliasForwardRef('...')``."""
-  del app, what, name, obj, options  # unused
+  name: Sphinx leaves the wrapper's repr there, ``TypeAliasForwardRef('...')``. A Flax NNX
+  module's class signature is its metaclass's ``(*args, **kwargs)``: its ``__init__``'s instead."""
+  del name, options  # unused
+  if what == "class" and signature == "(*args: Any, **kwargs: Any)" and "__init__" in vars(obj):
+    init = sphinx_inspect.signature(obj.__init__, bound_method=True,
+                                    type_aliases=app.config.autodoc_type_aliases)
+    signature = sphinx_inspect.stringify_signature(init, show_return_annotation=False)
   def unwrap(text):
     if not text:
       return text

@@ -1,6 +1,6 @@
 r"""Trains a sparse network: ``python -m train.main --config=CONFIG --workdir=DIR``.
 
-For example (the README's command, a few minutes on a laptop CPU)::
+For example (a few minutes on a laptop CPU; ``make train`` runs the sparsity-target config)::
 
   python -m train.main --config=train/configs/lenet5_mnist_xrda.py --workdir=runs/lenet5_mnist_xrda
 
