@@ -86,7 +86,7 @@ def scale_by_affine_scaling(
     Array([[0.25, 4.  ]], dtype=float32)
 
   References:
-    Wipf, Rao et al., Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
+    Fedorov & Rao, Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
   """
   _check(method, tau, p, period)
 
@@ -181,7 +181,7 @@ def affine_scaling(
     Array([[0., 3.]], dtype=float32)
 
   References:
-    Wipf, Rao et al., Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
+    Fedorov & Rao, Re-weighted Learning for Sparsifying Deep Neural Networks, 2018.
   """
   _check(method, tau, p, period)
   if iterations is not None:
