@@ -32,6 +32,18 @@ README_BEGIN = ("<!-- headline results: written by `python -m benchmarks.report 
 README_END = "<!-- end of headline results -->"
 
 
+def weights_compression(record: dict[str, Any]) -> float | None:
+  """Compression counted on weights only (kernels: total / non-zeros), as LOBSTER, Sparse VD,
+  DNS and Han et al. count it; None for a record without per-layer counts (the earliest
+  LeNet-300-100 trials)."""
+  kernels = [stats for name, stats in record.get("layers", {}).items()
+             if name.split("/")[-1] == "kernel"]
+  if not kernels or any("nonzeros" not in k for k in kernels):
+    return None
+  nonzeros = sum(k["nonzeros"] for k in kernels)
+  return math.inf if nonzeros == 0 else sum(k["total"] for k in kernels) / nonzeros
+
+
 def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
   record = sweeps.final_record(experiment, trial)
   if record is None:
@@ -44,7 +56,8 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
          "command": shlex.join(sweeps.engine.train_command(experiment, trial)),
          "val_error": 100 * (1 - record["val_accuracy"]),
          "test_error": 100 * (1 - record["test_accuracy"]),
-         "compression": record["compression"], "nonzeros": record["nonzeros"]}
+         "compression": record["compression"], "nonzeros": record["nonzeros"],
+         "compression_weights": weights_compression(record)}
   overrides = trial.overrides(experiment)
   retrain = overrides.get("freeze_zeros_epoch")
   before = None if retrain is None else sweeps.record_at(experiment, trial, retrain)
@@ -110,8 +123,10 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       done = trained(seed_rows)
       entry["reference"] = {"knob_value": method.reference, "seeds": [r["seed"] for r in done]}
       entry["seed_rows"] = [r for r in done if r["seed"] != 0]  # (seed 0 is on the front)
-      for key in ("test_error", "val_error", "compression"):
+      for key in ("test_error", "val_error", "compression", "compression_weights"):
         values = [r[key] for r in done]
+        if any(v is None for v in values):
+          values = []
         entry["reference"][f"{key}_mean"] = statistics.fmean(values) if values else None
         entry["reference"][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
     methods[method.id] = entry
@@ -133,19 +148,22 @@ def failed(front: list[dict[str, Any]], row: dict[str, Any]) -> bool:
   return row["test_error"] > FAILED_FACTOR * min(r["test_error"] for r in front)
 
 
-def error_at(front: list[dict[str, Any]], compression: float) -> float | None:
+def error_at(front: list[dict[str, Any]], compression: float,
+             counted: str = "compression") -> float | None:
   """The front's test error at ``compression``, linear in log compression between its two
-  neighbouring points (None outside the front, no extrapolation, and next to a failed point)."""
-  rows = sorted(front, key=lambda r: (r["compression"], r["test_error"]))
+  neighbouring points (None outside the front, no extrapolation, and next to a failed point);
+  ``counted``: the rows' compression key (``"compression_weights"``: on weights only)."""
+  rows = sorted((r for r in front if r.get(counted) is not None),
+                key=lambda r: (r[counted], r["test_error"]))
   for r0, r1 in zip(rows, rows[1:]):
-    (c0, e0), (c1, e1) = ((r["compression"], r["test_error"]) for r in (r0, r1))
+    (c0, e0), (c1, e1) = ((r[counted], r["test_error"]) for r in (r0, r1))
     if c0 <= compression <= c1:
       if failed(front, r0) or failed(front, r1):
         return None
       w = 0.0 if c1 == c0 else math.log(compression / c0) / math.log(c1 / c0)
       return e0 + w * (e1 - e0)
   return next((r["test_error"] for r in rows
-               if r["compression"] == compression and not failed(front, r)), None)
+               if r[counted] == compression and not failed(front, r)), None)
 
 
 def _x(compression: float) -> str:
@@ -182,10 +200,13 @@ def markdown(summary: dict[str, Any]) -> str:
            f"(`{summary.get('validation_split')}`) from the same number of trials: its grid, "
            "then one more trial a step beyond the grid's edge if the best was on it, else "
            "between the best and its better neighbour" + _tuned_at(summary) + ". The test error "
-           "is reported, never used to choose. Compression = all parameters / non-zeros.", "",
+           "is reported, never used to choose. Compression is counted both ways: over all "
+           "parameters (all / non-zeros) and over weights only (conv and linear kernels, as "
+           "the published points count it; biases and batch-norm terms left out).", "",
            "## Reference points (mean ± std over the seeds listed)", "",
-           "| method | knob | tuned | seeds | test error % | compression × |",
-           "|---|---|---|---|---|---|"]
+           "| method | knob | tuned | seeds | test error % | compression × | "
+           "compression × (weights) |",
+           "|---|---|---|---|---|---|---|"]
   for entry in summary["methods"].values():
     ref = entry.get("reference") or {}
     tuned = entry["tuned"]
@@ -195,13 +216,16 @@ def markdown(summary: dict[str, Any]) -> str:
         f"| {entry['label']} | {knob} | "
         f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}{_edge(tuned)}) | {seeds} | "
         f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
-        f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} |")
-  lines += ["", "## Fronts (seed 0)", "", "| method | knob | compression × | test error % |",
-            "|---|---|---|---|"]
+        f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} | "
+        f"{_pm(ref.get('compression_weights_mean'), ref.get('compression_weights_std'), 1)} |")
+  lines += ["", "## Fronts (seed 0)", "",
+            "| method | knob | compression × | compression × (weights) | test error % |",
+            "|---|---|---|---|---|"]
   for entry in summary["methods"].values():
     for r in entry.get("front", []):
+      weights = r.get("compression_weights")
       lines.append(f"| {entry['label']} | {r['knob_value']} | {_x(r['compression'])} | "
-                   f"{r['test_error']:.2f} |")
+                   f"{'–' if weights is None else _x(weights)} | {r['test_error']:.2f} |")
   commands = [(e, r) for e in summary["methods"].values()
               for r in e.get("front", []) + e.get("seed_rows", []) if "command" in r]
   if commands:  # each row's own training (the sweep runs them all)
@@ -226,22 +250,23 @@ def markdown(summary: dict[str, Any]) -> str:
             if len(e.get("front", [])) > 1]
   if sparse and fronts:
     lines += ["", "## Against the published points", "",
-              "Each front's test error at the published compression (linear in log compression "
-              "between its neighbouring points; – outside the front, or next to a point that "
-              f"failed: over {FAILED_FACTOR:g}× the front's best error), and its gap to the "
-              "published error (negative: better).", "",
+              "Each front's test error at the published compression, counted as the papers "
+              "count it, on weights only (linear in log compression between its neighbouring "
+              "points; – outside the front, or next to a point that failed: over "
+              f"{FAILED_FACTOR:g}× the front's best error), and its gap to the published error "
+              "(negative: better).", "",
               "| method | " + " | ".join(f"{p['method']} {p['compression']:g}× @{p['error']}%"
                                         for p in sparse) + " |",
               "|---|" + "---|" * len(sparse)]
     for label, front in fronts:
       cells = []
       for p in sparse:
-        e = error_at(front, p["compression"])
+        e = error_at(front, p["compression"], "compression_weights")
         cells.append("–" if e is None else f"{e:.2f} ({e - p['error']:+.2f})")
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if summary["published"]:
-    lines += ["", "## Published", "", "| method | error % | compression × | source |",
-              "|---|---|---|---|"]
+    lines += ["", "## Published (compression on weights only)", "",
+              "| method | error % | compression × | source |", "|---|---|---|---|"]
     lines += [f"| {p['method']} | {p['error']} | {p['compression']} | {p['source']} |"
               for p in summary["published"]]
   if summary["diverged"]:
@@ -293,17 +318,23 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   fig, ax = plt.subplots(figsize=(10, 4.5))
   plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []
+  # On weights only, as the published points count it; a front without per-layer counts (the
+  # earliest trials) on all parameters, said in its label.
+  counted = {}
   for i, entry in enumerate(summary["methods"].values()):
     front = entry.get("front", [])
+    on_weights = bool(front) and all(r.get("compression_weights") is not None for r in front)
+    key = counted[i] = "compression_weights" if on_weights else "compression"
     errors += [r["test_error"] for r in front]
     if front and entry["knob"] is None:  # dense: the level to beat, across the plot
       ax.axhline(front[0]["test_error"], ls="--", lw=1, color=f"C{i % 10}",
                  label=f"{entry['label']} (1×)")
     elif front:
-      ax.plot([r["compression"] for r in front], [r["test_error"] for r in front], marker="o",
-              color=f"C{i % 10}", label=entry["label"])
+      ax.plot([r[key] for r in front], [r["test_error"] for r in front], marker="o",
+              color=f"C{i % 10}", label=entry["label"] + ("" if on_weights
+                                                           else " (all parameters)"))
       for r in front if entry.get("trend") else ():
-        ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r["compression"], r["test_error"]),
+        ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r[key], r["test_error"]),
                     fontsize=7, color=f"C{i % 10}", xytext=(4, -10), textcoords="offset points")
   # Published points: numbered stars, the names in the legend (long labels beside the stars
   # overlapped wherever two points are close).
@@ -319,7 +350,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   ceiling = 4 * statistics.median(errors) if errors else math.inf
   if not any(e > ceiling for e in errors):
     ceiling = math.inf
-  above = sorted((r["compression"], r["test_error"], i)
+  above = sorted((r[counted[i]], r["test_error"], i)
                  for i, entry in enumerate(summary["methods"].values())
                  for r in entry.get("front", []) if r["test_error"] > ceiling)
   row, previous = 0, None
@@ -347,7 +378,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   if high < 10 * low:  # under a decade the log ticks read "1.04×10^0": plain numbers instead
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
-  ax.set_xlabel("compression (all parameters / non-zeros), log scale")
+  ax.set_xlabel("compression on weights only (the tables: over all parameters too), log scale")
   ax.set_ylabel("test error %" + (", log scale" if steep else ""))
   ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")
   ax.grid(True, which="both", alpha=0.3)

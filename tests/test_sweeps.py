@@ -23,8 +23,11 @@ def _experiment():
 def _finish(experiment, trial, val, test, compression, epoch=2):
   path = sweeps.workdir(experiment, trial) / "metrics.jsonl"
   path.parent.mkdir(parents=True, exist_ok=True)
+  # Weights counted apart as the loop logs them (a kernel and a bias): here the same compression.
+  layers = {"dense/kernel": dict(nonzeros=10, total=round(10 * compression)),
+            "dense/bias": dict(nonzeros=5, total=5)}
   record = dict(epoch=epoch, val_accuracy=val, test_accuracy=test, compression=compression,
-                nonzeros=10)
+                nonzeros=10, layers=layers)
   path.write_text(json.dumps(dict(record, epoch=1)) + "\n" + json.dumps(record) + "\n")
 
 
@@ -84,7 +87,7 @@ def test_report_means_the_seeds_and_orders_the_front(experiment):
   assert summary["missing"] == [t.id for t in sweeps.tune_trials(experiment.methods[1])]
   text = report.markdown(summary)
   assert "| method M | pruning_sparsity = 0.9 | learning_rate = 0.2 (of [0.1, 0.2]; on the edge) | 0, 1, 2 | " \
-         "5.00 ± 2.00 | 10.7 ± 0.6 |" in text
+         "5.00 ± 2.00 | 10.7 ± 0.6 | 10.7 ± 0.6 |" in text
   # the front (2×: 10%, 10×: 3%, 100×: 10%) at the published 50×: 3 + 7·log(5)/log(10)
   assert "| method M | 7.89 (+3.89) |" in text
   seed1 = next(r for r in entry["seed_rows"] if r["seed"] == 1)
@@ -726,3 +729,19 @@ def test_the_readmes_headline_table_is_the_one_the_report_writes_from_the_archiv
   assert table.count("\n") >= 3  # the header, its rule, and at least one experiment
   assert report.readme_with(text, table) == text, (
       "README.md's headline table is out of date: run python -m benchmarks.report --all")
+
+
+def test_compression_is_counted_on_weights_too_and_published_points_read_that_count():
+  record = {"compression": 266610 / 5734, "layers": {
+      "layers/0/kernel": dict(nonzeros=5000, total=235200), "layers/0/bias": dict(nonzeros=0,
+                                                                                  total=300),
+      "layers/1/kernel": dict(nonzeros=324, total=31000)}}
+  assert report.weights_compression(record) == pytest.approx(266200 / 5324)  # biases left out
+  assert report.weights_compression({"compression": 2.0}) is None  # no per-layer counts logged
+  front = [dict(compression=c, compression_weights=2 * c, test_error=e)
+           for c, e in ((2.0, 1.0), (10.0, 2.0), (100.0, 3.0))]
+  assert report.error_at(front, 20.0, "compression_weights") == pytest.approx(2.0)
+  assert report.error_at(front, 20.0) == pytest.approx(2.0 + math.log(2) / math.log(10))
+  front[1]["compression_weights"] = None  # a point without the count is left out, not guessed
+  assert report.error_at(front, 20.0, "compression_weights") == pytest.approx(
+      1.0 + math.log(5) / math.log(50) * 2.0)
