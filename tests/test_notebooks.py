@@ -1,20 +1,24 @@
-"""Executes every ``notebooks/*.ipynb`` top to bottom, as a newcomer would run it in Colab.
+"""The notebooks: as committed, with their outputs, and executed top to bottom as a newcomer
+would run them in Colab.
 
-nbclient drives an ipykernel of *this* interpreter (no Jupyter server), with
-``SPARSE_OPTAX_NB_FAST=1`` (notebooks read it to shrink their runs) and ``MPLBACKEND=Agg``. Any
-cell error fails the test, and so does running past the per-notebook time limit
-(``SPARSE_OPTAX_NB_TIMEOUT`` seconds, default 300). New notebooks are picked up automatically;
-``EXPECTED_OUTPUT`` lists lines a notebook must print. Committed notebooks must be valid nbformat
-4 with their outputs cleared.
+Each notebook is committed with the outputs of ``notebooks/execute.py`` (a real run, or the fast
+settings for those in ``execute.FAST_OUTPUTS``), so that GitHub and the docs show them. The
+committed file must be valid nbformat 4, run in order from a fresh kernel, with every figure, no
+error and no path of the machine that ran it; ``EXPECTED_OUTPUT`` lists lines it must show.
+
+``test_notebook_runs`` executes a copy with nbclient through ``execute.execute`` (an ipykernel of
+*this* interpreter, no Jupyter server) with ``SPARSE_OPTAX_NB_FAST=1`` (notebooks read it to
+shrink their runs). Any cell error fails it, and so does running past the per-notebook time limit
+(``SPARSE_OPTAX_NB_TIMEOUT`` seconds, default 300); a cell that prints or draws there must have
+committed outputs. New notebooks are picked up automatically.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
-import time
 
-import ipykernel.kernelspec as ipykernel_kernelspec
 import nbclient
 import nbformat
 import pytest
@@ -22,9 +26,20 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TIMEOUT_S = float(os.environ.get("SPARSE_OPTAX_NB_TIMEOUT", "300"))
-KERNEL = "sparse-optax-tests"
 
-# Lines a notebook must print (in any cell's stdout) after a clean run.
+
+def _load(name):
+  """A script of notebooks/ (not a package) as a module."""
+  path = REPO / "notebooks" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"notebooks_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+execute = _load("execute")
+
+# Lines a notebook must print (in any cell's stdout), in the tests' fast run and as committed.
 EXPECTED_OUTPUT = {
     "quickstart.ipynb": (
         "xrda error < plain l1 error: True",
@@ -46,22 +61,15 @@ EXPECTED_OUTPUT = {
         "every plotted point has a finite error and compression >= 1: True",
     ),
 }
+# And lines only a real run prints: the committed outputs of a real run show what it reached.
+EXPECTED_REAL_OUTPUT = {
+    "sparse_mnist.ipynb": ("test accuracy >= 98.5%: True", "compression >= 20x: True"),
+}
+FAST_NOTE = "Outputs below are from the fast settings"  # the first cell of a FAST_OUTPUTS notebook
 
 
 def _ids(paths):
   return [p.name for p in paths]
-
-
-@pytest.fixture
-def kernel_env(tmp_path, monkeypatch):
-  """A kernel spec that runs ipykernel under sys.executable, and the notebooks' environment."""
-  ipykernel_kernelspec.write_kernel_spec(tmp_path / "jupyter" / "kernels" / KERNEL)
-  monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))  # searched before user dirs
-  monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no user profile, no history
-  monkeypatch.setenv("SPARSE_OPTAX_NB_FAST", "1")
-  monkeypatch.setenv("MPLBACKEND", "Agg")
-  # The checkout under test, even where the notebook's cwd (notebooks/) would hide it.
-  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
 
 
 def _stdout(nb) -> str:
@@ -74,45 +82,69 @@ def _stdout(nb) -> str:
   )
 
 
+def _shows(cell) -> bool:
+  """Whether a code cell printed to stdout or displayed something (stderr aside: warnings)."""
+  return any(out.output_type in ("display_data", "execute_result")
+             or (out.output_type == "stream" and out.name == "stdout") for out in cell.outputs)
+
+
 def test_notebooks_found():
   assert any(p.name == "quickstart.ipynb" for p in NOTEBOOKS), NOTEBOOKS
+  assert execute.FAST_OUTPUTS <= {p.name for p in NOTEBOOKS}, execute.FAST_OUTPUTS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_is_committed_clean(path):
+def test_notebook_is_committed_with_outputs(path):
   nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
   assert nb.nbformat == 4, f"{path.name}: nbformat {nb.nbformat}, want 4"
   nbformat.validate(nb)
-  dirty = [i for i, c in enumerate(nb.cells)
-           if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-  assert not dirty, f"{path.name}: clear the outputs of cells {dirty} before committing"
+  code = [c for c in nb.cells if c.cell_type == "code"]
+  counts = [c.execution_count for c in code]
+  rerun = f"run `python notebooks/execute.py {path.name}`"
+  assert counts == list(range(1, len(code) + 1)), (
+      f"{path.name}: execution counts {counts}, not one clean run in order: {rerun}")
+  errors = [i for i, c in enumerate(nb.cells)
+            if any(out.output_type == "error" for out in c.get("outputs", ()))]
+  assert not errors, f"{path.name}: cells {errors} committed with an error"
+  figures = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "plt.show()" in c.source
+             and not any("image/png" in out.get("data", {}) for out in c.outputs)]
+  assert not figures, f"{path.name}: cells {figures} draw a figure that is not committed: {rerun}"
+  timed = [i for i, c in enumerate(nb.cells) if "execution" in c.metadata]
+  assert not timed, f"{path.name}: cells {timed} carry execution timestamps: {rerun}"
+  paths = execute.machine_paths(nb)
+  assert not paths, f"{path.name}: outputs name this machine's paths: {paths[:3]}"
+
+  stdout = _stdout(nb)
+  fast = path.name in execute.FAST_OUTPUTS
+  expected = EXPECTED_OUTPUT.get(path.name, ())
+  if not fast:
+    expected += EXPECTED_REAL_OUTPUT.get(path.name, ())
+  missing = [line for line in expected if line not in stdout]
+  assert not missing, f"{path.name}: the committed outputs do not show {missing}"
+  assert ("fast mode" in stdout) == fast, (
+      f"{path.name}: committed from the {'fast' if 'fast mode' in stdout else 'real'} settings, "
+      f"but FAST_OUTPUTS says {'fast' if fast else 'real'}: {rerun}")
+  first = next(c.source for c in nb.cells if c.cell_type == "markdown")
+  assert (FAST_NOTE in first) == fast, (
+      f"{path.name}: the first cell {'must' if fast else 'must not'} say {FAST_NOTE!r}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs(path, kernel_env):
-  nb = nbformat.read(path, as_version=4)
-  deadline = time.monotonic() + TIMEOUT_S
-
-  def remaining(cell):  # nbclient's per-cell timeout: what is left of the notebook's budget
-    del cell
-    return max(1, int(deadline - time.monotonic()))
-
-  client = nbclient.NotebookClient(
-      nb,
-      kernel_name=KERNEL,
-      timeout_func=remaining,
-      startup_timeout=120,
-      allow_errors=False,
-      resources={"metadata": {"path": str(path.parent)}},  # cwd, as in Jupyter and Colab
-  )
-  start = time.monotonic()
+def test_notebook_runs(path):
+  committed_text = path.read_text(encoding="utf-8")
   try:
-    client.execute()
+    nb = execute.execute(path, fast=True, timeout_s=TIMEOUT_S)
   except nbclient.exceptions.CellTimeoutError as e:
     pytest.fail(f"{path.name} ran past {TIMEOUT_S:.0f} s: {e}")
-  elapsed = time.monotonic() - start
-  assert elapsed < TIMEOUT_S, f"{path.name} took {elapsed:.0f} s (limit {TIMEOUT_S:.0f} s)"
+  assert path.read_text(encoding="utf-8") == committed_text, f"{path.name} was rewritten"
 
   stdout = _stdout(nb)
   missing = [line for line in EXPECTED_OUTPUT.get(path.name, ()) if line not in stdout]
   assert not missing, f"{path.name} did not print {missing}; it printed:\n{stdout}"
+
+  committed = nbformat.reads(committed_text, as_version=4)
+  bare = [i for i, (run, kept) in enumerate(zip(nb.cells, committed.cells))
+          if run.cell_type == "code" and _shows(run) and not kept.outputs]
+  assert not bare, (f"{path.name}: cells {bare} show something when run but were committed "
+                    f"without outputs: run `python notebooks/execute.py {path.name}`")
+
