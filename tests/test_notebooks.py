@@ -10,7 +10,8 @@ error and no path of the machine that ran it; ``EXPECTED_OUTPUT`` lists lines it
 *this* interpreter, no Jupyter server) with ``SPARSE_OPTAX_NB_FAST=1`` (notebooks read it to
 shrink their runs). Any cell error fails it, and so does running past the per-notebook time limit
 (``SPARSE_OPTAX_NB_TIMEOUT`` seconds, default 300); a cell that prints or draws there must have
-committed outputs. New notebooks are picked up automatically.
+committed outputs. New notebooks are picked up automatically. The Colab links must all be built
+from the one line of ``notebooks/README.md`` that says where the repository lives.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import shutil
 
 import nbclient
 import nbformat
@@ -38,6 +40,7 @@ def _load(name):
 
 
 execute = _load("execute")
+colab_links = _load("colab_links")
 
 # Lines a notebook must print (in any cell's stdout), in the tests' fast run and as committed.
 EXPECTED_OUTPUT = {
@@ -148,3 +151,29 @@ def test_notebook_runs(path):
   assert not bare, (f"{path.name}: cells {bare} show something when run but were committed "
                     f"without outputs: run `python notebooks/execute.py {path.name}`")
 
+
+def test_colab_links_follow_the_setting():
+  repo, branch = colab_links.setting()
+  assert repo == colab_links.PLACEHOLDER or "<" not in repo, repo
+  assert not colab_links.check(), colab_links.check()
+
+
+def test_colab_links_rewrite(tmp_path):
+  """A fork's --repo rebuilds every link from the new setting and changes nothing else."""
+  for source in [REPO / "notebooks" / "README.md", *NOTEBOOKS]:
+    shutil.copy(source, tmp_path / source.name)
+  before = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()}
+  repo, branch = colab_links.setting(tmp_path)
+
+  changed = colab_links.rewrite("someone/fork-of-it", "dev", tmp_path)
+  assert sorted(changed) == sorted(before), changed
+  assert colab_links.setting(tmp_path) == ("someone/fork-of-it", "dev")
+  assert not colab_links.check(tmp_path), colab_links.check(tmp_path)
+  for p in tmp_path.glob("*.ipynb"):
+    nbformat.validate(nbformat.read(p, as_version=4))
+    text = p.read_text(encoding="utf-8")
+    assert colab_links.colab_url(p.name, "someone/fork-of-it", "dev") in text, p.name
+    assert f"https://github.com/{repo}" not in text, p.name
+
+  colab_links.rewrite(repo, branch, tmp_path)  # and back: byte for byte
+  assert {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()} == before
