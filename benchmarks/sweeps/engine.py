@@ -76,15 +76,26 @@ def pull(url: str) -> int:
   or an archive on a machine that did not train them; returns how many."""
   count = 0
   for name in optuna.study.get_all_study_names(storage=url):
-    for t in optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False):
-      if "trial" in t.user_attrs and "outcome" in t.user_attrs:
-        outcomes.SHARED[f"{name}/{t.user_attrs['trial']}"] = t.user_attrs["outcome"]
-        count += 1
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    count += _share(name, trials)[0]
   return count
 
 
-def key(experiment: Experiment, trial: Trial) -> str:
-  return f"{experiment.id}/{trial.id}"
+def _share(study_name: str, trials: list[optuna.trial.FrozenTrial]) -> tuple[int, set[str]]:
+  """Puts the outcomes the study's trials published into ``outcomes.SHARED``; returns how many,
+  and the keys of the trials a worker holds (waiting or running, no outcome yet)."""
+  count, held = 0, set()
+  for t in trials:
+    trial_id = t.user_attrs.get("trial")
+    if trial_id is None:  # (a trial nobody enqueued)
+      continue
+    if "outcome" in t.user_attrs:
+      outcomes.SHARED[f"{study_name}/{trial_id}"] = t.user_attrs["outcome"]
+      count += 1
+    elif t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING):
+      held.add(f"{study_name}/{trial_id}")
+  return count, held
+
 
 
 def _params(trial: Trial) -> dict[str, int | float]:
@@ -204,14 +215,7 @@ class Sweep:
     returns the keys that a worker holds (waiting or running)."""
     held = set()
     for name, study in self.studies.items():
-      for t in study.get_trials(deepcopy=False):
-        trial_id = t.user_attrs.get("trial")
-        if trial_id is None:
-          continue
-        if "outcome" in t.user_attrs:
-          outcomes.SHARED[f"{name}/{trial_id}"] = t.user_attrs["outcome"]
-        elif t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING):
-          held.add(f"{name}/{trial_id}")
+      held |= _share(name, study.get_trials(deepcopy=False))[1]
     return held
 
   def plan(self) -> tuple[list[tuple[Experiment, Trial]], int]:
@@ -241,7 +245,7 @@ class Sweep:
         optuna.storages.fail_stale_trials(study)
       held = self.refresh()
       ready, waiting = self.plan()
-      free = [(e, t) for e, t in ready if key(e, t) not in held | self.failed]
+      free = [(e, t) for e, t in ready if outcomes.key(e, t) not in held | self.failed]
       for experiment, trial in free:
         if training_elsewhere(outcomes.workdir(experiment, trial)):
           continue  # a training left by a worker killed hard: it stops soon
@@ -265,7 +269,7 @@ class Sweep:
       suggest = optuna_trial.suggest_int if isinstance(value, int) else optuna_trial.suggest_float
       with contextlib.suppress(ValueError):  # (a name an earlier trial gave another kind)
         suggest(param, value, value)
-    k = key(experiment, trial)
+    k = outcomes.key(experiment, trial)
     with self.lock:
       earlier = [t.number for t in optuna_trial.study.get_trials(
           deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -303,16 +307,13 @@ class Sweep:
     return result["records"][-1]["val_accuracy"]
 
   def _resolve(self, experiment: Experiment, trial_id: str | None) -> Trial | None:
-    """The trial an enqueued id names: among those the plan can run, or has named so far."""
-    ready, _ = policy.plan(experiment, list(experiment.methods))
-    for trial in ready + policy.known_trials(experiment):
-      if trial.id == trial_id:
-        return trial
-    return None
+    """The trial an enqueued id names, among those the plan has named so far (the ones it can
+    run are among them)."""
+    return next((t for t in policy.known_trials(experiment) if t.id == trial_id), None)
 
   def _train(self, experiment: Experiment, trial: Trial, cores: set[int] | None) -> int:
     """Trains the trial to its end (or until asked to stop); returns the exit status."""
-    k = key(experiment, trial)
+    k = outcomes.key(experiment, trial)
     while training_elsewhere(outcomes.workdir(experiment, trial)):  # its SIGTERM checkpointing
       if self.stopping:
         raise Stopped(k)

@@ -84,8 +84,14 @@ def finished(experiment: Experiment, trial: Trial) -> bool:
 
 
 # Outcomes that workers, on this machine or others, published to the sweep's storage:
-# "<experiment id>/<trial id>" -> entry as archived. The engine refreshes it from the storage.
+# key(experiment, trial) -> entry as archived. The engine refreshes it from the storage.
 SHARED: dict[str, dict] = {}
+
+
+def key(experiment: Experiment, trial: Trial) -> str:
+  """A trial's name across a sweep: "<experiment id>/<trial id>" (an Optuna study is named by
+  the experiment's id, and its trials carry the trial's id)."""
+  return f"{experiment.id}/{trial.id}"
 
 
 # Finished trials' outcomes, committed beside the report: workdirs live under runs/ (not in
@@ -132,8 +138,12 @@ def _valid(experiment: Experiment, trial: Trial, candidate: dict | None) -> dict
 
 def stored_entry(experiment: Experiment, trial: Trial) -> dict | None:
   """The trial's outcome as a worker shared it, else as archived (None: neither has it)."""
-  return (_valid(experiment, trial, SHARED.get(f"{experiment.id}/{trial.id}"))
+  return (_shared(experiment, trial)
           or _valid(experiment, trial, archived(experiment).get(trial.id)))
+
+
+def _shared(experiment: Experiment, trial: Trial) -> dict | None:
+  return _valid(experiment, trial, SHARED.get(key(experiment, trial)))
 
 
 def _commit(directory: Path) -> str | None:
@@ -167,8 +177,7 @@ def archive(experiment: Experiment, trials: list[Trial]) -> int:
     entries = dict(archived(experiment))
     changed = 0
     for trial in trials:
-      new = entry(experiment, trial) or _valid(experiment, trial,
-                                               SHARED.get(f"{experiment.id}/{trial.id}"))
+      new = entry(experiment, trial) or _shared(experiment, trial)
       if new is not None and entries.get(trial.id) != new:
         changed += 1
         entries[trial.id] = new
