@@ -101,7 +101,7 @@ def _share(study_name: str, trials: list[optuna.trial.FrozenTrial]) -> tuple[int
 def _params(trial: Trial) -> dict[str, int | float]:
   """The trial's numeric parameters, shown by the dashboard (each a one-point distribution)."""
   out: dict[str, int | float] = {"seed": trial.seed}
-  values = {trial.method.tune[0]: trial.setting}
+  values = dict(trial.settings)
   if trial.method.knob:
     values[trial.method.knob] = trial.knob_value
   for name, value in values.items():

@@ -8,7 +8,8 @@ import math
 from typing import Any
 
 from benchmarks.sweeps import outcomes
-from benchmarks.sweeps.catalogue import Experiment, Method, Trial, front_values, tuning_stage
+from benchmarks.sweeps.catalogue import (Experiment, Method, Trial, front_values, seeded_values,
+                                         tuning_stage)
 
 
 def known_trials(experiment: Experiment) -> list[Trial]:
@@ -19,13 +20,34 @@ def known_trials(experiment: Experiment) -> list[Trial]:
       trials += all_tune_trials(experiment, method)
     best = tuned_setting(experiment, method)
     if best is not None:
-      trials += [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
-      trials += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
+      trials += tuned_trials(experiment, method, best)
   return trials
 
 
+def tuned_trials(experiment: Experiment, method: Method, best: Any) -> list[Trial]:
+  """What trains once the method is tuned: its front (seed 0), then its seeds at the reference
+  and at ``seeded_at``."""
+  return ([Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
+          + [Trial(method, "seed", v, best, s) for v in seeded_values(method)
+             for s in method.seeds])
+
+
+def _lender(experiment: Experiment, method: Method) -> Method | None:
+  """The method whose tuned setting ``method`` borrows (None: it is tuned itself)."""
+  if method.tuned_as is None:
+    return None
+  lender = next((m for m in experiment.methods if m.id == method.tuned_as), None)
+  if lender is None or lender.tuned_as is not None:
+    raise ValueError(f"{experiment.id}: {method.id} is tuned as {method.tuned_as!r}, which is "
+                     "not a method of the experiment tuned on its own.")
+  return lender
+
+
 def tune_trials(method: Method) -> list[Trial]:
-  """The method's tuning grid (at its reference knob value, seed 0)."""
+  """The method's tuning grid (at its reference knob value, seed 0); none for a method that
+  borrows its setting."""
+  if method.tuned_as is not None:
+    return []
   return [Trial(method, "tune", method.reference, v, 0) for v in method.tune[1]]
 
 
@@ -47,10 +69,19 @@ def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
   scores = _scores(experiment, tune_trials(method))
   if not method.refine or scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
     return None
-  values = sorted(scores)
+  several = isinstance(method.tune[0], tuple)
+  value = _refine_grid(scores if several else {(k,): v for k, v in scores.items()})
+  if value is None:
+    return None
+  return Trial(method, "tune", method.reference, value if several else value[0], 0)
+
+
+def _step(values: list[Any], best: Any, scores: dict[Any, float]) -> Any | None:
+  """One knob's refining value: a step beyond the grid's edge when the best is on it, else
+  halfway (geometrically) between the best and its better neighbour; None where the values are
+  not positive numbers (geometric steps need them) or every rounding lands on a value tried."""
   if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
-    return None  # geometric steps need positive numbers
-  best = max(values, key=scores.__getitem__)
+    return None
   i = values.index(best)
   if i in (0, len(values) - 1):
     value = best * best / values[1 if i == 0 else -2]
@@ -60,8 +91,28 @@ def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
     rounded = [round(value)]
   else:  # short, unless that lands on a value already tried
     rounded = [float(f"{value:.{digits}g}") for digits in (3, 6, 12)]
-  value = next((v for v in rounded if v not in values), None)
-  return None if value is None else Trial(method, "tune", method.reference, value, 0)
+  return next((v for v in rounded if v not in values), None)
+
+
+def _refine_grid(scores: dict[tuple, float]) -> tuple | None:
+  """The refining trial of a grid over several knobs: along the knob line through the best
+  whose neighbour differs from it most (the knob that mattered most there), a step beyond the
+  grid's edge where the best is on it (edges first, as for one knob), else halfway to the
+  better neighbour; the other knobs as the best has them."""
+  best = max(scores, key=scores.__getitem__)  # (dict order: ties go to the earlier trial)
+  options = []
+  for axis in range(len(best)):
+    line = {k[axis]: v for k, v in scores.items()
+            if all(k[j] == best[j] for j in range(len(best)) if j != axis)}
+    values = sorted(line)
+    value = None if len(values) < 2 else _step(values, best[axis], line)
+    if value is None:
+      continue
+    on_edge = values.index(best[axis]) in (0, len(values) - 1)
+    finite = [v for v in line.values() if v != -math.inf]
+    spread = (line[best[axis]] - min(finite)) if len(finite) > 1 else math.inf
+    options.append((on_edge, spread, -axis, best[:axis] + (value,) + best[axis + 1:]))
+  return max(options)[-1] if options else None
 
 
 def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
@@ -77,6 +128,9 @@ def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
   grid's before its refinement (LeNet-5's xrda: lr 0.5 and 0.25 both 65 errors in 6,000).
   Tuned at a shorter budget, a setting whose full-budget reference run diverged gives way to the
   next best on validation (Fashion-MNIST's RigL: lr 0.2 trained 10 epochs, diverged in 40)."""
+  lender = _lender(experiment, method)
+  if lender is not None:
+    return tuned_setting(experiment, lender)
   scores = _scores(tuning_stage(experiment, method)[0],
                    all_tune_trials(experiment, method))  # (None: grid unfinished)
   if scores is None:
@@ -106,10 +160,10 @@ def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], li
     if experiment.tuning is None:
       ready += all_tune_trials(experiment, method)
     best = tuned_setting(experiment, method)
-    later = [Trial(method, "front", v, best, 0) for v in front_values(experiment, method)]
-    later += [Trial(method, "seed", method.reference, best, s) for s in method.seeds]
+    later = tuned_trials(experiment, method, best)
     if best is None:  # tuning unfinished, or every setting diverged: nothing more to run
-      tuned = _scores(tuning_stage(experiment, method)[0], all_tune_trials(experiment, method))
+      tuner = _lender(experiment, method) or method
+      tuned = _scores(tuning_stage(experiment, tuner)[0], all_tune_trials(experiment, tuner))
       waiting += [] if tuned is not None else later
     else:
       ready += later
