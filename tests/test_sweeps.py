@@ -745,3 +745,74 @@ def test_compression_is_counted_on_weights_too_and_published_points_read_that_co
   front[1]["compression_weights"] = None  # a point without the count is left out, not guessed
   assert report.error_at(front, 20.0, "compression_weights") == pytest.approx(
       1.0 + math.log(5) / math.log(50) * 2.0)
+
+
+def _two_knob_method(**kwargs):
+  return sweeps.Method("x", "two knobs", dict(optimizer="xrda"), "l1_sparsity", 0.9, (0.5, 0.9),
+                       (("learning_rate", "momentum_timescale"),
+                        tuple((lr, t) for lr in (1.0, 2.0) for t in (9.5, 19.0))), **kwargs)
+
+
+def test_two_knobs_tuned_together_name_and_set_both(experiment):
+  import dataclasses
+  m = _two_knob_method(refine=False)
+  experiment = dataclasses.replace(experiment, methods=(m,))
+  grid = sweeps.tune_trials(m)
+  assert [t.setting for t in grid] == [(1.0, 9.5), (1.0, 19.0), (2.0, 9.5), (2.0, 19.0)]
+  assert grid[1].id == "x/l1_sparsity=0.9_learning_rate=1.0_momentum_timescale=19.0_seed=0"
+  o = grid[1].overrides(experiment)
+  assert (o["learning_rate"], o["momentum_timescale"], o["l1_sparsity"]) == (1.0, 19.0, 0.9)
+  for trial, val in zip(grid, (0.90, 0.95, 0.91, 0.92)):
+    _finish(experiment, trial, val, 0.9, 10.0)
+  assert sweeps.tuned_setting(experiment, m) == (1.0, 19.0)
+  front = [t for t in sweeps.plan(experiment, [m])[0] if t.stage == "front"]
+  assert [(t.knob_value, t.settings) for t in front] == [
+      (0.5, {"learning_rate": 1.0, "momentum_timescale": 19.0})]
+
+
+@pytest.mark.parametrize("val, refined", [
+    # (grid order: (1.0, 9.5), (1.0, 19.0), (2.0, 9.5), (2.0, 19.0); the best is (1.0, 19.0))
+    ((0.90, 0.95, 0.91, 0.90), (0.5, 19.0)),   # both neighbours 0.05 worse: the first knob
+    ((0.94, 0.95, 0.91, 0.90), (0.5, 19.0)),   # lr matters more (0.05 against T's 0.01)
+    ((0.90, 0.95, 0.90, 0.94), (1.0, 38.0)),   # T matters more (0.05 against lr's 0.01)
+    ((0.90, 0.91, 0.92, 0.99), (4.0, 19.0)),   # best (2.0, 19.0): lr 0.08 against T's 0.07
+])
+def test_a_two_knob_grid_refines_along_the_knob_that_mattered_most(experiment, val, refined):
+  import dataclasses
+  m = _two_knob_method()
+  experiment = dataclasses.replace(experiment, methods=(m,))
+  grid = sweeps.tune_trials(m)
+  for trial, v in zip(grid[:-1], val[:-1]):
+    _finish(experiment, trial, v, 0.9, 10.0)
+  assert sweeps.refine_trial(experiment, m) is None
+  _finish(experiment, grid[-1], val[-1], 0.9, 10.0)
+  extra = sweeps.refine_trial(experiment, m)
+  assert extra.setting == refined and extra.stage == "tune"
+  assert sweeps.plan(experiment, [m])[0] == [extra]
+  _finish(experiment, extra, 0.5, 0.9, 10.0)  # worse than the grid: the grid's best stays
+  assert sweeps.tuned_setting(experiment, m) == grid[max(range(4), key=val.__getitem__)].setting
+
+
+def test_an_ablation_trains_at_its_lenders_setting_with_seeds_at_every_seeded_target(experiment):
+  import dataclasses
+  lender = _two_knob_method(refine=False, seeds=(1, 2), seeded_at=(0.5,))
+  ablation = dataclasses.replace(lender, id="a", label="ablation", tuned_as="x",
+                                 overrides=dict(optimizer="xrda", l1_weights="uniform"))
+  experiment = dataclasses.replace(experiment, methods=(lender, ablation))
+  assert sweeps.tune_trials(ablation) == []
+  ready, waiting = sweeps.plan(experiment, [ablation])
+  assert ready == [] and len(waiting) == 2 + 2 * 2  # its front (both values) and the seeds
+  for trial, val in zip(sweeps.tune_trials(lender), (0.90, 0.91, 0.97, 0.92)):
+    _finish(experiment, trial, val, 0.9, 10.0)
+  ready, waiting = sweeps.plan(experiment, [ablation])
+  assert not waiting
+  assert sorted((t.knob_value, t.seed) for t in ready) == [
+      (0.5, 0), (0.5, 1), (0.5, 2), (0.9, 0), (0.9, 1), (0.9, 2)]
+  assert all(t.setting == (2.0, 9.5) and t.overrides(experiment)["l1_weights"] == "uniform"
+             for t in ready)
+  # The lender's own seeds run at the seeded value too, its reference point being a tune trial.
+  lent = sweeps.plan(experiment, [lender])[0]
+  assert sorted((t.stage, t.knob_value, t.seed) for t in lent) == [
+      ("front", 0.5, 0), ("seed", 0.5, 1), ("seed", 0.5, 2), ("seed", 0.9, 1), ("seed", 0.9, 2)]
+  with pytest.raises(ValueError, match="tuned as 'nobody'"):
+    sweeps.tuned_setting(experiment, dataclasses.replace(ablation, tuned_as="nobody"))
