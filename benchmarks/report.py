@@ -121,14 +121,20 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       trained = lambda rows: [r for r in rows if r and "diverged" not in r]  # noqa: E731
       entry["front"] = sorted(trained(front_rows), key=lambda r: r["compression"])
       done = trained(seed_rows)
-      entry["reference"] = {"knob_value": method.reference, "seeds": [r["seed"] for r in done]}
+      entry["reference"] = {"knob_value": method.reference, **_stats(done)}
       entry["seed_rows"] = [r for r in done if r["seed"] != 0]  # (seed 0 is on the front)
-      for key in ("test_error", "val_error", "compression", "compression_weights"):
-        values = [r[key] for r in done]
-        if any(v is None for v in values):
-          values = []
-        entry["reference"][f"{key}_mean"] = statistics.fmean(values) if values else None
-        entry["reference"][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+      if method.seeded_at:  # seeds at every seeded value, the tuning seed apart
+        entry["points"] = []
+        for value in sweeps.seeded_values(method):
+          trials = [sweeps.Trial(method, "seed", value, best, s) for s in method.seeds]
+          rows = [_row(experiment, t) for t in trials]
+          if value != method.reference:
+            missing += [t.id for t, r in zip(trials, rows) if r is None]
+            diverged += [r["trial"] for r in rows if r and "diverged" in r]
+            entry["seed_rows"] += trained(rows)
+          seed0 = next((r for r in entry["front"] if r["knob_value"] == value), None)
+          entry["points"].append({"knob_value": value, **_stats(trained(rows)),
+                                  "seed0_test_error": seed0 and seed0["test_error"]})
     methods[method.id] = entry
   return {"experiment": experiment.id, "label": experiment.label,
           "epochs": experiment.overrides["num_epochs"],
@@ -137,6 +143,81 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
           "published": [dict(zip(("method", "error", "compression", "source"), p))
                         for p in experiment.published],
           "missing": missing, "diverged": sorted(set(diverged))}
+
+
+def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """The seeds of ``rows`` and each figure's mean and std over them (None where a row lacks the
+  figure, std None for one row)."""
+  out: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
+  for key in ("test_error", "val_error", "compression", "compression_weights"):
+    values = [r[key] for r in rows]
+    if any(v is None for v in values):
+      values = []
+    out[f"{key}_mean"] = statistics.fmean(values) if values else None
+    out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+  return out
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, str] | None:
+  """(a's mean test error − b's, the spread, "leads", "trails" or "within the spread"): a gap
+  is called one only when it exceeds the spread, the sum of the two seed stds (their one-std
+  bands do not overlap). None without two seeds each."""
+  if a.get("test_error_std") is None or b.get("test_error_std") is None:
+    return None
+  gap = a["test_error_mean"] - b["test_error_mean"]
+  spread = a["test_error_std"] + b["test_error_std"]
+  return gap, spread, ("within the spread" if abs(gap) <= spread else
+                       "leads" if gap < 0 else "trails")
+
+
+def equal_sparsity(summary: dict[str, Any]) -> list[str]:
+  """Per target: every method trained to it, the seeded ones as mean ± std over their seeds
+  (not the tuning seed), the others at seed 0; then the first seeded method against each other
+  seeded one."""
+  seeded = {key: e for key, e in summary["methods"].items() if e.get("points")}
+  if not seeded:
+    return []
+  first = next(iter(seeded))
+  values = sorted({p["knob_value"] for e in seeded.values() for p in e["points"]})
+  lines = ["", "## At equal sparsity", "",
+           "Every method trained to the same fraction of zero weights (kernel sparsity, the knob "
+           "below; compression on weights = 1 / (1 − sparsity)). Seeded methods: mean ± std over "
+           "the seeds listed, which exclude the tuning seed 0 (its figure beside them); the others "
+           "at seed 0. A difference is called a gap only when it exceeds the spread, the sum of "
+           "the two stds.", "",
+           "| sparsity | method | seeds | test error % | (seed 0) | val error % | compression × "
+           "| compression × (weights) |", "|---|---|---|---|---|---|---|---|"]
+  verdicts = []
+  for value in values:
+    for key, entry in summary["methods"].items():
+      point = next((p for p in entry.get("points", []) if p["knob_value"] == value), None)
+      if point is not None and point["seeds"]:
+        seed0 = point["seed0_test_error"]
+        lines.append(
+            f"| {value} | {entry['label']} | {', '.join(map(str, point['seeds']))} | "
+            f"{_pm(point['test_error_mean'], point['test_error_std'])} | "
+            f"{'–' if seed0 is None else f'{seed0:.2f}'} | "
+            f"{_pm(point['val_error_mean'], point['val_error_std'])} | "
+            f"{_pm(point['compression_mean'], None, 1)} | "
+            f"{_pm(point['compression_weights_mean'], None, 1)} |")
+        continue
+      row = next((r for r in entry.get("front", []) if r["knob_value"] == value), None)
+      if point is None and row is not None and entry["knob"] is not None:
+        weights = row.get("compression_weights")
+        lines.append(f"| {value} | {entry['label']} | 0 | {row['test_error']:.2f} | | "
+                     f"{row['val_error']:.2f} | {_x(row['compression'])} | "
+                     f"{'–' if weights is None else _x(weights)} |")
+    a = next((p for p in seeded[first]["points"] if p["knob_value"] == value), None)
+    for key, entry in seeded.items():
+      b = next((p for p in entry["points"] if p["knob_value"] == value), None)
+      found = None if key == first or a is None or b is None else verdict(a, b)
+      if found is not None:
+        gap, spread, word = found
+        verdicts.append(f"- {value}: {seeded[first]['label']} {word} {entry['label']}: "
+                        f"{_pm(a['test_error_mean'], a['test_error_std'])}% against "
+                        f"{_pm(b['test_error_mean'], b['test_error_std'])}% "
+                        f"(difference {gap:+.2f}, spread {spread:.2f})")
+  return lines + ([""] + verdicts if verdicts else [])
 
 
 # A front point with over this many times its front's best error failed (e.g. 69% where the
@@ -244,6 +325,7 @@ def markdown(summary: dict[str, Any]) -> str:
       b = r["before_retraining"]
       lines.append(f"| {label} | {r['knob_value']} | {_x(b['compression'])} | "
                    f"{b['test_error']:.2f} | {_x(r['compression'])} | {r['test_error']:.2f} |")
+  lines += equal_sparsity(summary)
   lines += _iterations_table(summary)
   sparse = [p for p in summary["published"] if p["compression"] > 1]
   fronts = [(e["label"], e["front"]) for e in summary["methods"].values()
@@ -333,6 +415,15 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
       ax.plot([r[key] for r in front], [r["test_error"] for r in front], marker="o",
               color=f"C{i % 10}", label=entry["label"] + ("" if on_weights
                                                            else " (all parameters)"))
+      points = [p for p in entry.get("points", []) if p["seeds"] and (
+          p["compression_weights_mean" if on_weights else "compression_mean"] is not None)]
+      if points:  # the seeds' mean ± std at each target
+        ax.errorbar([p[f"{key}_mean"] for p in points], [p["test_error_mean"] for p in points],
+                    yerr=[p["test_error_std"] or 0.0 for p in points], fmt="s", mfc="none",
+                    capsize=3, color=f"C{i % 10}",
+                    label=f"{entry['label']}, seeds {', '.join(map(str, points[0]['seeds']))}: "
+                          "mean ± std")
+        errors += [p["test_error_mean"] for p in points]
       for r in front if entry.get("trend") else ():
         ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r[key], r["test_error"]),
                     fontsize=7, color=f"C{i % 10}", xytext=(4, -10), textcoords="offset points")

@@ -816,3 +816,35 @@ def test_an_ablation_trains_at_its_lenders_setting_with_seeds_at_every_seeded_ta
       ("front", 0.5, 0), ("seed", 0.5, 1), ("seed", 0.5, 2), ("seed", 0.9, 1), ("seed", 0.9, 2)]
   with pytest.raises(ValueError, match="tuned as 'nobody'"):
     sweeps.tuned_setting(experiment, dataclasses.replace(ablation, tuned_as="nobody"))
+
+
+def test_report_compares_seeded_methods_target_by_target_against_their_spread(experiment):
+  import dataclasses
+  xrda = _two_knob_method(refine=False, seeds=(1, 2, 3), seeded_at=(0.5,))
+  base = sweeps.Method("b", "baseline", dict(optimizer="sgd"), "pruning_sparsity", 0.9,
+                       (0.5, 0.9), ("learning_rate", (0.1,)), refine=False, seeds=(1, 2, 3),
+                       seeded_at=(0.5,))
+  experiment = dataclasses.replace(experiment, methods=(xrda, base))
+  for trial in sweeps.tune_trials(xrda) + sweeps.tune_trials(base):
+    _finish(experiment, trial, 0.9, 0.99, 10.0)
+  # test errors in %: xrda 1, 2, 3 at 0.5 and 1, 1.1, 1.2 at 0.9; the baseline 5, 6, 7 and
+  # 1.1, 1.2, 1.3 (seed 0 at 0.5: 4%).
+  errors = {("x", 0.5): (1, 2, 3), ("x", 0.9): (1.0, 1.1, 1.2), ("b", 0.5): (5, 6, 7),
+            ("b", 0.9): (1.1, 1.2, 1.3)}
+  for trial in sweeps.plan(experiment, [xrda, base])[0]:
+    test = 4.0 if trial.seed == 0 else errors[trial.method.id, trial.knob_value][trial.seed - 1]
+    _finish(experiment, trial, 0.9, 1 - test / 100, 2.0 if trial.knob_value == 0.5 else 10.0)
+  summary = report.summarize(experiment)
+  assert summary["missing"] == []
+  points = {p["knob_value"]: p for p in summary["methods"]["b"]["points"]}
+  assert points[0.5]["seeds"] == [1, 2, 3] and points[0.5]["seed0_test_error"] == pytest.approx(4)
+  assert points[0.5]["test_error_mean"] == pytest.approx(6)
+  assert points[0.5]["test_error_std"] == pytest.approx(1)
+  assert report.verdict(summary["methods"]["x"]["points"][0], points[0.5])[2] == "leads"
+  text = report.markdown(summary)
+  assert "- 0.5: two knobs leads baseline: 2.00 ± 1.00% against 6.00 ± 1.00% " \
+         "(difference -4.00, spread 2.00)" in text
+  assert "- 0.9: two knobs within the spread baseline: 1.10 ± 0.10% against 1.20 ± 0.10%" in text
+  assert "| 0.5 | baseline | 1, 2, 3 | 6.00 ± 1.00 | 4.00 |" in text
+  with_b_trailing = dict(points[0.5], test_error_mean=0.5, test_error_std=0.1)
+  assert report.verdict(points[0.9], with_b_trailing)[2] == "trails"

@@ -11,7 +11,10 @@ Stages per method, in order, each trial its own workdir under runs/sweeps/<exper
             every method, in runs/sweeps/<experiment>_tuning/ (a successive-halving stage);
   2. front: every `front` knob value with the tuned setting, seed 0 (the reference too when it
             was tuned at the shorter budget);
-  3. seeds: the reference point with the tuned setting, seeds 1 and 2.
+  3. seeds: the reference point with the tuned setting, seeds 1 and 2 (or the method's seeds,
+            and at its `seeded_at` values too, where methods are compared at equal sparsity).
+A method may tune several knobs together (a grid), or borrow another's tuned setting
+(`tuned_as`: an ablation changes one thing).
 The tuned setting is the tune trial with the highest final validation accuracy; the test set is
 never read to choose. Rerunning resumes: finished trials are skipped and cut ones resume from
 their checkpoints (each workdir records the commit that started it). `benchmarks/report.py`
@@ -22,7 +25,7 @@ storage, archive), ``policy`` (the stage order), ``engine`` (the Optuna workers)
 """
 
 from benchmarks.sweeps.catalogue import (EXPERIMENTS, Experiment, Method, Trial, front_values,
-                                         tuning_stage, with_tuning)
+                                         seeded_values, tuning_stage, with_tuning)
 from benchmarks.sweeps.cli import main
 from benchmarks.sweeps.engine import FINISHED, Sweep, core_slots, launch, train_command
 from benchmarks.sweeps.outcomes import (DIVERGED, archive_path, final_record, finished,
