@@ -20,9 +20,11 @@ from flax import nnx
 
 from models.initializers import INITS
 from models.lenet import LeNet5, LeNet5Tiny, LeNet300100, LeNet300100Tiny
+from models.lm import DecoderLM, LMSmall, LMTiny
 from models.resnet import BasicBlock, ResNet, ResNet18, ResNet20, ResNet32, ResNet56, ResNetTiny
 from models.thinning import LayerThinning, ThinningReport, thin
 from models.vgg import VGG, VGG11, VGG16, VGG19, VGGSmall, VGGTiny
+from models.vit import ViT, ViTCifar, ViTTi, ViTTiny
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {
     "lenet300100": LeNet300100,
@@ -35,11 +37,16 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "resnet20": ResNet20,
     "resnet32": ResNet32,
     "resnet56": ResNet56,
+    "vit": ViTCifar,  # about ResNet-20's FLOPs on CIFAR-10
+    "vit_ti": ViTTi,
+    "lm": LMSmall,  # decoder-only LM; num_classes is the vocabulary
     # Tiny variants, for tests.
     "lenet300100_tiny": LeNet300100Tiny,
     "lenet5_tiny": LeNet5Tiny,
     "vgg_tiny": VGGTiny,
     "resnet_tiny": ResNetTiny,
+    "vit_tiny": ViTTiny,
+    "lm_tiny": LMTiny,
 }
 
 
@@ -52,6 +59,17 @@ def get_model(name: str, num_classes: int, *, rngs: nnx.Rngs, **kwargs) -> nnx.M
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}.")
   return MODELS[name](num_classes, rngs=rngs, **kwargs)
+
+
+def penalty_mask(name: str) -> Callable | None:
+  """Model ``name``'s mask of the leaves an l1 penalty or pruning may zero (``params -> tree of
+  bools``), or None where the library's default (leaves with ``ndim >= 2``) is right. The
+  Transformers declare one: their embedding tables and positional embeddings are 2-D or 3-D
+  but stay dense."""
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}.")
+  model = MODELS[name]
+  return getattr(getattr(model, "func", model), "penalty_mask", None)
 
 
 def input_layer(name: str) -> tuple[str | int, ...]:
@@ -67,9 +85,10 @@ def input_layer(name: str) -> tuple[str | int, ...]:
 
 
 __all__ = [
-    "INITS", "MODELS", "get_model", "input_layer",
+    "INITS", "MODELS", "get_model", "input_layer", "penalty_mask",
     "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19", "VGGSmall",
     "BasicBlock", "ResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet56",
     "LeNet300100Tiny", "LeNet5Tiny", "VGGTiny", "ResNetTiny",
+    "ViT", "ViTCifar", "ViTTi", "ViTTiny", "DecoderLM", "LMSmall", "LMTiny",
     "thin", "ThinningReport", "LayerThinning",
 ]

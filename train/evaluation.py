@@ -1,4 +1,8 @@
-"""Each epoch's record: test (and validation) loss and accuracy, sparsity, train metrics."""
+"""Each epoch's record: test (and validation) loss and accuracy, sparsity, train metrics.
+
+A language model's loss and accuracy are per-token means (next-token cross-entropy and
+top-1 accuracy); its record adds ``train_perplexity``, ``test_perplexity`` and (with a
+validation split) ``val_perplexity``, each ``exp`` of the mean token loss."""
 
 from __future__ import annotations
 
@@ -95,6 +99,13 @@ class Evaluator:
       lam, dens = to_python(found.l1), to_python(found.density)
       target = {"l1": lam[0] if len(lam) == 1 else lam,
                 "l1_density": dens[0] if len(dens) == 1 else dens}
+    perplexity = {}
+    if input_pipeline.spec(config.dataset).text:  # a language model: exp(mean token loss)
+      losses = {"train": float(train["loss"]), "test": test_loss,
+                "val": validation.get("val_loss")}
+      with np.errstate(over="ignore", invalid="ignore"):
+        perplexity = {f"{split}_perplexity": float(np.exp(loss))
+                      for split, loss in losses.items() if loss is not None}
     return {
         "epoch": epoch,
         "step": step,
@@ -104,6 +115,7 @@ class Evaluator:
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
         **validation,
+        **perplexity,
         **target,
         **{k: sparsity[k] for k in ("density", "compression", "nonzeros", "total", "kernels",
                                     "zero_kernels", "channels", "zero_channels")},

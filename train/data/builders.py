@@ -16,7 +16,7 @@ from absl import logging
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from train.data import raw
+from train.data import raw, text
 
 # Canonical split sizes; other sizes are accepted (tests use tiny files) but warned about.
 CANONICAL_SIZES = {
@@ -96,4 +96,5 @@ class LocalCifar10(_LocalFiles, tfds_cifar.Cifar10, skip_registration=True):
 
 
 # One builder per name in train.data.SUPPORTED.
-BUILDERS = {"mnist": LocalMnist, "fashion_mnist": LocalFashionMnist, "cifar10": LocalCifar10}
+BUILDERS = {"mnist": LocalMnist, "fashion_mnist": LocalFashionMnist, "cifar10": LocalCifar10,
+            "shakespeare": text.Shakespeare}

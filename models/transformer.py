@@ -1,0 +1,113 @@
+"""Pre-LayerNorm Transformer blocks shared by the ViT and the decoder-only language model.
+
+A block (Vaswani et al., 2017, with the LayerNorm before each sub-layer as in GPT-2 and ViT)::
+
+  x = x + attn(ln1(x))      # nnx.MultiHeadAttention, self-attention
+  x = x + mlp.fc2(gelu(mlp.fc1(ln2(x))))
+
+Parameter layout, which structured sparsity names groups by (keep it):
+
+* ``attn.query`` / ``attn.key`` / ``attn.value``: kernels ``(dim, heads, head_dim)``, biases
+  ``(heads, head_dim)``; ``attn.out``: kernel ``(heads, head_dim, dim)``, bias ``(dim,)``.
+  Attention head ``h`` is the slices ``[:, h, :]`` of the q, k, v kernels, ``[h, :]`` of their
+  biases and ``[h, :, :]`` of the out kernel.
+* ``mlp.fc1``: kernel ``(dim, mlp_dim)``, bias ``(mlp_dim,)``; ``mlp.fc2``: kernel
+  ``(mlp_dim, dim)``, bias ``(dim,)``. MLP neuron ``j`` is column ``[:, j]`` of fc1's kernel,
+  ``[j]`` of its bias, and row ``[j, :]`` of fc2's kernel.
+* ``ln1``, ``ln2``: LayerNorm ``scale`` and ``bias``, ``(dim,)``.
+
+Initialisation follows ``models.initializers``: ``init="normal"`` draws every dense kernel
+(q, k, v, out, fc1, fc2) from N(0, 0.01²); ``"uniform"`` from U(±sqrt(3/fan_in)), with fan_in
+the ``dim`` inputs of q, k, v and fc1, the ``heads·head_dim`` of out, the ``mlp_dim`` of fc2.
+``init_scale`` multiplies every draw. Biases start at 0, LayerNorm at scale 1, shift 0.
+
+The l1 penalty (``penalty_mask``) covers the dense kernels; embeddings, positional embeddings
+and LayerNorms stay out (1-D leaves are out by the library's default already).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from models import initializers
+
+# Leaves of these names are never penalised or pruned: lookup tables and positions, whose
+# rows a sparse optimizer should not zero (an all-zero token row is a lost token).
+NOT_PENALISED = ("token_embed", "pos_embed", "ln1", "ln2", "norm")
+EMBEDDING_STDDEV = 0.02  # GPT-2's and ViT's positional/token embedding scale
+
+
+def dense_init(init: initializers.InitName, init_scale: float, in_axis: int | Sequence[int] = -2,
+               out_axis: int | Sequence[int] = -1) -> nnx.initializers.Initializer:
+  """A dense kernel's initialiser (``initializers.linear_init``) with its fan-in axes named, as
+  the 3-D attention kernels need."""
+  if init == "uniform":
+    base = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=in_axis,
+                                             out_axis=out_axis)
+    return initializers._scaled(base, init_scale)  # pylint: disable=protected-access
+  return initializers.linear_init(init, init_scale)
+
+
+class Mlp(nnx.Module):
+  """``fc2(gelu(fc1(x)))``; neuron ``j`` is fc1's column ``j`` (and bias ``j``), fc2's row ``j``."""
+
+  def __init__(self, dim: int, mlp_dim: int, *, init: initializers.InitName, init_scale: float,
+               rngs: nnx.Rngs):
+    self.fc1 = nnx.Linear(dim, mlp_dim, kernel_init=dense_init(init, init_scale), rngs=rngs)
+    self.fc2 = nnx.Linear(mlp_dim, dim, kernel_init=dense_init(init, init_scale), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.fc2(nnx.gelu(self.fc1(x)))
+
+
+class Block(nnx.Module):
+  """One pre-LN Transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``.
+
+  ``attn`` is ``nnx.MultiHeadAttention`` (q/k/v kernels ``(dim, heads, head_dim)``, out kernel
+  ``(heads, head_dim, dim)``), ``mlp`` an :class:`Mlp`; see the module docstring for the layout.
+  ``head_dim`` defaults to ``dim // heads``; ``mlp_dim`` is the MLP's hidden width.
+  """
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, *, head_dim: int | None = None,
+               init: initializers.InitName = "normal", init_scale: float = 1.0,
+               rngs: nnx.Rngs):
+    if head_dim is None:
+      if dim % heads:
+        raise ValueError(f"dim={dim} is not a multiple of heads={heads}; pass head_dim.")
+      head_dim = dim // heads
+    self.ln1 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(
+        heads, dim, qkv_features=heads * head_dim, out_features=dim,
+        kernel_init=dense_init(init, init_scale, in_axis=0, out_axis=(1, 2)),
+        out_kernel_init=dense_init(init, init_scale, in_axis=(0, 1), out_axis=2),
+        decode=False, deterministic=True, keep_rngs=False, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+    self.mlp = Mlp(dim, mlp_dim, init=init, init_scale=init_scale, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    x = x + self.attn(self.ln1(x), mask=mask)
+    return x + self.mlp(self.ln2(x))
+
+
+def block_params(dim: int, heads: int, head_dim: int, mlp_dim: int) -> int:
+  """Parameters of one :class:`Block`, by hand: q, k, v, out (kernels and biases), the MLP's two
+  layers, two LayerNorms."""
+  inner = heads * head_dim
+  attention = 3 * (dim * inner + inner) + inner * dim + dim
+  mlp = dim * mlp_dim + mlp_dim + mlp_dim * dim + dim
+  return attention + mlp + 2 * 2 * dim
+
+
+def penalty_mask(params: Any) -> Any:
+  """Mask: the leaves an l1 penalty or pruning may zero. Weight matrices and kernels (``ndim >=
+  2``) except the embeddings and positional embeddings (and LayerNorms, 1-D anyway), by name:
+  rank alone would penalise an embedding table."""
+  def penalised(path, leaf):
+    names = {str(getattr(k, "key", getattr(k, "idx", k))) for k in path}
+    return len(jnp.shape(leaf)) >= 2 and not names & set(NOT_PENALISED)
+  return jax.tree_util.tree_map_with_path(penalised, params)
