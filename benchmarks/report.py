@@ -112,7 +112,8 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       front = [sweeps.Trial(method, first if v == method.reference else "front", v, best, 0)
                for v in values]
       seeds = [sweeps.Trial(method, first, method.reference, best, 0)] + [
-          sweeps.Trial(method, "seed", method.reference, best, s) for s in method.seeds]
+          sweeps.Trial(method, "seed", method.reference, best, s) for s in method.seeds
+          if method.reference in sweeps.seeded_values(method)]
       front_rows = [_row(experiment, t) for t in front]
       seed_rows = [_row(experiment, t) for t in seeds]
       # (seeds[0], the reference at seed 0, is on the front too)

@@ -795,7 +795,7 @@ def test_a_two_knob_grid_refines_along_the_knob_that_mattered_most(experiment, v
 
 def test_an_ablation_trains_at_its_lenders_setting_with_seeds_at_every_seeded_target(experiment):
   import dataclasses
-  lender = _two_knob_method(refine=False, seeds=(1, 2), seeded_at=(0.5,))
+  lender = _two_knob_method(refine=False, seeds=(1, 2), seeded_at=(0.5, 0.9))
   ablation = dataclasses.replace(lender, id="a", label="ablation", tuned_as="x",
                                  overrides=dict(optimizer="xrda", l1_weights="uniform"))
   experiment = dataclasses.replace(experiment, methods=(lender, ablation))
@@ -814,16 +814,20 @@ def test_an_ablation_trains_at_its_lenders_setting_with_seeds_at_every_seeded_ta
   lent = sweeps.plan(experiment, [lender])[0]
   assert sorted((t.stage, t.knob_value, t.seed) for t in lent) == [
       ("front", 0.5, 0), ("seed", 0.5, 1), ("seed", 0.5, 2), ("seed", 0.9, 1), ("seed", 0.9, 2)]
+  # Seeded elsewhere than its reference: no seeds there.
+  elsewhere = dataclasses.replace(lender, seeded_at=(0.5,))
+  assert sorted((t.stage, t.knob_value, t.seed) for t in sweeps.plan(experiment, [elsewhere])[0]
+                ) == [("front", 0.5, 0), ("seed", 0.5, 1), ("seed", 0.5, 2)]
   with pytest.raises(ValueError, match="tuned as 'nobody'"):
     sweeps.tuned_setting(experiment, dataclasses.replace(ablation, tuned_as="nobody"))
 
 
 def test_report_compares_seeded_methods_target_by_target_against_their_spread(experiment):
   import dataclasses
-  xrda = _two_knob_method(refine=False, seeds=(1, 2, 3), seeded_at=(0.5,))
+  xrda = _two_knob_method(refine=False, seeds=(1, 2, 3), seeded_at=(0.5, 0.9))
   base = sweeps.Method("b", "baseline", dict(optimizer="sgd"), "pruning_sparsity", 0.9,
                        (0.5, 0.9), ("learning_rate", (0.1,)), refine=False, seeds=(1, 2, 3),
-                       seeded_at=(0.5,))
+                       seeded_at=(0.5, 0.9))
   experiment = dataclasses.replace(experiment, methods=(xrda, base))
   for trial in sweeps.tune_trials(xrda) + sweeps.tune_trials(base):
     _finish(experiment, trial, 0.9, 0.99, 10.0)
