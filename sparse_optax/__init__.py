@@ -6,7 +6,8 @@ Primitives (each usable alone inside any ``optax.chain``):
 * :func:`dual_averaging` — the dual-averaging accumulator; ``center="params"``
   is the xRDA interpolation, ``center="initial"`` Xiao's RDA.
 * :func:`log_l1_weights`, :func:`uniform_l1_weights` — l1 weights (adaptive
-  log-l1: unstructured, kernel, channel).
+  log-l1: unstructured, kernel, channel, or :func:`tied` groups across leaves such as
+  attention heads and MLP neurons, :func:`head_groups`, :func:`neuron_groups`).
 * :func:`accumulated_threshold` — the dual-averaged threshold :math:`\\lambda B`.
 * :func:`soft_threshold` — the proximal step; with ``sparsity=``, at the strength
   that leaves that fraction of zeros (:func:`target_state` reads it back).
@@ -52,6 +53,7 @@ from sparse_optax._metrics import (
     compression_ratio,
     count_nonzeros,
     density,
+    group_sparsity,
     sparsity_summary,
 )
 from sparse_optax._momentum import (
@@ -74,7 +76,11 @@ from sparse_optax._prox import (
 from sparse_optax._reweighting import (
     STRUCTURES,
     LogL1WeightsState,
+    Tied,
+    head_groups,
     log_l1_weights,
+    neuron_groups,
+    tied,
     uniform_l1_weights,
 )
 from sparse_optax._target import (
@@ -111,6 +117,7 @@ __all__ = (
     "SoftThresholdTargetState",
     "SparsityTargetState",
     "TARGET_SCOPES",
+    "Tied",
     "Weighting",
     "accumulated_threshold",
     "affine_scaling",
@@ -125,9 +132,12 @@ __all__ = (
     "erk_densities",
     "freeze_zeros",
     "from_compact",
+    "group_sparsity",
+    "head_groups",
     "layer_densities",
     "lobster",
     "log_l1_weights",
+    "neuron_groups",
     "polynomial_sparsity",
     "prox_sgd",
     "prune_by_magnitude",
@@ -141,6 +151,7 @@ __all__ = (
     "soft_threshold",
     "sparsity_summary",
     "target_state",
+    "tied",
     "to_compact",
     "uniform_l1_weights",
     "xrda",

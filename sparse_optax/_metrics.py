@@ -97,3 +97,51 @@ def sparsity_summary(params: Any, *, kernel_layout: str = "HWIO",
       "zero_channels": jnp.asarray(zero_channels, jnp.int32),
       "layers": layers,
   }
+
+
+@_checks.names_errors
+def group_sparsity(params: Any, structure: Any, *,
+                   mask: _types.Mask | None = None) -> dict[str, Any]:
+  """How many groups tied across leaves (:func:`tied`) are entirely zero.
+
+  The prox is elementwise, so a group dies only when all its weights do; this counts those
+  groups: attention heads and MLP neurons under :func:`head_groups` and
+  :func:`neuron_groups`. A group holds its slices in the leaves tied to its set that ``mask``
+  selects, as :func:`log_l1_weights` reads them (so a bias left out of the penalty, e.g. a
+  1-D MLP bias under the default mask, does not keep a neuron alive).
+
+  Args:
+    params: any pytree of arrays.
+    structure: the tree or callable ``params -> tree`` given to :func:`log_l1_weights` /
+      :func:`xrda` as ``structure=``; leaves other than :func:`tied` ones are ignored.
+    mask: the penalised leaves, as in :func:`xrda` (default ``ndim >= 2``).
+
+  Returns:
+    A dict with ``groups`` (int, over all group sets), ``zero_groups`` (int32, the groups
+    whose every weight is exactly zero) and ``sets`` mapping each group set's name to its
+    own ``groups`` and ``zero_groups``.
+
+  Example:
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> fc1 = {"kernel": jnp.ones((3, 4)).at[:, 1].set(0.0), "bias": jnp.ones(4)}
+    >>> fc2 = {"kernel": jnp.ones((4, 3)).at[1:3].set(0.0), "bias": jnp.ones(3)}
+    >>> s1, s2 = so.neuron_groups(fc1, fc2, "mlp")
+    >>> out = so.group_sparsity({"fc1": fc1, "fc2": fc2}, {"fc1": s1, "fc2": s2})
+    >>> out["groups"], int(out["zero_groups"])  # neuron 1: column 1 and row 1 zero
+    (4, 1)
+  """
+  leaves = jax.tree.leaves(params)
+  structures = _reweighting.leaf_structures(structure, params, mask)
+  sets = {}
+  for gs in _reweighting.group_sets(structures, params):
+    alive = jnp.zeros((gs.size,), bool)
+    for i, axis in gs.members:
+      others = tuple(k for k in range(jnp.ndim(leaves[i])) if k != axis)
+      alive = alive | jnp.any(leaves[i] != 0, axis=others)
+    sets[gs.name] = {"groups": gs.size,
+                     "zero_groups": (gs.size - jnp.count_nonzero(alive)).astype(jnp.int32)}
+  return {
+      "groups": sum(s["groups"] for s in sets.values()),
+      "zero_groups": sum((s["zero_groups"] for s in sets.values()), jnp.zeros([], jnp.int32)),
+      "sets": sets,
+  }

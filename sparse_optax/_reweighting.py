@@ -1,7 +1,9 @@
-"""l1 weights: uniform, and the adaptive log-l1 reweighting (unstructured, kernel, channel)."""
+"""l1 weights: uniform, and the adaptive log-l1 reweighting (unstructured, kernel, channel, and
+groups tied across leaves: attention heads, MLP neurons)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -39,13 +41,175 @@ def conv_axes(shape: tuple[int, ...], kernel_layout: str, where: str = "a leaf"
   return tuple(range(2, ndim)), 1, 0
 
 
-def _reduced_axes(shape: tuple[int, ...], structure: str | None, kernel_layout: str,
+@dataclasses.dataclass(frozen=True)
+class Tied:
+  """A leaf's share of a set of groups tied across leaves (see :func:`tied`)."""
+
+  group: str
+  axis: int
+
+
+def tied(group: str, axis: int) -> Tied:
+  """A structure-tree leaf: slice ``i`` along ``axis`` of this leaf belongs to group ``i`` of
+  the group set named ``group``.
+
+  Every leaf tied to the same name adds its slices to the same groups, so a group spans
+  several leaves (an attention head's slices of the q, k, v and output kernels; an MLP
+  neuron's column of the first kernel and row of the second), and every such leaf must have
+  the same size along its tied axis. :func:`log_l1_weights` averages the magnitude over each
+  group's slices in all its leaves and gives the whole group one weight;
+  :func:`group_sparsity` counts the groups that are entirely zero.
+  :func:`head_groups` and :func:`neuron_groups` write these for Flax NNX layouts.
+
+  Example:
+    >>> import sparse_optax as so
+    >>> so.tied("mlp0/neurons", axis=1)
+    Tied(group='mlp0/neurons', axis=1)
+  """
+  if not isinstance(group, str) or not group:
+    raise TypeError(f"tied: group must be a non-empty str naming the group set; got {group!r}.")
+  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    raise TypeError(f"tied: axis must be an int; got {axis!r}.")
+  return Tied(group, int(axis))
+
+
+def _relative_names(path) -> list[str]:
+  # nnx.State leaves end in the Variable's ``value`` attribute: not a module name.
+  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path
+          if not isinstance(k, jax.tree_util.GetAttrKey)]
+
+
+def _map_named(fn, tree: Any) -> Any:
+  """``fn(names, leaf)`` over ``tree``'s leaves, keeping its containers (dicts, nnx.State)."""
+  return jax.tree_util.tree_map_with_path(lambda path, x: fn(_relative_names(path), x), tree)
+
+
+def head_groups(attention: Any, group: str, *, projections: tuple[str, ...] = (
+    "query", "key", "value"), out: str = "out") -> Any:
+  """The structure subtree of one attention layer's params: each head one group.
+
+  For the layout of Flax NNX ``MultiHeadAttention``: q, k, v kernels ``(in, heads, head_dim)``
+  and biases ``(heads, head_dim)``, output kernel ``(heads, head_dim, out)``. Head ``h`` is
+  ``[:, h, :]`` of the q, k, v kernels, ``[h, :]`` of their biases (when the mask penalises
+  them: it does by default, they are 2-D) and ``[h, :, :]`` of the output kernel. Any other
+  leaf (the output bias, q/k layer norms) is ``"unstructured"``.
+
+  Args:
+    attention: the layer's params (a dict or ``nnx.State`` with the projections' subtrees).
+    group: the name of the group set, unique to the layer (e.g. ``"blocks/0/heads"``).
+    projections: the names of the q, k, v projections.
+    out: the name of the output projection.
+
+  Returns:
+    A tree with ``attention``'s structure holding :func:`tied` leaves, to place in a
+    ``structure`` tree.
+
+  Example:
+    >>> from flax import nnx
+    >>> import sparse_optax as so
+    >>> attn = nnx.MultiHeadAttention(2, 4, decode=False, rngs=nnx.Rngs(0))
+    >>> s = so.head_groups(nnx.to_pure_dict(nnx.state(attn, nnx.Param)), "heads")
+    >>> s["query"]["kernel"], s["out"]["kernel"], s["out"]["bias"]
+    (Tied(group='heads', axis=1), Tied(group='heads', axis=0), 'unstructured')
+  """
+  def leaf(names, x):
+    if names and names[0] in projections and names[-1] in ("kernel", "bias"):
+      return tied(group, np.ndim(x) - 2)  # (in, heads, head_dim) or (heads, head_dim)
+    if names and names[0] == out and names[-1] == "kernel":
+      return tied(group, np.ndim(x) - 3)  # (heads, head_dim, out)
+    return "unstructured"
+
+  return _map_named(leaf, attention)
+
+
+def neuron_groups(first: Any, second: Any, group: str) -> tuple[Any, Any]:
+  """The structure subtrees of an MLP's two linear layers: each hidden neuron one group.
+
+  Neuron ``j`` is column ``[:, j]`` of the first kernel ``(d, hidden)`` (and its bias ``[j]``
+  when the mask penalises it: by default it does not, biases are 1-D) and row ``[j, :]`` of
+  the second kernel ``(hidden, d)``; the second bias is ``"unstructured"``.
+
+  Args:
+    first: the first layer's params (``{"kernel", "bias"}``, a dict or ``nnx.State``).
+    second: the second layer's params.
+    group: the name of the group set, unique to the MLP (e.g. ``"blocks/0/neurons"``).
+
+  Returns:
+    ``(first_structure, second_structure)``, trees with the layers' structures.
+
+  Example:
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> fc1 = {"kernel": jnp.zeros((4, 16)), "bias": jnp.zeros(16)}
+    >>> fc2 = {"kernel": jnp.zeros((16, 4)), "bias": jnp.zeros(4)}
+    >>> so.neuron_groups(fc1, fc2, "mlp")
+    ({'bias': Tied(group='mlp', axis=0), 'kernel': Tied(group='mlp', axis=1)}, {'bias': 'unstructured', 'kernel': Tied(group='mlp', axis=0)})
+  """
+  def in_first(names, x):
+    return tied(group, np.ndim(x) - 1)  # the kernel's columns, the bias's entries
+
+  def in_second(names, x):
+    return tied(group, 0) if names and names[-1] == "kernel" else "unstructured"
+
+  return _map_named(in_first, first), _map_named(in_second, second)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSet:
+  """The groups tied to one name: ``size`` groups, each with ``count`` weights spread over
+  the ``members`` (flattened leaf index, tied axis)."""
+
+  name: str
+  size: int
+  count: int
+  members: tuple[tuple[int, int], ...]
+
+
+def group_sets(structures: list, params: Any) -> list[GroupSet]:
+  """The tied group sets of the per-leaf ``structures`` (as :func:`leaf_structures` gives
+  them), in order of first appearance; errors name the leaf."""
+  found: dict[str, dict] = {}
+  for i, ((path, x), st) in enumerate(zip(jax.tree_util.tree_leaves_with_path(params),
+                                          structures)):
+    if not isinstance(st, Tied):
+      continue
+    shape = tuple(np.shape(x))
+    where = f"{_checks.caller()}: leaf {_tree.leaf_name(path)}"
+    if not -len(shape) <= st.axis < len(shape):
+      raise ValueError(f"{where} has shape {shape}; its tied axis {st.axis} (group set "
+                       f"{st.group!r}) is out of range for ndim {len(shape)}.")
+    axis = st.axis % len(shape)
+    entry = found.setdefault(st.group, dict(size=shape[axis], count=0, members=[],
+                                            first=(_tree.leaf_name(path), axis)))
+    if shape[axis] != entry["size"]:
+      name, first_axis = entry["first"]
+      raise ValueError(
+          f"{where} has {shape[axis]} slices along its tied axis {axis} (shape {shape}), but "
+          f"leaf {name} has {entry['size']} along axis {first_axis}: the leaves of group set "
+          f"{st.group!r} must have the same number of groups.")
+    entry["count"] += math.prod(shape) // max(shape[axis], 1)
+    entry["members"].append((i, axis))
+  return [GroupSet(name, e["size"], e["count"], tuple(e["members"])) for name, e in found.items()]
+
+
+def group_view(x: jax.Array, axis: int, size: int) -> tuple[int, ...]:
+  """The shape of a per-group array broadcast against a leaf: ``size`` along ``axis``."""
+  return tuple(size if k == axis else 1 for k in range(np.ndim(x)))
+
+
+def group_sums(x: jax.Array, axis: int, dtype) -> jax.Array:
+  """(groups,) sum of |x| over every axis but ``axis``: a reduction that shards like x."""
+  others = tuple(k for k in range(x.ndim) if k != axis)
+  return jnp.sum(jnp.abs(x), axis=others, dtype=dtype)
+
+
+def _reduced_axes(shape: tuple[int, ...], structure: Any, kernel_layout: str,
                   where: str) -> tuple[int, ...] | None:
-  """Axes a leaf's magnitude is averaged over; None for leaves without l1."""
-  if structure is None:
-    return None  # outside the mask: biases, BatchNorm scales and shifts by default
-  if structure not in STRUCTURES:
-    raise ValueError(f"{where}: structure must be one of {STRUCTURES}; got {structure!r}.")
+  """Axes a leaf's magnitude is averaged over; None for leaves without l1 or in tied groups."""
+  if structure is None or isinstance(structure, Tied):
+    return None  # outside the mask (biases, BatchNorm by default), or weighted by its groups
+  if not isinstance(structure, str) or structure not in STRUCTURES:
+    raise ValueError(f"{where}: structure must be one of {STRUCTURES} or so.tied(group, axis); "
+                     f"got {structure!r}.")
   if structure == "unstructured":
     return ()
   spatial, inputs, _ = conv_axes(shape, kernel_layout, where)
@@ -62,6 +226,8 @@ def leaf_structures(structure: Any, params: Any, mask: Any) -> list:
   1-D and 3-D convolutions are structured only when the user says so.
   """
   leaves = jax.tree.leaves(params)
+  if not leaves:  # an empty tree, or optax.tree.map_params's placeholder: a callable can't read it
+    return []
   selected = jax.tree.leaves(_checks.resolve_mask(mask, params))
   if isinstance(structure, str):
     per_leaf = [structure if x.ndim == 4 else "unstructured" for x in leaves]
@@ -130,7 +296,8 @@ def uniform_l1_weights(mask: _types.Mask | None = None) -> _types.Weighting:
 class LogL1WeightsState(NamedTuple):
   count: jax.Array  # int32
   # The running average r: like the params in unstructured mode (zeros outside the mask);
-  # in kernel/channel mode one packed buffer of the reduced shapes (see _tree.pack).
+  # in kernel/channel mode one packed buffer of the reduced shapes (see _tree.pack), followed
+  # by one (groups,) array per tied group set.
   magnitude: Any
 
 
@@ -163,6 +330,15 @@ def log_l1_weights(
     kernels vanish.
   * ``"channel"`` (conv kernels): mean over :math:`H, W, I` of each output
     channel, :math:`c = \sqrt{HWI}`; whole filters vanish.
+  * :func:`tied` groups (a tree or callable only): slice :math:`i` along a
+    leaf's tied axis belongs to group :math:`i` of its group set, whose other
+    leaves add their own slices. :math:`\mathrm{mag}` is the mean
+    :math:`|\theta|` over all the group's slices in all its (masked) leaves,
+    :math:`c = \sqrt{n}` with :math:`n` the weights in a group, :math:`\max r`
+    is over the set's groups, and each leaf gets the group weights broadcast
+    along its tied axis: whole attention heads or MLP neurons vanish
+    (:func:`head_groups`, :func:`neuron_groups`). The sums are reductions of
+    each leaf, which shard like the params.
 
   A string ``structure`` applies to 4-D leaves (2-D convolutions); every other
   leaf is unstructured. A tree of structure names with the params' structure
@@ -183,7 +359,8 @@ def log_l1_weights(
       ``beta``, not both.
     beta: :math:`\beta > 0`, i.e. :math:`F = (\beta+1)/\beta`.
     structure: ``"unstructured"``, ``"kernel"`` or ``"channel"``, or a tree or
-      callable naming each leaf's structure.
+      callable naming each leaf's structure: one of those names or a
+      :func:`tied` group set.
     kernel_layout: ``"HWIO"`` or ``"OIHW"``.
     mask: the penalised leaves, as in :func:`uniform_l1_weights` (default
       ``ndim >= 2``).
@@ -226,35 +403,46 @@ def log_l1_weights(
 
   unstructured = isinstance(structure, str) and structure == "unstructured"
 
-  def axes_of(params) -> list:
-    """Per leaf (flattened order): the averaged axes, None outside the mask."""
+  def plan(params) -> tuple[list, list[GroupSet]]:
+    """Per leaf (flattened order): the averaged axes, None outside the mask or in a tied group
+    set; and the tied group sets."""
     structures = leaf_structures(structure, params, mask)
-    return [_reduced_axes(x.shape, st, kernel_layout,
+    axes = [_reduced_axes(x.shape, st, kernel_layout,
                           f"{_checks.caller()}: leaf {_tree.leaf_name(p)}")
             for (p, x), st in zip(jax.tree_util.tree_leaves_with_path(params), structures)]
+    return axes, group_sets(structures, params)
+
+  def r_shapes(leaves, axes, sets) -> list[tuple[int, ...]]:
+    # A leaf of a tied group set keeps no r of its own (size 0); each set's r follows the
+    # leaves', so a tree without tied groups packs as before.
+    tied_leaves = {i for gs in sets for i, _ in gs.members}
+    return ([(0,) if i in tied_leaves else _weight_shape(x.shape, a)
+             for i, (x, a) in enumerate(zip(leaves, axes))] + [(gs.size,) for gs in sets])
 
   def init_fn(params):
     _checks.check_float_params(params)
     leaves, _ = jax.tree.flatten(params)
-    axes = axes_of(params)
+    axes, sets = plan(params)
     if unstructured:  # r has each param's shape, so it shards like the params
       return LogL1WeightsState(jnp.zeros([], jnp.int32),
                                optax.tree.zeros_like(params, dtype=accumulator_dtype))
-    magnitude = _tree.pack([jnp.zeros(_weight_shape(x.shape, a)) for x, a in zip(leaves, axes)],
+    magnitude = _tree.pack([jnp.zeros(shape) for shape in r_shapes(leaves, axes, sets)],
                            accumulator_dtype or _tree.state_dtype(params))
     return LogL1WeightsState(jnp.zeros([], jnp.int32), magnitude)
 
   def update_fn(state, params):
     _checks.require_params(params)
     leaves, treedef = jax.tree.flatten(params)
-    axes = axes_of(params)
+    axes, sets = plan(params)
     if unstructured:
       _checks.check_tree_match("params", params, state.magnitude, shapes=False)
       r_leaves = jax.tree.leaves(state.magnitude)
     else:
-      r_leaves = _tree.unpack(state.magnitude,
-                              [_weight_shape(x.shape, a) for x, a in zip(leaves, axes)],
-                              [accumulator_dtype or x.dtype for x in leaves])
+      shapes = r_shapes(leaves, axes, sets)
+      r_all = _tree.unpack(state.magnitude, shapes,
+                           [accumulator_dtype or x.dtype for x in leaves]
+                           + [state.magnitude.dtype] * len(sets))
+      r_leaves, r_sets = r_all[:len(leaves)], r_all[len(leaves):]
     s = _tree.value_at(learning_rate, state.count)
     mu = jnp.exp(-s / _tree.value_at(timescale, state.count))
     if beta is not None:
@@ -263,22 +451,37 @@ def log_l1_weights(
     else:
       factor = _tree.value_at(maximum_factor, state.count)
 
+    def reweight(r, mag, c, dtype):
+      """The running average and the weights c F / (1 + (F - 1) r / max r)."""
+      stored = r.dtype
+      m = mu.astype(jnp.promote_types(stored, dtype))
+      r = m * r + (1 - m) * mag
+      rmax = jnp.max(r)
+      f = factor.astype(dtype)
+      w = c * f / (1 + (f - 1) * r / jnp.where(rmax > 0, rmax, 1))
+      return jnp.where(rmax > 0, w, 0).astype(dtype), r.astype(stored)
+
     def leaf(x, r, axes):
       if axes is None:
         return jnp.zeros((), x.dtype), r
-      stored = r.dtype
-      m = mu.astype(jnp.promote_types(stored, x.dtype))
-      mag = _mean_magnitude(x, axes)
-      r = m * r + (1 - m) * mag
       c = math.sqrt(math.prod(x.shape[i] for i in axes))  # √(HW) kernel, √(HWI) channel
-      rmax = jnp.max(r)
-      f = factor.astype(x.dtype)
-      w = c * f / (1 + (f - 1) * r / jnp.where(rmax > 0, rmax, 1))
-      return jnp.where(rmax > 0, w, 0).astype(x.dtype), r.astype(stored)
+      return reweight(r, _mean_magnitude(x, axes), c, x.dtype)
 
     pairs = [leaf(x, r, a) for x, r, a in zip(leaves, r_leaves, axes)]
-    weights = treedef.unflatten([w for w, _ in pairs])
+    weights = [w for w, _ in pairs]
     magnitude = [r for _, r in pairs]
+    for k, gs in enumerate(sets):
+      # A group's magnitude is the mean |θ| over its slices in every member leaf, and its
+      # weight, c = √(weights in the group), is shared by all of them.
+      dtype = jnp.result_type(*(leaves[i].dtype for i, _ in gs.members))
+      acc = jnp.promote_types(r_sets[k].dtype, dtype)
+      total = sum(group_sums(leaves[i], axis, acc) for i, axis in gs.members)
+      w, magnitude_k = reweight(r_sets[k], total / gs.count, math.sqrt(gs.count), dtype)
+      for i, axis in gs.members:
+        weights[i] = w.astype(leaves[i].dtype).reshape(group_view(leaves[i], axis, gs.size))
+        magnitude[i] = r_leaves[i]  # the empty placeholder
+      magnitude.append(magnitude_k)
+    weights = treedef.unflatten(weights)
     magnitude = (treedef.unflatten(magnitude) if unstructured
                  else _tree.pack(magnitude, state.magnitude.dtype))
     return weights, LogL1WeightsState(optax.safe_increment(state.count), magnitude)
