@@ -12,8 +12,18 @@ eval-mode outputs unchanged:
   weights on the channel folds into that layer's bias. Behind a padded conv the border
   positions see zeros, not ``c``, so there a dead channel with ``c != 0`` stays.
 
+Attention heads (``Heads``: an ``nnx.MultiHeadAttention`` with q/k/v kernels ``(in, heads,
+head_dim)``, biases ``(heads, head_dim)``, out kernel ``(heads, head_dim, out)``) go the same
+way: a head goes when its out slice ``[h, :, :]`` is all zero (nothing reads it), or when its
+value slice ``[:, h, :]`` is (its values are the bias ``b_v[h]`` at every position, and the
+attention weights sum to one, so it outputs ``b_v[h]`` whatever its q and k: ``b_v[h] @ out[h]``
+folds into the out bias). MLP neurons are channels of a ``Link`` whose ``activation`` is the
+MLP's (e.g. GELU): a neuron with a zero column in the first kernel outputs ``act(b[j])``, folded
+into the second layer's bias.
+
 Removals repeat until none applies: a fold can leave a channel of the next layer dead, and
-removing a layer's outputs can leave its inputs unread. A layer keeps at least one channel.
+removing a layer's outputs can leave its inputs unread. A layer keeps at least one channel, an
+attention layer one head.
 
 A model family says how it thins in its own module, as it says ``INPUT_LAYER``: its class
 defines ``thinning_plan(self) -> Family``, which gives its conv/linear layers, the links
@@ -63,17 +73,36 @@ class LayerThinning:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeadThinning:
+  """One attention layer: heads and parameters (q, k, v, out) before and after.
+
+  ``kept`` holds the original indices of the heads kept.
+  """
+
+  name: str
+  heads_before: int
+  heads_after: int
+  params_before: int
+  params_after: int
+  kept: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class ThinningReport:
-  """What ``thin`` removed: every conv/linear layer in forward order, and the parameter totals."""
+  """What ``thin`` removed: every conv/linear layer in forward order, every attention layer's
+  heads, and the parameter totals."""
 
   layers: tuple[LayerThinning, ...]
   params_before: int
   params_after: int
+  heads: tuple[HeadThinning, ...] = ()
 
   def __str__(self) -> str:
     rows = [("layer", "inputs", "outputs", "params")]
     rows += [(l.name, f"{l.in_before} -> {l.in_after}", f"{l.out_before} -> {l.out_after}",
               f"{l.params_before:,} -> {l.params_after:,}") for l in self.layers]
+    rows += [(a.name, "", f"{a.heads_before} -> {a.heads_after} heads",
+              f"{a.params_before:,} -> {a.params_after:,}") for a in self.heads]
     rows.append(("total", "", "", f"{self.params_before:,} -> {self.params_after:,}"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
@@ -90,8 +119,9 @@ class Layer:
 
 @dataclasses.dataclass(frozen=True)
 class Link:
-  """``producer``'s output channels (after its BatchNorm, and a ReLU if ``relu``) feed
-  ``consumer`` and nothing else, so that ``thin`` may remove them from both.
+  """``producer``'s output channels (after its BatchNorm, and a ReLU if ``relu`` or another
+  elementwise ``activation`` such as ``nnx.gelu``) feed ``consumer`` and nothing else, so that
+  ``thin`` may remove them from both.
 
   Between the two, the model may only act on each channel alone and keep a constant map
   constant (max-pools, global means, a flatten of an (h, w, c) map, channels fastest).
@@ -99,7 +129,20 @@ class Link:
 
   producer: Layer
   consumer: Layer
-  relu: bool
+  relu: bool = False
+  activation: Callable[[jax.Array], jax.Array] | None = None  # instead of relu
+
+  def __post_init__(self):
+    if self.relu and self.activation is not None:
+      raise ValueError("Link: give relu=True or an activation, not both.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
+  """An ``nnx.MultiHeadAttention`` (self-attention, as many k/v heads as q heads) whose heads
+  ``thin`` may remove: at ``path``, with ``query``, ``key``, ``value`` and ``out``."""
+
+  path: Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +152,9 @@ class Family:
   layers: Sequence[Layer]  # every conv/linear layer, forward order (the report's rows)
   links: Sequence[Link]    # the only places where channels go
   # ``build(width)``: the constructor, less ``rngs``, of the model whose layers have
-  # ``width(layer)`` output channels.
-  build: Callable[[Callable[[Layer], int]], Callable[..., nnx.Module]]
+  # ``width(layer)`` output channels and whose attention layers ``width(heads)`` heads.
+  build: Callable[[Callable[[Layer | Heads], int]], Callable[..., nnx.Module]]
+  heads: Sequence[Heads] = ()  # attention layers whose heads may go
 
 
 def thin(model: nnx.Module, params: Any = None,
@@ -140,6 +184,7 @@ def thin(model: nnx.Module, params: Any = None,
   values.update(_read(model, nnx.BatchStat, batch_stats, "batch_stats"))
   before = dict(values)
   kept = {layer.path: np.arange(values[layer.path + ("kernel",)].shape[-1]) for layer in layers}
+  kept_heads = {a.path: np.arange(_head_count(a, values)) for a in family.heads}
 
   changed = True
   while changed:
@@ -149,8 +194,15 @@ def thin(model: nnx.Module, params: Any = None,
       if keep is not None:
         kept[link.producer.path] = kept[link.producer.path][keep]
         changed = True
+    for attention in family.heads:
+      keep = _thin_heads(attention, values)
+      if keep is not None:
+        kept_heads[attention.path] = kept_heads[attention.path][keep]
+        changed = True
 
-  def width(layer: Layer) -> int:
+  def width(layer: Layer | Heads) -> int:
+    if isinstance(layer, Heads):
+      return _head_count(layer, values)
     return values[layer.path + ("kernel",)].shape[-1]
 
   thinned = _rebuild(family.build(width), values)
@@ -171,11 +223,66 @@ def thin(model: nnx.Module, params: Any = None,
         out_before=kernel.shape[-1], out_after=new_kernel.shape[-1],
         params_before=count(before, layer), params_after=count(values, layer),
         kept=tuple(int(i) for i in kept[layer.path])))
+  heads = tuple(HeadThinning(
+      name=".".join(map(str, a.path)), heads_before=_head_count(a, before),
+      heads_after=_head_count(a, values), params_before=_attention_size(a, before),
+      params_after=_attention_size(a, values),
+      kept=tuple(int(i) for i in kept_heads[a.path])) for a in family.heads)
   report = ThinningReport(
       layers=tuple(rows),
       params_before=sum(before[path].size for path in param_paths),
-      params_after=sum(values[path].size for path in param_paths))
+      params_after=sum(values[path].size for path in param_paths),
+      heads=heads)
   return thinned, report
+
+
+_PROJECTIONS = ("query", "key", "value")
+
+
+def _head_count(attention: Heads, values: dict[Path, np.ndarray]) -> int:
+  return values[attention.path + ("query", "kernel")].shape[1]
+
+
+def _attention_size(attention: Heads, values: dict[Path, np.ndarray]) -> int:
+  return sum(values[key].size for key in values
+             if key[:len(attention.path)] == attention.path
+             and key[len(attention.path)] in (*_PROJECTIONS, "out"))
+
+
+def _thin_heads(attention: Heads, values: dict[Path, np.ndarray]) -> np.ndarray | None:
+  """Removes the heads of ``attention`` in ``values`` whose outputs are unread or constant; the
+  mask kept, or None."""
+  at = lambda *names: attention.path + names
+  heads = _head_count(attention, values)
+  shapes = {name: values[at(name, "kernel")].shape for name in (*_PROJECTIONS, "out")}
+  if any(shapes[name][1] != heads for name in _PROJECTIONS) or shapes["out"][0] != heads:
+    raise ValueError(f"thin: {_name(attention.path)} is not self-attention with as many k/v heads "
+                     f"as q heads in nnx.MultiHeadAttention's layout: kernels {shapes}.")
+  out = values[at("out", "kernel")]  # (heads, head_dim, out)
+  unread = ~out.reshape(heads, -1).any(axis=1)
+  silent = ~values[at("value", "kernel")].any(axis=(0, 2))  # values = the v bias everywhere
+  v_bias = values.get(at("value", "bias"))
+  constant = (np.zeros((heads, out.shape[1]), out.dtype) if v_bias is None else v_bias)
+  nonzero = constant.any(axis=1)
+  remove = unread | (silent & (~nonzero | (at("out", "bias") in values)))
+  if remove.all():
+    remove[0] = False  # an attention layer without heads is no model
+  if not remove.any():
+    return None
+  fold = remove & silent & ~unread & nonzero
+  if fold.any():
+    # Attention weights sum to one over the keys, so a silent head outputs its v bias.
+    bias = values[at("out", "bias")]
+    shift = np.einsum("hd,hdo->o", constant[fold].astype(np.float64),
+                      out[fold].astype(np.float64))
+    values[at("out", "bias")] = (bias.astype(np.float64) + shift).astype(bias.dtype)
+  keep = ~remove
+  for name in _PROJECTIONS:
+    values[at(name, "kernel")] = values[at(name, "kernel")][:, keep]
+    if at(name, "bias") in values:
+      values[at(name, "bias")] = values[at(name, "bias")][keep]
+  values[at("out", "kernel")] = out[keep]
+  return keep
 
 
 def _plan(model: nnx.Module) -> Family:
@@ -257,6 +364,8 @@ def _constant_outputs(model: nnx.Module, link: Link,
     x = (x - mean) * (jax.lax.rsqrt(var + epsilon) * jnp.asarray(scale)) + shift
   if link.relu:
     x = jax.nn.relu(x)
+  elif link.activation is not None:
+    x = link.activation(x)
   return dead, np.asarray(x)
 
 

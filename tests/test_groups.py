@@ -362,6 +362,148 @@ def test_tied_refuses_bad_arguments():
     so.xrda(0.1, 0.5, 1e-3, momentum_timescale=1.0, structure="heads")
 
 
+def _tiny_transformer_class():
+  from flax import nnx
+  from models.thinning import Family, Heads, Layer, Link
+
+  class TinyTransformer(nnx.Module):
+    """Pre-LN blocks of nnx.MultiHeadAttention and a GELU MLP, per-block heads and widths."""
+
+    def __init__(self, dim=8, heads=(4, 4), head_dim=2, hidden=(6, 6), classes=5, *,
+                 causal=False, rngs):
+      self.dims = (dim, tuple(heads), head_dim, tuple(hidden), classes, causal)
+      self.embed = nnx.Linear(3, dim, rngs=rngs)
+      self.blocks = nnx.List()
+      for h, width in zip(heads, hidden):
+        block = nnx.Module()
+        block.ln1 = nnx.LayerNorm(dim, rngs=rngs)
+        block.attn = nnx.MultiHeadAttention(h, dim, qkv_features=h * head_dim, out_features=dim,
+                                            decode=False, deterministic=True, rngs=rngs)
+        block.ln2 = nnx.LayerNorm(dim, rngs=rngs)
+        block.mlp = nnx.Module()
+        block.mlp.fc1 = nnx.Linear(dim, width, rngs=rngs)
+        block.mlp.fc2 = nnx.Linear(width, dim, rngs=rngs)
+        self.blocks.append(block)
+      self.head = nnx.Linear(dim, classes, rngs=rngs)
+
+    def __call__(self, x):
+      x = self.embed(x)
+      mask = nnx.make_causal_mask(x[..., 0]) if self.dims[-1] else None
+      for b in self.blocks:
+        x = x + b.attn(b.ln1(x), mask=mask)
+        x = x + b.mlp.fc2(nnx.gelu(b.mlp.fc1(b.ln2(x))))
+      return self.head(x)
+
+    def thinning_plan(self):
+      dim, _, head_dim, _, classes, causal = self.dims
+      fc = [(Layer(("blocks", i, "mlp", "fc1")), Layer(("blocks", i, "mlp", "fc2")))
+            for i in range(len(self.blocks))]
+      attention = [Heads(("blocks", i, "attn")) for i in range(len(self.blocks))]
+      return Family(
+          [layer for pair in fc for layer in pair],
+          [Link(a, b, activation=nnx.gelu) for a, b in fc],
+          lambda width: lambda rngs: TinyTransformer(
+              dim, tuple(width(a) for a in attention), head_dim, tuple(width(a) for a, _ in fc),
+              classes, causal=causal, rngs=rngs),
+          heads=attention)
+
+  return TinyTransformer
+
+
+def _filled(model, seed=0):
+  """Random weights and biases (no zero bias by accident), LayerNorms perturbed."""
+  from flax import nnx
+  rng = np.random.default_rng(seed)
+  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    shape = var.get_value().shape
+    scale = 1.0 if path[-1] == "scale" else 0.0
+    fan_in = np.prod(shape[:-1]) if path[-1] == "kernel" else 1
+    if path[-2:] == ("out", "kernel"):
+      fan_in = shape[0] * shape[1]
+    elif path[-1] == "kernel" and len(shape) == 3:
+      fan_in = shape[0]
+    value = scale + rng.uniform(-1, 1, shape) * np.sqrt(3 / fan_in) * (1 if path[-1] == "kernel" else 0.3)
+    var.set_value(jnp.asarray(value, jnp.float32))
+  return model
+
+
+def _zero(model, path, index, value=0.0):
+  from models import thinning
+  var = getattr(thinning._module(model, path[:-1]), path[-1])
+  array = np.array(var.get_value())
+  array[index] = value
+  var.set_value(jnp.asarray(array))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_thin_removes_dead_heads_and_neurons_exactly(causal):
+  from flax import nnx
+  from models import thinning
+  dim, head_dim = 8, 2
+  model = _filled(_tiny_transformer_class()(causal=causal, rngs=nnx.Rngs(0)))
+  a0, a1 = ("blocks", 0, "attn"), ("blocks", 1, "attn")
+  for p in ("query", "key", "value"):  # block 0, head 1: every slice zero
+    _zero(model, a0 + (p, "kernel"), (slice(None), 1))
+    _zero(model, a0 + (p, "bias"), 1)
+  _zero(model, a0 + ("out", "kernel"), 1)
+  _zero(model, a0 + ("out", "kernel"), 2)  # block 0, head 2: unread
+  _zero(model, a1 + ("value", "kernel"), (slice(None), 0))  # block 1, head 0: outputs its v bias
+  _zero(model, a1 + ("query", "kernel"), (slice(None), 3))  # block 1, head 3: q, k zero, stays
+  _zero(model, a1 + ("key", "kernel"), (slice(None), 3))
+  m0, m1 = ("blocks", 0, "mlp"), ("blocks", 1, "mlp")
+  _zero(model, m0 + ("fc1", "kernel"), (slice(None), 2))  # outputs gelu(b), folded into fc2
+  _zero(model, m0 + ("fc2", "kernel"), 4)  # unread
+  _zero(model, m1 + ("fc1", "kernel"), (slice(None), 0))  # all zero: gelu(0) = 0
+  _zero(model, m1 + ("fc1", "bias"), 0)
+  _zero(model, m1 + ("fc2", "kernel"), 0)
+
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  structure = jax.tree.map(lambda _: "unstructured", params)
+  for i in range(2):
+    block = params["blocks"][i]
+    structure["blocks"][i]["attn"] = so.head_groups(block["attn"], f"blocks/{i}/heads")
+    fc1, fc2 = so.neuron_groups(block["mlp"]["fc1"], block["mlp"]["fc2"], f"blocks/{i}/neurons")
+    structure["blocks"][i]["mlp"] = {"fc1": fc1, "fc2": fc2}
+  dead = so.group_sparsity(params, structure)["sets"]
+  assert {k: int(v["zero_groups"]) for k, v in dead.items()} == {
+      "blocks/0/heads": 1, "blocks/0/neurons": 0, "blocks/1/heads": 0, "blocks/1/neurons": 1}
+
+  thinned, report = thinning.thin(model)
+  assert [a.kept for a in report.heads] == [(0, 3), (1, 2, 3)]
+  assert [(a.heads_before, a.heads_after) for a in report.heads] == [(4, 2), (4, 3)]
+  assert [layer.kept for layer in report.layers[::2]] == [(0, 1, 3, 5), (1, 2, 3, 4, 5)]
+  assert thinned.blocks[0].attn.query.kernel.shape == (dim, 2, head_dim)
+  assert thinned.blocks[1].attn.out.kernel.shape == (3, head_dim, dim)
+  assert thinned.blocks[0].mlp.fc2.kernel.shape == (4, dim)
+  x = jax.random.normal(jax.random.key(1), (3, 5, 3))
+  np.testing.assert_allclose(thinned(x), model(x), atol=1e-5, rtol=0)
+
+  per_head = 3 * (dim * head_dim + head_dim) + head_dim * dim
+  per_neuron = dim + 1 + dim
+  assert report.params_before - report.params_after == 3 * per_head + 3 * per_neuron
+  count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert (count(model), count(thinned)) == (report.params_before, report.params_after)
+  assert [a.params_before - a.params_after for a in report.heads] == [2 * per_head, per_head]
+  assert "4 -> 2 heads" in str(report)
+
+
+def test_thin_keeps_one_head_and_refuses_grouped_kv():
+  from flax import nnx
+  from models import thinning
+  model = _filled(_tiny_transformer_class()(heads=(2, 2), rngs=nnx.Rngs(0)))
+  _zero(model, ("blocks", 0, "attn", "out", "kernel"), slice(None))  # every head unread
+  thinned, report = thinning.thin(model)
+  assert report.heads[0].kept == (0,)
+  x = jax.random.normal(jax.random.key(1), (2, 4, 3))
+  np.testing.assert_allclose(thinned(x), model(x), atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match="blocks/1/attn is not self-attention with as many k/v"):
+    thinning._thin_heads(thinning.Heads(("blocks", 1, "attn")), {
+        ("blocks", 1, "attn", "query", "kernel"): np.ones((8, 4, 2)),
+        ("blocks", 1, "attn", "key", "kernel"): np.ones((8, 2, 2)),
+        ("blocks", 1, "attn", "value", "kernel"): np.ones((8, 2, 2)),
+        ("blocks", 1, "attn", "out", "kernel"): np.ones((4, 2, 8))})
+
+
 def test_fsdp_gives_the_replicated_params_on_8_devices():
   """Params and state split over a (data, model) mesh, heads and neurons across devices: the
   same params as on one device (this file's worker, in a process with 8 CPU devices)."""
