@@ -602,6 +602,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {RESULTS.parent / 'RESULTS.md'}")
     if write_readme():
       print(f"wrote {README.name}'s headline table")
+    from benchmarks import reading  # here: the reading renders through this module's error_at
+    if reading.write():
+      print(f"wrote {reading.OUTPUT.relative_to(reading.REPO)}")
     return
   build = sweeps.EXPERIMENTS[args.experiment]
   print(markdown(write(build() if args.epochs is None else build(args.epochs))))

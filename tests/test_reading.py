@@ -1,0 +1,98 @@
+"""The results reading (docs/results/reading.md) is its template rendered against the archive."""
+
+import json
+import re
+
+import jinja2
+import pytest
+
+from benchmarks import reading
+
+# Figures typed in the template outside placeholders, each with why it is not the archive's:
+# the validation splits' sizes (the archive names the split, train[54000:], not the dataset's
+# size), LOBSTER's plateau rule (a constant of the method's code, not a setting or a result) and
+# a kernel's shape.
+ALLOWED = {"6,000", "5,000", "1%", "3×"}
+# A figure: a decimal or a thousands-separated count, a number before × or %, a knob like 1e-4.
+FIGURE = re.compile(r"\d+(?:[.,]\d+)+|\d+(?:\.\d+)?\s*[×%]|\d+e-\d+")
+PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def test_committed_reading_is_the_rendered_template():
+  # Fails when the archive or the template changed without `python -m benchmarks.reading`.
+  assert reading.OUTPUT.read_text() == reading.render()
+
+
+def test_check_exits_1_when_stale(tmp_path, monkeypatch):
+  stale = tmp_path / "reading.md"
+  stale.write_text(reading.render().replace("Results and their reading", "Results"))
+  monkeypatch.setattr(reading, "OUTPUT", stale)
+  with pytest.raises(SystemExit) as exit_:
+    reading.main(["--check"])
+  assert "out of date" in str(exit_.value)
+
+
+@pytest.mark.parametrize("placeholder, named", [
+    ("{{ no_such_experiment.epochs }}", "no_such_experiment"),
+    ("{{ lenet300100_mnist.methods.no_such_method.label }}", "no_such_method"),
+    ("{{ lenet300100_mnist.methods.xrda.reference.no_such_key | d(2) }}", "no_such_key"),
+    ("{{ front(lenet300100_mnist.methods.xrda, 0.123).test_error }}", "0.123"),
+    ("{{ published(lenet5_mnist, 'no_such_paper').error }}", "no_such_paper"),
+    # A value the archive holds as None (dense SGD counted on weights) is no figure either.
+    ("{{ lenet300100_mnist.methods.sgd.reference.compression_weights_mean }}",
+     "compression_weights_mean"),
+])
+def test_a_placeholder_the_archive_cannot_answer_names_itself(placeholder, named):
+  with pytest.raises((reading.ReadingError, jinja2.UndefinedError), match=re.escape(named)):
+    reading.render(placeholder)
+
+
+def test_a_gap_whose_direction_the_archive_contradicts_raises():
+  # xrda trails ERK gradual pruning on CIFAR-10: "better" there would be a wrong word.
+  text = "{{ better(resnet20_cifar10.methods.xrda.front[0].test_error, " \
+         "resnet20_cifar10.methods.gmp_erk.front[0].test_error) | d(2) }}"
+  with pytest.raises(reading.ReadingError, match="better"):
+    reading.render(text)
+
+
+def _archive() -> dict[str, dict]:
+  paths = (reading.RESULTS / "sweeps").glob("*.json")
+  return {p.stem: json.loads(p.read_text()) for p in paths if not p.name.endswith(".trials.json")}
+
+
+def test_a_new_figure_in_the_archive_changes_the_reading():
+  archive = _archive()
+  archive["resnet20_cifar10"]["methods"]["rigl_erk"]["front"][0]["test_error"] = 31.25
+  assert "| 31.25 | 26.3× |" in reading.render(archive=archive)
+
+
+def test_the_reading_fails_where_the_archive_turns_a_word_of_its_prose():
+  # The prose says xrda trails ERK gradual pruning on CIFAR-10 ("points behind"); an archive
+  # where it leads must stop the rendering, at the template's line, not print a wrong word.
+  archive = _archive()
+  archive["resnet20_cifar10"]["methods"]["xrda"]["front"][0]["test_error"] = 20.0
+  with pytest.raises(reading.ReadingError, match=r"reading.template.md, line \d+: .*worse"):
+    reading.render(archive=archive)
+
+
+def test_formats():
+  assert reading.x(313.4) == "313" and reading.x(24.68) == "24.7"
+  assert reading.pct(0.0798) == "8.0" and reading.pct(0.02) == "2.0"
+  assert reading.pct(0.05, 2, False) == "5" and reading.target(0.998) == "99.8"
+  assert reading.about(86.8) == "90" and reading.about(0.0089) == "0.009"
+  assert reading.sci(1.5e-6) == "1.5e-6" and reading.sci(0.0001) == "1e-4"
+  assert reading.count(431080) == "431,080"
+
+
+def test_no_typed_figure_outside_placeholders():
+  bare = PLACEHOLDER.sub(" ", reading.TEMPLATE.read_text())
+  typed = {m.group() for m in FIGURE.finditer(bare)} - ALLOWED
+  assert not typed, f"figures typed by hand in {reading.TEMPLATE.name}: {sorted(typed)}"
+
+
+def test_unarchived_figures_are_counted():
+  # Figures the archive does not keep (per-epoch histories, the removed short-budget runs) and a
+  # paper's own table: typed on purpose. A new one is a decision, made here.
+  text = reading.TEMPLATE.read_text()
+  assert len(re.findall(r"\bunarchived\(", text)) == 41
+  assert len(re.findall(r"\bpaper\(", text)) == 4
