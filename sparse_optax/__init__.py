@@ -12,6 +12,9 @@ Primitives (each usable alone inside any ``optax.chain``):
 * :func:`soft_threshold` — the proximal step; with ``sparsity=``, at the strength
   that leaves that fraction of zeros (:func:`target_state` reads it back).
 * :func:`freeze_zeros` — zero weights stay zero.
+* N:M sparsity (at most N non-zeros per group of M along a kernel's input): ``pattern=`` of
+  the prox and of pruning; :func:`nm_mask`, :func:`nm_violations`, and :func:`nm_compress` /
+  :func:`nm_decompress` to store it.
 
 Baselines and other methods, same conventions: :func:`prune_by_magnitude` with
 :func:`polynomial_sparsity` (Han; Zhu & Gupta), :func:`affine_scaling` and
@@ -55,6 +58,12 @@ from sparse_optax._metrics import (
     density,
     group_sparsity,
     sparsity_summary,
+)
+from sparse_optax._nm import (
+    nm_compress,
+    nm_decompress,
+    nm_mask,
+    nm_violations,
 )
 from sparse_optax._momentum import (
     ScaleByTimescaleMomentumState,
@@ -137,6 +146,10 @@ __all__ = (
     "layer_densities",
     "lobster",
     "log_l1_weights",
+    "nm_compress",
+    "nm_decompress",
+    "nm_mask",
+    "nm_violations",
     "neuron_groups",
     "polynomial_sparsity",
     "prox_sgd",

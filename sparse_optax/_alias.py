@@ -7,6 +7,7 @@ from typing import Any
 import optax
 
 from sparse_optax import _checks
+from sparse_optax import _nm
 from sparse_optax import _types
 from sparse_optax._dual_averaging import dual_averaging
 from sparse_optax._momentum import scale_by_timescale_momentum
@@ -19,8 +20,12 @@ def _weights_or_uniform(weights: _types.Weighting | None, mask: _types.Mask | No
   return uniform_l1_weights(mask) if weights is None else weights
 
 
-def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every):
-  """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for."""
+def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every,
+          pattern=None, pattern_axes=None):
+  """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for;
+  with an N:M ``pattern``, its prox."""
+  _nm.check_spec(pattern, pattern_axes)  # refused here, in the caller's name
+  nm = dict(pattern=pattern, pattern_axes=pattern_axes)
   if sparsity is None:
     if scope != "global" or solve_every is None or (
         _checks.is_concrete(solve_every) and solve_every != 1):
@@ -29,9 +34,11 @@ def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_ev
     if l1 is None:
       raise ValueError(f"{_checks.caller()}: give l1 (the l1 strength) or sparsity (the fraction "
                        "of zeros wanted, and the strength follows).")
-    return soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask)
+    return soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask,
+                          **nm)
   return soft_threshold(accumulated_threshold(1.0, learning_rate, averaging, weights), mask,
-                        sparsity=sparsity, scope=scope, solve_every=solve_every, initial_l1=l1)
+                        sparsity=sparsity, scope=scope, solve_every=solve_every, initial_l1=l1,
+                        **nm)
 
 
 @_checks.names_errors
@@ -53,6 +60,8 @@ def xrda(
     mask: _types.Mask | None = None,
     weights: _types.Weighting | None = None,
     accumulator_dtype: Any | None = None,
+    pattern: tuple[int, int] | str | None = None,
+    pattern_axes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""xRDA with momentum and adaptive log-l1 (Siegel, Chen & Xu, 2020), as the authors ran it.
 
@@ -124,6 +133,12 @@ def xrda(
     accumulator_dtype: dtype of the moving averages :math:`v` and :math:`r`
       (default: the params'); :math:`z` and :math:`B` stay in the params' dtype,
       since a ``bfloat16`` running sum stops growing.
+    pattern: ``(N, M)`` or ``"N:M"``: the prox keeps at most N non-zeros in every group
+      of M consecutive weights along each masked leaf's input dimension, those of largest
+      :math:`(|z| - \lambda B)_+` (see :func:`soft_threshold`). With ``sparsity``, the
+      target counts the pattern's zeros too.
+    pattern_axes: where each leaf's input dimension lies, see :func:`soft_threshold`
+      (default: ``kernel_layout``'s: axis 0 of a 2-D kernel, the I axis of a 4-D conv).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -158,11 +173,14 @@ def xrda(
     Siegel, Chen, Xu, Training Sparse Neural Networks using Compressed Sensing, 2020.
   """
   _checks.check_hparam("weight_decay", weight_decay)
+  if pattern is not None and pattern_axes is None and kernel_layout is not None:
+    pattern_axes = kernel_layout  # the pattern reads the same layout
   if weights is not None:
     given = [name for name, value in (("maximum_factor", maximum_factor), ("beta", beta),
                                       ("magnitude_timescale", magnitude_timescale),
                                       ("structure", structure),
-                                      ("kernel_layout", kernel_layout)) if value is not None]
+                                      ("kernel_layout", None if pattern else kernel_layout))
+             if value is not None]
     if given:
       raise ValueError(
           f"{_checks.caller()}: {', '.join(given)} configure the log-l1 weighting, which "
@@ -183,7 +201,8 @@ def xrda(
       scale_by_timescale_momentum(learning_rate, momentum_timescale, accumulator_dtype),
       optax.scale_by_learning_rate(learning_rate),
       dual_averaging(averaging),
-      _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every),
+      _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every, pattern,
+            pattern_axes),
   )
 
 
@@ -198,6 +217,8 @@ def rda(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weights: _types.Weighting | None = None,
     mask: _types.Mask | None = None,
+    pattern: tuple[int, int] | str | None = None,
+    pattern_axes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Xiao's regularized dual averaging around the initial point (He et al., 2020).
 
@@ -223,6 +244,8 @@ def rda(
     weight_decay: coupled L2 on every leaf.
     weights: l1 weights (default: :func:`uniform_l1_weights` of ``mask``).
     mask: the leaves with l1 (default: ``ndim >= 2``), as in :func:`xrda`.
+    pattern: an N:M pattern for the prox, as in :func:`xrda`.
+    pattern_axes: see :func:`xrda`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -247,7 +270,7 @@ def rda(
       optax.scale_by_learning_rate(step),
       dual_averaging(alpha, center="initial"),
       _prox(l1, step, alpha, _weights_or_uniform(weights, mask), mask, sparsity, scope,
-            solve_every),
+            solve_every, pattern, pattern_axes),
   )
 
 
@@ -264,6 +287,8 @@ def prox_sgd(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weights: _types.Weighting | None = None,
     mask: _types.Mask | None = None,
+    pattern: tuple[int, int] | str | None = None,
+    pattern_axes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Proximal SGD: an ``optax.sgd`` step, then soft-thresholding by :math:`\lambda s_n w`.
 
@@ -286,6 +311,9 @@ def prox_sgd(
     weights: l1 weights (e.g. :func:`log_l1_weights`; default
       :func:`uniform_l1_weights` of ``mask``).
     mask: the leaves with l1 (default: ``ndim >= 2``), as in :func:`xrda`.
+    pattern: an N:M pattern for the prox, as in :func:`xrda`; with ``l1=0``, each step keeps
+      the N largest :math:`|\theta + u|` of every group.
+    pattern_axes: see :func:`xrda`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -304,5 +332,5 @@ def prox_sgd(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
       _prox(l1, learning_rate, 0.0, _weights_or_uniform(weights, mask), mask, sparsity, scope,
-            solve_every),
+            solve_every, pattern, pattern_axes),
   )

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from sparse_optax import _checks
+from sparse_optax import _nm
 from sparse_optax import _reweighting
 from sparse_optax import _target
 from sparse_optax import _tree
@@ -147,6 +148,8 @@ def soft_threshold(
     solve_every: int | None = 1,
     gain: float = 0.5,
     initial_l1: float | None = None,
+    pattern: tuple[int, int] | str | None = None,
+    pattern_axes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Soft-threshold proximal step, the prox of :math:`\sum_i t_i |\theta_i|`.
 
@@ -194,6 +197,22 @@ def soft_threshold(
   ratios :math:`|\theta_n| / t_n` (cheaper to reach than the candidates'), and then only
   follows.
 
+  **N:M pattern.** With ``pattern=(N, M)`` (or ``"N:M"``) the step is the prox of the
+  weighted l1 under at most N non-zeros in every group of M consecutive weights along each
+  masked leaf's input dimension: in each group the N largest :math:`(|\hat\theta_i| - t_i)_+`
+  keep their soft-thresholded value and the others are zero (ties to the lower index; with
+  :math:`t = 0`, the N largest :math:`|\hat\theta_i|`). After :func:`dual_averaging`, the
+  dual average decides which weights of a group survive. ``pattern_axes`` says where each
+  leaf's input dimension lies: ``"HWIO"`` (the default: axis 0 of a 2-D (in, out) kernel, the
+  I axis of a 4-D conv) or ``"OIHW"``, an int, a tuple of consecutive axes (flattened: (0, 1)
+  for an attention output kernel (heads, head_dim, out)), None (no pattern on that leaf), or a
+  tree or callable of those per leaf. Other ranks must be named; an input size that is not a
+  multiple of M is an error naming the leaf. With ``sparsity``, the target counts every zero,
+  the pattern's included: a target at or below :math:`1 - N/M` leaves the pattern alone, and a
+  higher one raises :math:`\lambda` until that many weights are zero (a group keeps
+  :math:`\min(N, \#\{|\hat\theta_i| > \lambda t_i\})`, non-increasing in :math:`\lambda`,
+  so the bisection still applies).
+
   Args:
     threshold: :math:`t_n \ge 0`, a float, schedule or :class:`Weighting`;
       with ``sparsity``, the scale that :math:`\lambda_n` multiplies.
@@ -212,6 +231,8 @@ def soft_threshold(
     gain: exponent of the feedback law between solves.
     initial_l1: the strength at step 0 instead of a solve; the first solve is
       then at step ``solve_every``.
+    pattern: ``(N, M)`` or ``"N:M"``: at most N non-zeros per group of M (default: none).
+    pattern_axes: each masked leaf's input axes for the pattern (see above).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``; put it
@@ -250,6 +271,13 @@ def soft_threshold(
   elif initial_l1 is not None:
     raise ValueError(f"{_checks.caller()}: initial_l1 starts a sparsity target's control; give "
                      "sparsity= too, or put the strength in the threshold.")
+  n_m = _nm.check_spec(pattern, pattern_axes)
+
+  def patterned(params, selected):
+    """Per flattened leaf: its pattern's input axes, None without one."""
+    if n_m is None:
+      return [None] * len(jax.tree.leaves(params))
+    return _nm.leaf_axes(pattern_axes, params, selected, n_m[1])
 
   def grouping(params, selected):
     leaves, selected = jax.tree.leaves(params), jax.tree.leaves(selected)
@@ -262,6 +290,7 @@ def soft_threshold(
   def init_fn(params):
     _checks.check_float_params(params)
     selected = _checks.resolve_mask(mask, params)
+    patterned(params, selected)  # its errors at init, not at the first step
     inner = threshold.init(params) if is_weighting else ()
     if targeted:
       return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner, _target.init(
@@ -279,6 +308,7 @@ def soft_threshold(
       t, inner = jax.tree.map(lambda _: value, params), ()
 
     selected = _checks.resolve_mask(mask, params)
+    axes = patterned(params, selected)
     if targeted:
       leaves, treedef = jax.tree.flatten(params)
       groups = grouping(params, selected)
@@ -295,15 +325,22 @@ def soft_threshold(
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
                                              state.count)
       lam = _target.strengths(state.target, state.count, densities, reached, solved_on, scales,
-                              groups, solve_every=solve_every, gain=gain, initial=initial)
+                              groups, solve_every=solve_every, gain=gain, initial=initial,
+                              patterns=[None if a is None else (*n_m, a) for a in axes])
       target = _target.SparsityTargetState(lam, reached, chunks)
       t = treedef.unflatten([s if thr is None else thr for s, thr in
                              zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 
-    def step(p, u, ti, m):
-      return (_soft(p + u, ti) - p).astype(p.dtype) if m else u
+    def step(p, u, ti, m, a):
+      if not m:
+        return u
+      if a is not None:
+        return (_nm.prox(p + u, ti, n_m, a) - p).astype(p.dtype)
+      return (_soft(p + u, ti) - p).astype(p.dtype)
 
-    out = jax.tree.map(step, params, updates, t, selected)
+    structure = jax.tree.structure(params)
+    out = structure.unflatten([step(*leaf, a) for leaf, a in zip(zip(*(
+        structure.flatten_up_to(tree) for tree in (params, updates, t, selected))), axes)])
     if targeted:
       return out, SoftThresholdTargetState(optax.safe_increment(state.count), inner, target)
     return out, SoftThresholdState(optax.safe_increment(state.count), inner)

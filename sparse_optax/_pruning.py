@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ import optax
 
 from sparse_optax import _checks
 from sparse_optax import _dynamic_sparse
+from sparse_optax import _nm
 from sparse_optax import _tree
 from sparse_optax import _types
 
@@ -69,6 +70,8 @@ def prune_by_magnitude(
     frequency: int = 1,
     scope: str = "layer",
     mask: _types.Mask | None = None,
+    pattern: tuple[int, int] | str | None = None,
+    pattern_axes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Magnitude pruning with a mask that only shrinks; pruned weights stay exactly zero.
 
@@ -85,6 +88,13 @@ def prune_by_magnitude(
   * Zhu & Gupta (gradual): ``prune_by_magnitude(polynomial_sparsity(0.9, t0, t1),
     begin_step=t0, end_step=t1, frequency=100)``.
 
+  **N:M.** With ``pattern=(N, M)`` (as jaxpruner's ``NByM``), every pruning step first keeps,
+  in each group of M consecutive weights along a masked leaf's input dimension, the N of
+  largest magnitude among those alive, then prunes by ``sparsity`` as above, counting the
+  pattern's zeros: a sparsity at or below :math:`1 - N/M` adds nothing to the pattern, a higher
+  one prunes the smallest survivors further. The pattern holds from the first pruning step on
+  (the mask only shrinks). ``pattern_axes`` as in :func:`soft_threshold` (default ``"HWIO"``).
+
   Args:
     sparsity: fraction to prune, in [0, 1] (float or schedule).
     begin_step: first pruning step.
@@ -94,6 +104,8 @@ def prune_by_magnitude(
     mask: the leaves that are pruned, a tree of bools (the params' structure or
       a prefix) or a callable ``params -> tree``. Default: leaves with
       ``ndim >= 2`` (not biases or normalisation scales).
+    pattern: ``(N, M)`` or ``"N:M"``, at most N non-zeros per group of M (default: none).
+    pattern_axes: each leaf's input axes for the pattern, see :func:`soft_threshold`.
 
   The step counts are ints; they may be traced (``optax.inject_hyperparams``),
   in which case they are checked where they are used, not here.
@@ -118,10 +130,16 @@ def prune_by_magnitude(
     _checks.check_step("end_step", end_step)
     if _checks.is_concrete(begin_step, end_step) and end_step < begin_step:
       raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
+  n_m = _nm.check_spec(pattern, pattern_axes)
+
+  def patterned(params, selected):
+    if n_m is None:
+      return None
+    return _nm.leaf_axes(pattern_axes, params, selected, n_m[1])
 
   def init_fn(params):
     _checks.check_float_params(params)
-    _checks.resolve_mask(mask, params)
+    patterned(params, _checks.resolve_mask(mask, params))  # its errors at init
     # Each param's shape even outside the mask: the state shards like the params.
     return PruneByMagnitudeState(jnp.zeros([], jnp.int32),
                                  jax.tree.map(lambda x: jnp.ones(x.shape, bool), params))
@@ -129,6 +147,12 @@ def prune_by_magnitude(
   def new_mask(params, keep, s, selected):
     # Weights already pruned count as the smallest, so the mask only shrinks.
     live = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
+    axes = patterned(params, selected)
+    if axes is not None:  # the pattern first; its zeros then count towards the sparsity
+      structure = jax.tree.structure(params)
+      keep = structure.unflatten([k if a is None else k & _nm.mask_of(p, n_m, a) for p, k, a in
+                                  zip(jax.tree.leaves(live), jax.tree.leaves(keep), axes)])
+      live = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
     if scope == "global":
       flat = [x.reshape(-1) for x, m in zip(jax.tree.leaves(live), jax.tree.leaves(selected)) if m]
       if not flat:

@@ -172,8 +172,21 @@ def _ratio(x: jax.Array, t: Any) -> jax.Array:
   return jnp.where(a == 0, 0.0, a / jnp.broadcast_to(t, a.shape))
 
 
-def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities: jax.Array
-          ) -> jax.Array:
+def _zeros(q: jax.Array, lam: jax.Array, pattern: Any) -> jax.Array:
+  """The zeros the prox leaves at strength ``lam`` in a leaf of ratios ``q``: those with
+  ratio <= lam, and with an N:M ``pattern`` ``(n, m, axes)`` also all but N of each group's
+  survivors (a group keeps min(N, its count above lam), non-increasing in lam)."""
+  if pattern is None:
+    return _count(q <= lam)
+  n, m, axes = pattern
+  k = math.prod(q.shape[a] for a in axes)
+  grouped = q.shape[:axes[0]] + (k // m, m) + q.shape[axes[-1] + 1:]
+  alive = jnp.sum((q > lam).reshape(grouped).astype(jnp.int32), axis=axes[0] + 1)
+  return (q.size - jnp.sum(jnp.minimum(alive, n))).astype(jnp.int32)
+
+
+def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities: jax.Array,
+          patterns: list[Any] | None = None) -> jax.Array:
   """(groups,) float32: per group, the strength whose prox keeps at most ``densities``.
 
   It is the k-th smallest ratio :math:`|\\hat\\theta_i| / t_i` (k the zeros wanted), found by
@@ -184,6 +197,7 @@ def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities:
   """
   sizes = jnp.asarray(grouping.sizes, jnp.float32)
   wanted = jnp.floor((1.0 - densities) * sizes)
+  patterns = [None] * len(candidates) if patterns is None else patterns
   ratios = [None if g is None else _ratio(x, t)
             for x, t, g in zip(candidates, scales, grouping.of_leaf)]
 
@@ -191,8 +205,8 @@ def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities:
     lo, hi = bounds
     mid = lo + (hi - lo) // 2
     lam = jax.lax.bitcast_convert_type(mid, jnp.float32)
-    zeros = _group_sums([None if g is None else _count(q <= lam[g])
-                         for q, g in zip(ratios, grouping.of_leaf)], grouping)
+    zeros = _group_sums([None if g is None else _zeros(q, lam[g], pat)
+                         for q, g, pat in zip(ratios, grouping.of_leaf, patterns)], grouping)
     enough = zeros >= wanted
     return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
@@ -208,7 +222,8 @@ def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities:
 def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array,
               reached: jax.Array, candidates: Callable[[], list[Any]], scales: list[Any],
               grouping: Groups, *,
-              solve_every: Any, gain: Any, initial: jax.Array | None) -> jax.Array:
+              solve_every: Any, gain: Any, initial: jax.Array | None,
+              patterns: list[Any] | None = None) -> jax.Array:
   """(groups,) float32: this step's λ per group, solved exactly or moved by feedback.
 
   Feedback, every ``CHUNKS`` steps: λ ← λ (d / d*)^gain, d the density of the params over
@@ -216,7 +231,8 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   as the error, a group far from its target and one at 99.6% sparsity move alike. An exact
   solve replaces it every ``solve_every`` steps (from step 0, or from ``solve_every`` when
   ``initial`` starts λ), and wherever a target rises from 0. ``candidates`` builds the values
-  solved on (called in the solve's branch only).
+  solved on (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
+  ``(n, m, axes)`` or None (see :func:`_zeros`).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
@@ -234,7 +250,7 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   if solve_every is not None:
     due = due | ((count > 0) & (count % solve_every == 0))
   due = due | jnp.any(sparse_wanted & (carried <= 0))
-  lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities),
+  lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities, patterns),
                      lambda: carried.astype(jnp.float32))
   return jnp.where(sparse_wanted, lam, 0.0)
 
