@@ -21,8 +21,9 @@ Initialisation follows ``models.initializers``: ``init="normal"`` draws every de
 the ``dim`` inputs of q, k, v and fc1, the ``heads·head_dim`` of out, the ``mlp_dim`` of fc2.
 ``init_scale`` multiplies every draw. Biases start at 0, LayerNorm at scale 1, shift 0.
 
-The l1 penalty (``penalty_mask``) covers the dense kernels; embeddings, positional embeddings
-and LayerNorms stay out (1-D leaves are out by the library's default already).
+The l1 penalty (``penalty_mask``) covers the dense kernels; embeddings, positional embeddings,
+LayerNorms and biases stay out (the library's default, ``ndim >= 2``, would take the embedding
+tables and the 2-D q, k, v biases in).
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ def block_params(dim: int, heads: int, head_dim: int, mlp_dim: int) -> int:
 
 
 def penalty_mask(params: Any) -> Any:
-  """Mask: the leaves an l1 penalty or pruning may zero. Weight matrices and kernels (``ndim >=
-  2``) except the embeddings and positional embeddings (and LayerNorms, 1-D anyway), by name:
-  rank alone would penalise an embedding table."""
+  """Mask: the leaves an l1 penalty or pruning may zero: the weight matrices and kernels (``ndim
+  >= 2``) but the embeddings and positional embeddings, and no bias, by name. Rank alone would
+  penalise an embedding table and the q, k, v biases, which are 2-D ``(heads, head_dim)``."""
   def penalised(path, leaf):
-    names = {str(getattr(k, "key", getattr(k, "idx", k))) for k in path}
-    return len(jnp.shape(leaf)) >= 2 and not names & set(NOT_PENALISED)
+    names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+    return (len(jnp.shape(leaf)) >= 2 and not set(names) & set(NOT_PENALISED)
+            and names[-1] != "bias")
   return jax.tree_util.tree_map_with_path(penalised, params)
