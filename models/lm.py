@@ -40,22 +40,30 @@ class DecoderLM(nnx.Module):
 
   def __init__(self, num_classes: int = 256, *, dim: int, depth: int, heads: int, mlp_dim: int,
                input_shape: Sequence[int] = (128,), init: initializers.InitName = "normal",
-               init_scale: float = 1.0, rngs: nnx.Rngs):
+               init_scale: float = 1.0, block_widths: Sequence[tuple[int, int]] | None = None,
+               rngs: nnx.Rngs):
     (context,) = input_shape
     self.input_shape = tuple(input_shape)
+    # To rebuild it narrower (models.thinning); block_widths: per block (heads, mlp_dim).
+    self.sizes = dict(num_classes=num_classes, dim=dim, depth=depth, heads=heads,
+                      mlp_dim=mlp_dim, input_shape=self.input_shape)
     embedding_init = nnx.initializers.normal(transformer.EMBEDDING_STDDEV)
     self.token_embed = nnx.Embed(num_classes, dim, embedding_init=embedding_init, rngs=rngs)
     self.pos_embed = nnx.Param(embedding_init(rngs.params(), (context, dim)))
-    self.blocks = nnx.List([transformer.Block(dim, heads, mlp_dim, init=init,
-                                              init_scale=init_scale, rngs=rngs)
-                            for _ in range(depth)])
+    self.blocks = transformer.blocks(dim, depth, heads, mlp_dim, block_widths, init=init,
+                                     init_scale=init_scale, rngs=rngs)
     self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
     self.head = nnx.Linear(dim, num_classes,
                            kernel_init=initializers.linear_init(init, init_scale), rngs=rngs)
 
+  def thinning_plan(self):
+    """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
+    return transformer.thinning_plan(self, lambda widths: functools.partial(
+        DecoderLM, **self.sizes, block_widths=widths))
+
   def __call__(self, tokens: jax.Array) -> jax.Array:
     length = tokens.shape[-1]
-    x = self.token_embed(tokens) + self.pos_embed[None, :length]
+    x = self.token_embed(tokens) + self.pos_embed[:length]
     mask = nnx.make_causal_mask(tokens)  # [B, 1, T, T]: query t sees keys <= t
     for block in self.blocks:
       x = block(x, mask)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models import initializers
+from models.thinning import Family, Heads, Layer, Link
 
 # Leaves of these names are never penalised or pruned: lookup tables and positions, whose
 # rows a sparse optimizer should not zero (an all-zero token row is a lost token).
@@ -93,6 +94,48 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = x + self.attn(self.ln1(x), mask=mask)
     return x + self.mlp(self.ln2(x))
+
+
+def blocks(dim: int, depth: int, heads: int, mlp_dim: int,
+           block_widths: Sequence[tuple[int, int]] | None, *, init: initializers.InitName,
+           init_scale: float, rngs: nnx.Rngs) -> nnx.List:
+  """``depth`` blocks of ``heads`` heads and ``mlp_dim`` neurons, or of ``block_widths[i] =
+  (heads, mlp_dim)`` each (how ``models.thin`` rebuilds a thinned model), every head of width
+  ``dim // heads``."""
+  if dim % heads:
+    raise ValueError(f"dim={dim} is not a multiple of heads={heads}.")
+  if block_widths is None:
+    block_widths = [(heads, mlp_dim)] * depth
+  if len(block_widths) != depth:
+    raise ValueError(f"block_widths has {len(block_widths)} entries for {depth} blocks.")
+  return nnx.List([Block(dim, h, m, head_dim=dim // heads, init=init, init_scale=init_scale,
+                         rngs=rngs) for h, m in block_widths])
+
+
+def thinning_plan(model: nnx.Module, build) -> Family:
+  """How ``models.thin`` narrows ``model``'s blocks: their attention heads and MLP neurons (the
+  residual stream keeps its width). ``build(block_widths)`` is the model's constructor, less
+  ``rngs``, with each block's ``(heads, mlp_dim)``."""
+  fc = [(Layer(("blocks", i, "mlp", "fc1")), Layer(("blocks", i, "mlp", "fc2")))
+        for i in range(len(model.blocks))]
+  attention = [Heads(("blocks", i, "attn")) for i in range(len(model.blocks))]
+  return Family(
+      [layer for pair in fc for layer in pair], [Link(a, b, activation=nnx.gelu) for a, b in fc],
+      lambda width: build(tuple((width(a), width(f)) for a, (f, _) in zip(attention, fc))),
+      heads=attention)
+
+
+def group_structure(params: Any) -> Any:
+  """The ``structure=`` of ``sparse_optax.xrda`` / ``log_l1_weights`` that groups each block's
+  attention heads (``so.head_groups``) and MLP neurons (``so.neuron_groups``), named
+  ``blocks/<i>/heads`` and ``blocks/<i>/neurons``; every other leaf ``"unstructured"``."""
+  import sparse_optax as so  # here: only this helper needs it
+  structure = jax.tree.map(lambda _: "unstructured", params)
+  for i, block in params["blocks"].items():
+    structure["blocks"][i]["attn"] = so.head_groups(block["attn"], f"blocks/{i}/heads")
+    fc1, fc2 = so.neuron_groups(block["mlp"]["fc1"], block["mlp"]["fc2"], f"blocks/{i}/neurons")
+    structure["blocks"][i]["mlp"] = {"fc1": fc1, "fc2": fc2}
+  return structure
 
 
 def block_params(dim: int, heads: int, head_dim: int, mlp_dim: int) -> int:

@@ -45,23 +45,30 @@ class ViT(nnx.Module):
   def __init__(self, num_classes: int = 10, *, patch_size: int, dim: int, depth: int, heads: int,
                mlp_dim: int, input_shape: Sequence[int] = (32, 32, 3),
                init: initializers.InitName = "normal", init_scale: float = 1.0,
-               rngs: nnx.Rngs):
+               block_widths: Sequence[tuple[int, int]] | None = None, rngs: nnx.Rngs):
     height, width, channels = input_shape
     if height % patch_size or width % patch_size:
       raise ValueError(f"patch_size={patch_size} does not divide the {height}×{width} image.")
     self.input_shape = tuple(input_shape)
+    # To rebuild it narrower (models.thinning); block_widths: per block (heads, mlp_dim).
+    self.sizes = dict(num_classes=num_classes, patch_size=patch_size, dim=dim, depth=depth,
+                      heads=heads, mlp_dim=mlp_dim, input_shape=self.input_shape)
     tokens = (height // patch_size) * (width // patch_size)
     self.patch_embed = nnx.Conv(channels, dim, (patch_size, patch_size), strides=patch_size,
                                 padding="VALID", kernel_init=initializers.conv_init(init, init_scale),
                                 rngs=rngs)
     self.pos_embed = nnx.Param(
         nnx.initializers.normal(transformer.EMBEDDING_STDDEV)(rngs.params(), (1, tokens, dim)))
-    self.blocks = nnx.List([transformer.Block(dim, heads, mlp_dim, init=init,
-                                              init_scale=init_scale, rngs=rngs)
-                            for _ in range(depth)])
+    self.blocks = transformer.blocks(dim, depth, heads, mlp_dim, block_widths, init=init,
+                                     init_scale=init_scale, rngs=rngs)
     self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
     self.head = nnx.Linear(dim, num_classes,
                            kernel_init=initializers.linear_init(init, init_scale), rngs=rngs)
+
+  def thinning_plan(self):
+    """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
+    return transformer.thinning_plan(self, lambda widths: functools.partial(
+        ViT, **self.sizes, block_widths=widths))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = self.patch_embed(x)

@@ -504,6 +504,61 @@ def test_thin_keeps_one_head_and_refuses_grouped_kv():
         ("blocks", 1, "attn", "out", "kernel"): np.ones((4, 2, 8))})
 
 
+@pytest.mark.parametrize("name,shape", [("vit_tiny", (28, 28, 1)), ("lm_tiny", (8,))])
+def test_registered_transformers_thin_what_xrda_kills(name, shape):
+  """A few xrda steps with the models' head/neuron groups at a strong l1 kill whole heads and
+  neurons; thin removes them (and any other it can), the logits equal within 1e-5."""
+  from flax import nnx
+  import models
+  from models import transformer
+  classes = 10 if name.startswith("vit") else 32
+  model = models.get_model(name, classes, input_shape=shape, init_scale=20.0,
+                           rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(params)
+  if name.startswith("vit"):
+    x = jax.random.normal(jax.random.key(1), (4, *shape))
+    y = jnp.arange(4) % classes
+  else:
+    x = jax.random.randint(jax.random.key(1), (4, *shape), 0, classes)
+    y = jnp.roll(x, -1, axis=1)
+
+  def loss(p):
+    state = nnx.state(nnx.merge(graphdef, nnx.state(model, nnx.Param)), nnx.Param)
+    nnx.replace_by_pure_dict(state, p)
+    logits = nnx.merge(graphdef, state)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  n = 40
+  tx = so.xrda(so.cosine_decay(0.2, n), so.cosine_averaging(n), 0.01, momentum_timescale=2.0,
+               structure=transformer.group_structure, mask=model.penalty_mask)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(p, s):
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  for _ in range(n):
+    params, opt_state = step(params, opt_state)
+  dead = so.group_sparsity(params, transformer.group_structure, mask=model.penalty_mask)
+  dead = {k: int(v["zero_groups"]) for k, v in dead["sets"].items()}
+  assert sum(dead.values()) > 0, dead
+
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+  thinned, report = models.thin(model)
+  for i, attention in enumerate(report.heads):
+    assert attention.heads_before - attention.heads_after >= min(
+        dead[f"blocks/{i}/heads"], attention.heads_before - 1)
+  for i, fc1 in enumerate(report.layers[::2]):
+    assert fc1.out_before - fc1.out_after >= min(dead[f"blocks/{i}/neurons"], fc1.out_before - 1)
+  np.testing.assert_allclose(thinned(x), model(x), atol=1e-5, rtol=0)
+  count = lambda m: sum(v.size for v in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert count(thinned) == report.params_after < report.params_before == count(model)
+
+
 def test_fsdp_gives_the_replicated_params_on_8_devices():
   """Params and state split over a (data, model) mesh, heads and neurons across devices: the
   same params as on one device (this file's worker, in a process with 8 CPU devices)."""

@@ -16,7 +16,9 @@ ATOL = 1e-5
 
 
 def _input_shape(name):
-  return (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+  if name.startswith("lm"):
+    return (16,)  # a context of tokens
+  return (28, 28, 1) if name.startswith("lenet") or name == "vit_tiny" else (32, 32, 3)
 
 
 def _model(name, seed=0, **kwargs):
@@ -317,6 +319,7 @@ def test_every_registered_model_is_supported():
     assert type(thinned) is type(model), name
     assert report.params_after == report.params_before == _num_params(model), name
     assert all(row.kept == tuple(range(row.out_before)) for row in report.layers), name
+    assert all(a.kept == tuple(range(a.heads_before)) for a in report.heads), name
 
 
 # ---------------------------------------------------------------------------------------------
