@@ -63,7 +63,7 @@ class DecoderLM(nnx.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     length = tokens.shape[-1]
-    x = self.token_embed(tokens) + self.pos_embed[:length]
+    x = self.token_embed(tokens) + self.pos_embed[None, :length]
     mask = nnx.make_causal_mask(tokens)  # [B, 1, T, T]: query t sees keys <= t
     for block in self.blocks:
       x = block(x, mask)
