@@ -121,7 +121,9 @@ def xrda(
     weight_decay: coupled L2 on every leaf (paper: 5e-4), whatever ``mask`` says.
     structure: ``"unstructured"`` (default), ``"kernel"`` or ``"channel"``; a
       string applies to 4-D leaves (2-D convolutions), a tree or callable names
-      each leaf's structure (1-D and 3-D convolutions), see :func:`log_l1_weights`.
+      each leaf's structure (1-D and 3-D convolutions) or a :func:`tied` group
+      set across leaves (attention heads, MLP neurons: :func:`head_groups`,
+      :func:`neuron_groups`), see :func:`log_l1_weights`.
     kernel_layout: ``"HWIO"`` (default: Flax, Haiku) or ``"OIHW"`` (PyTorch, Equinox).
     mask: the leaves with l1, a tree of bools (the params' structure or a
       prefix) or a callable ``params -> tree``. Default: leaves with
