@@ -45,8 +45,9 @@ class DecoderLM(nnx.Module):
     (context,) = input_shape
     self.input_shape = tuple(input_shape)
     # To rebuild it narrower (models.thinning); block_widths: per block (heads, mlp_dim).
-    self.sizes = dict(num_classes=num_classes, dim=dim, depth=depth, heads=heads,
-                      mlp_dim=mlp_dim, input_shape=self.input_shape)
+    # A tuple: the graphdef's static attributes must be hashable (jit caches on them).
+    self.sizes = tuple(dict(num_classes=num_classes, dim=dim, depth=depth, heads=heads,
+                            mlp_dim=mlp_dim, input_shape=self.input_shape).items())
     embedding_init = nnx.initializers.normal(transformer.EMBEDDING_STDDEV)
     self.token_embed = nnx.Embed(num_classes, dim, embedding_init=embedding_init, rngs=rngs)
     self.pos_embed = nnx.Param(embedding_init(rngs.params(), (context, dim)))
@@ -59,7 +60,7 @@ class DecoderLM(nnx.Module):
   def thinning_plan(self):
     """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
     return transformer.thinning_plan(self, lambda widths: functools.partial(
-        DecoderLM, **self.sizes, block_widths=widths))
+        DecoderLM, **dict(self.sizes), block_widths=widths))
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     length = tokens.shape[-1]

@@ -51,8 +51,9 @@ class ViT(nnx.Module):
       raise ValueError(f"patch_size={patch_size} does not divide the {height}×{width} image.")
     self.input_shape = tuple(input_shape)
     # To rebuild it narrower (models.thinning); block_widths: per block (heads, mlp_dim).
-    self.sizes = dict(num_classes=num_classes, patch_size=patch_size, dim=dim, depth=depth,
-                      heads=heads, mlp_dim=mlp_dim, input_shape=self.input_shape)
+    # A tuple: the graphdef's static attributes must be hashable (jit caches on them).
+    self.sizes = tuple(dict(num_classes=num_classes, patch_size=patch_size, dim=dim, depth=depth,
+                            heads=heads, mlp_dim=mlp_dim, input_shape=self.input_shape).items())
     tokens = (height // patch_size) * (width // patch_size)
     self.patch_embed = nnx.Conv(channels, dim, (patch_size, patch_size), strides=patch_size,
                                 padding="VALID", kernel_init=initializers.conv_init(init, init_scale),
@@ -68,7 +69,7 @@ class ViT(nnx.Module):
   def thinning_plan(self):
     """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
     return transformer.thinning_plan(self, lambda widths: functools.partial(
-        ViT, **self.sizes, block_widths=widths))
+        ViT, **dict(self.sizes), block_widths=widths))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = self.patch_embed(x)
