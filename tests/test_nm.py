@@ -412,3 +412,97 @@ def test_leaves_that_are_not_matrices_are_refused_or_must_be_named():
 def test_axes_without_a_pattern_are_refused():
   with pytest.raises(ValueError, match=r"xrda: pattern_axes .* without pattern="):
     so.xrda(0.1, 0.5, l1=1e-3, momentum_timescale=1.0, pattern_axes=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop: config.nm_pattern through train.methods.
+
+
+def _model_params(name):
+  import models
+  from flax import nnx
+  shape = {"vgg_tiny": (32, 32, 3), "vit_tiny": (28, 28, 1)}.get(name)
+  kwargs = {} if shape is None else {"input_shape": shape}
+  model = models.get_model(name, 10, rngs=nnx.Rngs(0), **kwargs)
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def test_loop_axes_name_each_kernels_input_and_leave_out_what_does_not_divide():
+  from train import methods
+  import models
+  axes = methods.nm_pattern_axes("2:4", models.penalty_mask("vit_tiny"))(_model_params("vit_tiny"))
+  flat = {"/".join(map(str, k)): v for k, v in
+          [([getattr(p, "key", getattr(p, "idx", p)) for p in path], a) for path, a in
+           jax.tree_util.tree_flatten_with_path(
+               axes, is_leaf=lambda x: x is None or isinstance(x, tuple))[0]]}
+  attn = [k for k in flat if "/attn/" in k and k.endswith("kernel")]
+  assert attn, flat
+  for k in attn:
+    assert flat[k] == ((0, 1) if "/out/" in k else 0), (k, flat[k])
+  assert all(flat[k] is None for k in flat if not k.endswith("kernel"))  # biases, norms, embeddings
+  lenet5 = methods.nm_pattern_axes("2:4")(_model_params("lenet5_tiny"))
+  assert lenet5["conv1"]["kernel"] is None  # 1 input channel: dense, as ASP leaves it
+  assert lenet5["conv2"]["kernel"] == 2  # HWIO's I axis
+
+
+@pytest.mark.parametrize("model", ["vgg_tiny", "vit_tiny", "lm_tiny"])
+@pytest.mark.parametrize("optimizer,pruning", [("xrda", "none"), ("rda", "none"),
+                                               ("prox_sgd", "none"), ("sgd", "gradual")])
+def test_loop_optimizer_holds_the_pattern_after_every_step(model, optimizer, pruning):
+  from train import configuration, methods
+  from train.configs import default
+  config = default.get_config()
+  config.model, config.optimizer, config.pruning = model, optimizer, pruning
+  config.nm_pattern, config.l1 = "2:4", 1e-4
+  config.pruning_begin_epoch, config.pruning_end_epoch, config.pruning_frequency = 0, 1, 1
+  config.pruning_sparsity = 0.6
+  config.dataset = "cifar10" if model == "vgg_tiny" else config.dataset
+  configuration.validate_config(config)
+  params = _model_params(model)
+  tx = methods.create_optimizer(config, total_steps=4, steps_per_epoch=2)
+  mask = methods.penalised(config).get("mask")
+  axes = methods.nm_pattern_axes("2:4", mask)
+  state = tx.init(params)
+
+  @jax.jit
+  def step(p, s, i):
+    grads = jax.tree.map(lambda x: jnp.cos(x + i), p)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s
+
+  for i in range(3):
+    params, state = step(params, state, i)
+    assert so.nm_violations(params, "2:4", axes=axes, mask=mask) == {}, (model, optimizer, i)
+  patterned = [a for a in jax.tree.leaves(axes(params), is_leaf=lambda x: x is None or isinstance(x, tuple))
+               if a is not None]
+  assert len(patterned) >= 2  # the pattern is held somewhere, not left out everywhere
+
+
+@pytest.mark.parametrize("value,match", [
+    ("4:2", "1 <= N <= M"), ("2/4", "'N:M'"), ("0:4", "1 <= N <= M")])
+def test_loop_refuses_bad_patterns(value, match):
+  from train import configuration
+  from train.configs import default
+  config = default.get_config()
+  config.nm_pattern = value
+  with pytest.raises(ValueError, match=match):
+    configuration.validate_config(config)
+
+
+@pytest.mark.parametrize("optimizer", ["rigl", "set", "sgd", "lobster"])
+def test_loop_refuses_a_pattern_no_step_holds(optimizer):
+  from train import configuration
+  from train.configs import default
+  config = default.get_config()
+  config.optimizer, config.nm_pattern = optimizer, "2:4"
+  config.validation_split = "train[:10]"
+  with pytest.raises(ValueError, match="nm_pattern is held by the prox of"):
+    configuration.validate_config(config)
+  config.pruning, config.pruning_end_epoch = "gradual", 1  # pruning holds it
+  configuration.validate_config(config)
+
+
+def test_runs_saved_before_the_field_resume_without_a_pattern():
+  from train import checkpointing
+  from train.configs import default
+  assert checkpointing.ADDED_FIELDS["nm_pattern"] is None == default.get_config().nm_pattern

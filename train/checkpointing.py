@@ -33,7 +33,8 @@ RESUMABLE_CHANGES = frozenset({
 # saved config without one resumes as if it had that value.
 ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterations": None,
                 "l1_sparsity": None, "l1_sparsity_begin_epoch": 0, "l1_sparsity_end_epoch": 0,
-                "l1_sparsity_scope": "global", "l1_solve_every": 1, "init_from": None}
+                "l1_sparsity_scope": "global", "l1_solve_every": 1, "init_from": None,
+                "nm_pattern": None}
 
 
 def has_checkpoints(directory: epath.PathLike) -> bool:

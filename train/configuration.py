@@ -24,6 +24,22 @@ def _flatten_keys(config: Mapping[str, Any], prefix: str = "") -> set[str]:
   return keys
 
 
+def _check_nm_pattern(config: ml_collections.ConfigDict) -> None:
+  """config.nm_pattern: "N:M" with 1 <= N <= M, for a method that holds it."""
+  text = config.nm_pattern
+  parts = text.split(":") if isinstance(text, str) else []
+  if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not (
+      1 <= int(parts[0]) <= int(parts[1])):
+    raise ValueError(f"config.nm_pattern must be 'N:M' with 1 <= N <= M (at most N non-zeros "
+                     f"in each group of M), e.g. '2:4'; got {text!r}.")
+  if config.optimizer not in methods.L1_METHODS and config.pruning == "none":
+    raise ValueError(
+        f"config.nm_pattern is held by the prox of {', '.join(methods.L1_METHODS)} and by "
+        f"pruning (config.pruning 'once' or 'gradual'); config.optimizer is "
+        f"{config.optimizer!r} without pruning. RigL and SET move a mask of fixed size per "
+        "layer and have no N:M mode: add pruning, or use an l1 method.")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ``ValueError`` for anything that would fail (or silently misbehave) later.
 
@@ -77,6 +93,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                        f"{config.num_epochs}); the target would never be reached.")
     if config.l1_solve_every < 0:
       raise ValueError(f"config.l1_solve_every must be >= 0; got {config.l1_solve_every}.")
+  if config.nm_pattern is not None:
+    _check_nm_pattern(config)
   for field in ("dst_sparsity", "dst_end_fraction", "dst_drop_fraction"):
     if not 0 <= config[field] <= 1:
       raise ValueError(f"config.{field} must lie in [0, 1]; got {config[field]}.")

@@ -150,6 +150,59 @@ def penalised(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {} if mask is None else {"mask": mask}
 
 
+NM_EXCLUDED = ("embedding",)  # lookup tables: a row is read, not multiplied, so no pattern
+ATTENTION_INPUTS = {"query": 0, "key": 0, "value": 0, "out": (0, 1)}  # nnx.MultiHeadAttention
+
+
+def nm_pattern_axes(pattern: str, mask: Callable[[Any], Any] | None = None
+                    ) -> Callable[[Any], Any]:
+  """Per leaf, the input axes of ``pattern`` ("N:M") in the repository's models (Flax layouts):
+  axis 0 of a dense kernel (in, out), the I axis of an HWIO conv, axis 0 of an attention
+  query/key/value kernel (in, heads, head_dim), axes (0, 1) of its output kernel
+  (heads, head_dim, out). A leaf whose input size is not a multiple of M (a first conv on 1 or 3
+  channels), an embedding table or a vector gets None: no pattern (dense, as NVIDIA's ASP leaves
+  such layers); export checks the pattern under the same rule. Another 3-D leaf in ``mask``
+  (default ``ndim >= 2``) is an error: its input axes are unknown."""
+  _, m = (int(v) for v in pattern.split(":"))
+
+  def axes(params):
+    selected = (jax.tree.map(lambda x: jnp.ndim(x) >= 2, params) if mask is None
+                else mask(params))
+
+    def leaf(path, x, sel):
+      keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+      shape = tuple(getattr(x, "shape", ()))
+      if not sel or len(shape) < 2 or any(k in NM_EXCLUDED for k in keys):
+        return None
+      if len(shape) == 3:
+        parent = keys[-2] if len(keys) >= 2 else ""
+        if parent not in ATTENTION_INPUTS:
+          raise ValueError(f"config.nm_pattern: leaf {'/'.join(keys)} of shape {shape} is 3-D "
+                           "but not an attention kernel (query, key, value, out): its input "
+                           "axes are unknown.")
+        found = ATTENTION_INPUTS[parent]
+      elif len(shape) in (2, 4):
+        found = 0 if len(shape) == 2 else 2
+      else:
+        return None
+      size = 1
+      for a in (found,) if isinstance(found, int) else found:
+        size *= shape[a]
+      return found if size % m == 0 else None
+    return jax.tree_util.tree_map_with_path(leaf, params, selected)
+
+  return axes
+
+
+def nm_pattern(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``{"pattern", "pattern_axes"}`` of ``config.nm_pattern`` ("N:M") for the l1 methods and
+  pruning, else ``{}``."""
+  if config.nm_pattern is None:
+    return {}
+  return {"pattern": config.nm_pattern,
+          "pattern_axes": nm_pattern_axes(config.nm_pattern, penalised(config).get("mask"))}
+
+
 # --------------------------------------------------------------------------- the methods
 
 
@@ -163,8 +216,8 @@ def _xrda(config, run):
                        f"config.structure={config.structure!r}.")
     return so.xrda(lr, averaging, momentum_timescale=config.momentum_timescale,
                    weight_decay=config.weight_decay, weights=so.uniform_l1_weights(),
-                   **l1_target(config, run))
-  return so.xrda(lr, averaging, **l1_target(config, run),
+                   **l1_target(config, run), **nm_pattern(config))
+  return so.xrda(lr, averaging, **l1_target(config, run), **nm_pattern(config),
                  momentum_timescale=config.momentum_timescale,
                  magnitude_timescale=config.magnitude_timescale,
                  maximum_factor=config.maximum_factor,
@@ -179,13 +232,14 @@ def _xrda(config, run):
               f"raise config.rda_gamma (now {config.rda_gamma}): the first step is 1/γ"))
 def _rda(config, run):
   """Xiao's RDA around the initial point (He et al., 2020); step 1/(γ√n)."""
-  return so.rda(config.rda_gamma, weight_decay=config.weight_decay, **l1_target(config, run))
+  return so.rda(config.rda_gamma, weight_decay=config.weight_decay, **l1_target(config, run),
+                **nm_pattern(config))
 
 
 @register("prox_sgd")
 def _prox_sgd(config, run):
   """(Momentum) SGD then soft-thresholding by λ·s."""
-  return so.prox_sgd(learning_rate(config, run), **l1_target(config, run),
+  return so.prox_sgd(learning_rate(config, run), **l1_target(config, run), **nm_pattern(config),
                      momentum=config.momentum or None,
                      nesterov=config.nesterov, weight_decay=config.weight_decay)
 
@@ -264,7 +318,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
 
   ``config.freeze_zeros_epoch`` appends :func:`sparse_optax.freeze_zeros` (adaptive sparse
   retraining: from that epoch on, zero weights stay zero). ``config.pruning`` appends
-  :func:`sparse_optax.prune_by_magnitude` (Han et al. / Zhu & Gupta).
+  :func:`sparse_optax.prune_by_magnitude` (Han et al. / Zhu & Gupta). ``config.nm_pattern``
+  ("N:M") is the prox's pattern in xrda, rda and prox_sgd and the pruning's (:func:`nm_pattern`).
   """
   run = Run(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
             input_layer=models.input_layer(config.model))
@@ -281,7 +336,7 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
       frequency = config.pruning_frequency
     tx = optax.chain(tx, so.prune_by_magnitude(sparsity, begin_step=begin, end_step=end,
                                                frequency=frequency, scope=config.pruning_scope,
-                                               **penalised(config)))
+                                               **penalised(config), **nm_pattern(config)))
   return tx
 
 

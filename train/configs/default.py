@@ -63,6 +63,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.l1_weights = "log"  # xrda: "log" (adaptive log-l1) or "uniform" (plain l1 ablation)
   # Adaptive sparse retraining: from this epoch on, weights that are zero stay zero.
   config.freeze_zeros_epoch = config_dict.placeholder(int)
+  # N:M sparsity, e.g. "2:4" (NVIDIA's sparse tensor cores): at most N non-zeros in every group
+  # of M consecutive weights along each kernel's input dimension, held by the prox of xrda, rda
+  # and prox_sgd and by pruning ("once" or "gradual"), checked and stored compressed by
+  # train.export. None: no pattern. Leaves whose input size is not a multiple of M stay out
+  # (train.methods.nm_pattern_axes).
+  config.nm_pattern = config_dict.placeholder(str)
 
   # Magnitude pruning appended to any optimizer: "none", "once" (Han et al.: prune at
   # pruning_begin_epoch, then fine-tune with the mask) or "gradual" (Zhu & Gupta: cubic
