@@ -5,6 +5,10 @@ A linear layer multiplies by its BCOO (``sparse_optax.compact_matmul``). BCOO ha
 convolution, so a conv either scatters its kernel back to dense at each call and convolves
 densely (``"densify"``: compact at rest, dense FLOPs) or multiplies the input's im2col patches
 by the BCOO (``"im2col"``: only the non-zero weights are multiplied).
+
+A kernel that holds an N:M pattern (``config.nm_pattern``) can instead be stored as its values
+and their positions within each group (``NMLinear``, ``NMConv``: ``sparse_optax.nm_compress``),
+rebuilt dense at each call.
 """
 
 from __future__ import annotations
@@ -137,6 +141,102 @@ def store_sparse(model: nnx.Module, conv_mode: str) -> None:
   """Replaces, in place, each Linear and Conv of ``model`` whose kernel is smaller as a BCOO."""
   for path, module in list(nnx.iter_modules(model)):
     new = sparse_layer(module, conv_mode)
+    if new is None:
+      continue
+    parent, key = _module(model, path[:-1]), path[-1]
+    if isinstance(key, int):
+      parent[key] = new
+    else:
+      setattr(parent, key, new)
+
+
+# --------------------------------------------------------------------------- N:M kernels
+
+
+class NMLinear(nnx.Module):
+  """An ``nnx.Linear`` whose kernel satisfies an N:M pattern along its input axis, stored as
+  its values (in/M, N, out) and their positions within each group (``uint8``): N/M of the
+  dense bytes plus one byte per kept weight. The dense kernel is rebuilt at each call (exact:
+  each entry is one stored value or zero) and multiplied as ``nnx.Linear`` does."""
+
+  def __init__(self, linear: nnx.Linear, pattern: tuple[int, int]):
+    kernel = np.asarray(linear.kernel.get_value())
+    self.kernel_shape = tuple(kernel.shape)
+    self.pattern = tuple(pattern)
+    values, indices = so.nm_compress(kernel, self.pattern, axes=0)
+    self.values = nnx.Param(values)
+    self.indices = Indices(indices)
+    self.bias = nnx.Param(linear.bias.get_value()) if linear.use_bias else None
+    self.precision = linear.precision
+
+  def kernel(self) -> jax.Array:
+    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
+                            self.kernel_shape, axes=0)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.lax.dot_general(x, self.kernel(), (((x.ndim - 1,), (0,)), ((), ())),
+                            precision=self.precision)
+    return _add_bias(y, self.bias)
+
+
+class NMConv(nnx.Module):
+  """A 2-D ``nnx.Conv`` (NHWC, HWIO) whose kernel satisfies an N:M pattern along I, stored as
+  :class:`NMLinear` stores its kernel; rebuilt dense at each call and convolved as
+  ``nnx.Conv`` does."""
+
+  def __init__(self, conv: nnx.Conv, pattern: tuple[int, int]):
+    kernel = np.asarray(conv.kernel.get_value())
+    self.kernel_shape = tuple(kernel.shape)
+    self.pattern = tuple(pattern)
+    values, indices = so.nm_compress(kernel, self.pattern, axes=2)
+    self.values = nnx.Param(values)
+    self.indices = Indices(indices)
+    self.bias = nnx.Param(conv.bias.get_value()) if conv.use_bias else None
+    rank = len(conv.kernel_size)
+    self.strides = _broadcast(conv.strides, rank)
+    self.padding = nnx_linear.canonicalize_padding(conv.padding, rank)
+    if not isinstance(self.padding, str):
+      self.padding = tuple(tuple(pair) for pair in self.padding)
+    self.input_dilation = _broadcast(conv.input_dilation, rank)
+    self.kernel_dilation = _broadcast(conv.kernel_dilation, rank)
+    self.feature_group_count = conv.feature_group_count
+    self.precision = conv.precision
+
+  def kernel(self) -> jax.Array:
+    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
+                            self.kernel_shape, axes=2)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.lax.conv_general_dilated(
+        x, self.kernel(), self.strides, self.padding,
+        lhs_dilation=self.input_dilation, rhs_dilation=self.kernel_dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.feature_group_count, precision=self.precision)
+    return _add_bias(y, self.bias)
+
+
+def nm_layer(module: nnx.Module, pattern: tuple[int, int], axes: Any) -> nnx.Module | None:
+  """The ``NMLinear`` or ``NMConv`` of a Linear (``axes`` 0) or plain 2-D Conv (``axes`` 2,
+  HWIO's I) whose kernel has the pattern; None for other modules or axes (they stay dense)."""
+  if isinstance(module, nnx.Linear) and axes in (0, (0,)):
+    return NMLinear(module, pattern)
+  if not isinstance(module, nnx.Conv) or axes not in (2, (2,)):
+    return None
+  padding = nnx_linear.canonicalize_padding(module.padding, len(module.kernel_size))
+  if (module.kernel.get_value().ndim != 4 or module.mask is not None
+      or padding in ("CIRCULAR", "REFLECT", "CAUSAL")):
+    return None
+  return NMConv(module, pattern)
+
+
+def store_nm(model: nnx.Module, pattern: tuple[int, int],
+             axes_of: dict[tuple[Any, ...], Any]) -> None:
+  """Replaces, in place, each Linear and Conv of ``model`` whose kernel's params path (without
+  ``kernel``) is in ``axes_of`` by its N:M form (``axes_of``: the kernel's input axes)."""
+  for path, module in list(nnx.iter_modules(model)):
+    if tuple(path) not in axes_of:
+      continue
+    new = nm_layer(module, pattern, axes_of[tuple(path)])
     if new is None:
       continue
     parent, key = _module(model, path[:-1]), path[-1]

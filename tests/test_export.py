@@ -33,6 +33,8 @@ INPUT_SHAPE = (28, 28, 1)  # MNIST for every family: tiny data, and VGG/ResNet t
 FAMILIES = ("lenet300100_tiny", "lenet5_tiny", "vgg_tiny", "resnet_tiny")
 LOGGED_ACCURACY = 0.125  # written to metrics.jsonl for the checkpoint's step
 LENET5_RIGHT = 12  # test examples labelled with lenet5_tiny's prediction
+# The formats of any run; "nm", for runs with config.nm_pattern, is tested in tests/test_nm.py.
+FORMATS = tuple(fmt for fmt in export.FORMATS if fmt != "nm")
 
 
 def _model(name, seed=0):
@@ -145,7 +147,7 @@ def exports(tmp_path_factory, data_dir):
   for name in FAMILIES:
     model = _model(name)
     workdir = _write_run(tmp_path_factory.mktemp(name) / "run", model, data_dir, name)
-    for fmt in export.FORMATS:
+    for fmt in FORMATS:
       # Latency timed for one format only: a fast test file matters more.
       report = export.export(workdir, fmt, platforms=("cpu",),
                              latency_calls=2 if fmt == "auto" else 0)
@@ -163,7 +165,7 @@ def _inputs(batch, seed=1):
 # The artifact: exact outputs, any batch size.
 
 
-@pytest.mark.parametrize("fmt", export.FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_loaded_artifact_outputs_equal_the_models(exports, name, fmt):
   model, _, directory = exports[name, fmt]
@@ -199,7 +201,7 @@ def test_artifact_loads_with_jax_alone(exports, tmp_path):
       print(sorted(m for m in sys.modules if m.split(".")[0] in %r))
       """ % blocked))
   directories = []
-  for fmt in export.FORMATS:
+  for fmt in FORMATS:
     directory = tmp_path / "run" / fmt
     shutil.copytree(exports["resnet_tiny", fmt][2], directory)
     directories.append(directory)
@@ -245,7 +247,7 @@ def _counts(model):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_report_fields_are_consistent(exports, name):
-  reports = {fmt: exports[name, fmt][1] for fmt in export.FORMATS}
+  reports = {fmt: exports[name, fmt][1] for fmt in FORMATS}
   model = exports[name, "auto"][0]
   params, nonzeros = _counts(model)
   for fmt, report in reports.items():
@@ -292,7 +294,7 @@ def test_report_fields_are_consistent(exports, name):
 
 @pytest.fixture(scope="module")
 def lenet5_reports(exports):
-  return {fmt: exports["lenet5_tiny", fmt][1] for fmt in export.FORMATS}
+  return {fmt: exports["lenet5_tiny", fmt][1] for fmt in FORMATS}
 
 
 def test_layer_rows_of_lenet5_by_hand(lenet5_reports, exports):
@@ -347,7 +349,7 @@ def test_compact_bytes_of_sparse_format_match_compact_summary(exports):
 
 
 def test_test_accuracy_is_that_of_the_model_on_the_test_split(exports):
-  for fmt in export.FORMATS:
+  for fmt in FORMATS:
     report = exports["lenet5_tiny", fmt][1]
     assert report["test_accuracy_dense"] == report["test_accuracy"] == LENET5_RIGHT / NUM_TEST
 

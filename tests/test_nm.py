@@ -506,3 +506,83 @@ def test_runs_saved_before_the_field_resume_without_a_pattern():
   from train import checkpointing
   from train.configs import default
   assert checkpointing.ADDED_FIELDS["nm_pattern"] is None == default.get_config().nm_pattern
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: N:M kernels stored as values and positions, the pattern checked on every leaf.
+
+from tests.test_export import _model as _export_model  # noqa: E402
+from tests.test_export import _write_run, data_dir  # noqa: E402,F401  (a fixture)
+
+
+def _nm_model(name):
+  """test_export's model with every kernel the loop patterns cut to 2:4 by magnitude."""
+  from flax import nnx
+  from train import methods
+  model = _export_model(name)
+  state = nnx.state(model, nnx.Param)
+  params = nnx.to_pure_dict(state)
+  axes = methods.nm_pattern_axes("2:4")(params)
+  params = jax.tree.map(lambda x, a: x if a is None else jnp.where(
+      so.nm_mask(x, "2:4", axes=a), x, 0), params, axes,
+      is_leaf=lambda x: x is None or isinstance(x, tuple))
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+  return model
+
+
+def _nm_run(tmp_path, data_dir, name, model):  # noqa: F811
+  import json
+  workdir = _write_run(tmp_path / "run", model, data_dir, name)
+  config = json.loads((workdir / "config.json").read_text())
+  (workdir / "config.json").write_text(json.dumps({**config, "nm_pattern": "2:4"}))
+  return workdir
+
+
+@pytest.mark.parametrize("name", ["lenet300100_tiny", "lenet5_tiny"])
+def test_export_nm_round_trip_equals_the_model_and_bytes_match(tmp_path, data_dir, name):  # noqa: F811
+  from train import export
+  model = _nm_model(name)
+  workdir = _nm_run(tmp_path, data_dir, name, model)
+  report = export.export(workdir, "nm", platforms=("cpu",), latency_calls=0)
+  x = jax.random.normal(jax.random.key(1), (5, 28, 28, 1))
+  np.testing.assert_allclose(export.load(workdir / "export")(x), model(x), atol=1e-5, rtol=0)
+  assert report["flipped_predictions"] == 0
+  assert report["nm_pattern"] == "2:4"
+  rows = {row["name"]: row for row in report["layers"]}
+  nm_rows = [row for row in rows.values() if row["stored"] == "nm"]
+  assert nm_rows and report["nm_checked_leaves"] == len(nm_rows)
+  for row in rows.values():
+    size = int(np.prod(row["kernel_before"]))
+    if row["stored"] == "nm":  # float32 values of half the weights, one uint8 each
+      assert row["compact_bytes"] == size // 2 * (4 + 1), row
+      assert row["index_dtype"] == "uint8" and row["kernel_after"] == row["kernel_before"]
+    else:
+      assert row["compact_bytes"] == row["dense_bytes"] == 4 * size, row
+  if name == "lenet5_tiny":
+    assert rows["conv1"]["stored"] == "dense"  # 1 input channel: no groups of 4
+    assert rows["conv2"]["stored"] == "nm"
+  saved = sum(row["dense_bytes"] - row["compact_bytes"] for row in rows.values())
+  assert report["dense_bytes"] - report["compact_bytes"] == saved
+  with np.load(workdir / "export" / "weights.npz") as npz:
+    assert sum(npz[k].nbytes for k in npz.files) == report["compact_bytes"] + sum(
+        npz[k].nbytes for k in npz.files if "batch" in k or k.endswith(("mean", "var")))
+
+
+def test_export_refuses_a_leaf_that_breaks_the_declared_pattern(tmp_path, data_dir):  # noqa: F811
+  from train import export
+  model = _nm_model("lenet300100_tiny")
+  kernel = model.layers[1].kernel
+  kernel.set_value(kernel.get_value().at[0:4, 3].set(1.0))  # a group of 4 non-zeros
+  workdir = _nm_run(tmp_path, data_dir, "lenet300100_tiny", model)
+  for fmt in ("nm", "auto"):
+    with pytest.raises(ValueError, match=r"layers/1/kernel \(1 groups\).*Refusing to export"):
+      export.export(workdir, fmt, platforms=("cpu",), evaluate=False, latency_calls=0)
+
+
+def test_export_nm_needs_a_declared_pattern(tmp_path, data_dir):  # noqa: F811
+  from train import export
+  workdir = _write_run(tmp_path / "run", _nm_model("lenet300100_tiny"), data_dir,
+                       "lenet300100_tiny")
+  with pytest.raises(ValueError, match="trained without one"):
+    export.export(workdir, "nm", platforms=("cpu",), evaluate=False, latency_calls=0)

@@ -20,6 +20,15 @@ Formats (``--format``):
 * ``sparse``: the trained architecture; each conv and linear kernel stored as a BCOO where
   that is smaller (``sparse_optax.to_compact``; the layers are ``models.sparse_layers``).
 * ``auto``: ``thin``, then the zeros left (unstructured ones) stored as in ``sparse``.
+* ``nm``: for a run trained with ``config.nm_pattern`` ("N:M"): the trained architecture, each
+  linear and conv kernel that holds the pattern stored as its values and their positions
+  within each group of M (``models.sparse_layers.NMLinear``/``NMConv``, ``uint8`` positions),
+  rebuilt dense at each call; other kernels (those ``train.methods.nm_pattern_axes`` leaves out,
+  attention kernels) stay dense.
+
+A run trained with ``config.nm_pattern`` has the pattern checked on every leaf it applies to
+(``train.methods.nm_pattern_axes``, as the optimizer read them) before any format is written:
+a leaf that breaks it is an error naming it.
 
 A linear layer stored as a BCOO multiplies by it (``sparse_optax.compact_matmul``): on a CPU
 that is faster than the dense product at batch 1 when very sparse, and slower at batch 128
@@ -56,7 +65,7 @@ import models
 from models import sparse_layers
 from train import export_report, input_pipeline, machine, run_folder
 
-FORMATS = ("auto", "thin", "sparse")
+FORMATS = ("auto", "thin", "sparse", "nm")
 CONV_MODES = sparse_layers.CONV_MODES
 PLATFORMS = ("cpu", "cuda")
 FORWARD_FILE = "forward.jax"
@@ -127,6 +136,42 @@ def _write(export_dir: epath.Path, exported: jax.export.Exported, names: Sequenc
   return {name: (export_dir / name).stat().length for name in (FORWARD_FILE, WEIGHTS_FILE)}
 
 
+# --------------------------------------------------------------------------- N:M
+
+
+def nm_axes(model_name: str, pattern: str, model: nnx.Module) -> dict[tuple[Any, ...], Any]:
+  """Per module path, the input axes of its kernel under ``pattern``, as the training loop
+  read them (``train.methods.nm_pattern_axes`` with the model's penalty mask)."""
+  from train import methods  # pylint: disable=g-import-not-at-top
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  axes = methods.nm_pattern_axes(pattern, models.penalty_mask(model_name))(params)
+  out = {}
+  for path, a in jax.tree_util.tree_flatten_with_path(
+      axes, is_leaf=lambda x: x is None or isinstance(x, tuple))[0]:
+    keys = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+    if a is not None and keys[-1] == "kernel":
+      out[keys[:-1]] = a
+  return out
+
+
+def check_nm(model_name: str, pattern: str, model: nnx.Module) -> int:
+  """Raises ``ValueError`` naming each leaf of ``model`` that breaks ``pattern``; returns the
+  number of leaves checked."""
+  import sparse_optax as so  # pylint: disable=g-import-not-at-top
+  from train import methods  # pylint: disable=g-import-not-at-top
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  axes = methods.nm_pattern_axes(pattern, models.penalty_mask(model_name))
+  bad = so.nm_violations(params, pattern, axes=axes,
+                         mask=models.penalty_mask(model_name))
+  if bad:
+    listed = ", ".join(f"{name} ({count} groups)" for name, count in bad.items())
+    raise ValueError(f"The run declares config.nm_pattern={pattern!r}, but these leaves have "
+                     f"more than N non-zeros in some group of M: {listed}. Refusing to export "
+                     "a model that breaks its declared pattern.")
+  return sum(a is not None for a in jax.tree.leaves(
+      axes(params), is_leaf=lambda x: x is None or isinstance(x, tuple)))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -137,7 +182,7 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
 
   Args:
     workdir: a ``train.main`` workdir (``config.json`` and ``checkpoints/``).
-    format: ``"auto"``, ``"thin"`` or ``"sparse"``.
+    format: ``"auto"``, ``"thin"``, ``"sparse"`` or ``"nm"`` (a run with ``nm_pattern``).
     conv_mode: how a conv stored as a BCOO runs: ``"densify"`` or ``"im2col"``.
     platforms: what ``forward.jax`` is lowered for (jax.export platform names).
     evaluate: re-measure the test accuracy (reads the run's dataset, ``eval_split``).
@@ -148,7 +193,8 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
     The report written to ``export/report.json``.
 
   Raises:
-    ValueError: an unknown format or conv mode, or a bad run (see ``train.run_folder.restore``).
+    ValueError: an unknown format or conv mode, a bad run (see ``train.run_folder.restore``),
+      ``"nm"`` for a run without ``nm_pattern``, or a leaf that breaks the run's pattern.
     FileNotFoundError: a workdir that does not exist or has no config or checkpoint.
   """
   if format not in FORMATS:
@@ -158,11 +204,20 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
   config, step, dense = run_folder.restore(workdir)
   input_shape = tuple(input_pipeline.spec(config["dataset"]).image_shape)
 
+  pattern = config.get("nm_pattern")
+  if format == "nm" and pattern is None:
+    raise ValueError(f"format='nm' stores kernels that hold an N:M pattern, but {workdir} was "
+                     "trained without one (config.nm_pattern is None).")
+  nm_checked = None if pattern is None else check_nm(config["model"], pattern, dense)
+
   thinned, thinning = models.thin(dense)
   compact = thinned if format in ("thin", "auto") else nnx.clone(dense)
   exported_params = export_report.leaves(compact, nnx.Param)  # before BCOO storage
   if format in ("sparse", "auto"):
     sparse_layers.store_sparse(compact, conv_mode)
+  if format == "nm":
+    n_m = tuple(int(v) for v in pattern.split(":"))
+    sparse_layers.store_nm(compact, n_m, nm_axes(config["model"], pattern, dense))
 
   export_dir = run_folder.export_dir(workdir)
   (export_dir / REPORT_FILE).unlink(missing_ok=True)  # a previous export's, until rewritten
@@ -177,6 +232,8 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
 
   report = {
       "format": format,
+      "nm_pattern": pattern,
+      "nm_checked_leaves": nm_checked,
       "conv_mode": conv_mode,
       "model": config["model"],
       "dataset": config["dataset"],
@@ -200,7 +257,8 @@ def _define_flags() -> None:
   # Only when run as a program: importing this module must not claim flag names
   # (train.main defines --workdir too).
   flags.DEFINE_string("workdir", None, "The run's workdir (config.json and checkpoints/).")
-  flags.DEFINE_enum("format", "auto", FORMATS, "thin, sparse, or auto (thin, then sparse).")
+  flags.DEFINE_enum("format", "auto", FORMATS,
+                    "thin, sparse, auto (thin, then sparse), or nm (N:M kernels compressed).")
   flags.DEFINE_enum("conv_mode", "densify", CONV_MODES,
                     "How a conv stored as a BCOO runs: densified per call, or im2col x BCOO.")
   flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms the artifact is lowered for.")

@@ -43,7 +43,8 @@ def positions(model: nnx.Module, input_shape: Sequence[int]) -> dict[tuple[Any, 
 
 
 def _layers(model: nnx.Module) -> dict[tuple[Any, ...], nnx.Module]:
-  kinds = (nnx.Linear, nnx.Conv, sparse_layers.SparseLinear, sparse_layers.SparseConv)
+  kinds = (nnx.Linear, nnx.Conv, sparse_layers.SparseLinear, sparse_layers.SparseConv,
+           sparse_layers.NMLinear, sparse_layers.NMConv)
   return {path: m for path, m in nnx.iter_modules(model) if isinstance(m, kinds)}
 
 
@@ -76,6 +77,13 @@ def layer_rows(dense: nnx.Module, compact: nnx.Module, positions: dict[tuple[Any
         compute, macs = "im2col_bcoo_matmul", nonzeros
       else:
         compute, macs = "densified_conv", math.prod(shape)
+    elif isinstance(after, (sparse_layers.NMLinear, sparse_layers.NMConv)):
+      # Values and their positions in each group; rebuilt dense per call, so dense FLOPs.
+      shape, stored, compute = after.kernel_shape, "nm", "densified"
+      values, indices = (np.asarray(after.values.get_value()),
+                         np.asarray(after.indices.get_value()))
+      nonzeros, compact_bytes = int(np.count_nonzero(values)), nbytes([values, indices])
+      index_dtype, macs = str(indices.dtype), math.prod(shape)
     else:
       after_kernel = np.asarray(after.kernel.get_value())
       shape, stored, compute = after_kernel.shape, "dense", "dense"
@@ -83,6 +91,8 @@ def layer_rows(dense: nnx.Module, compact: nnx.Module, positions: dict[tuple[Any
       index_dtype, macs = None, after_kernel.size
     thinned = tuple(shape) != kernel.shape
     how = "+".join((["thinned"] if thinned else []) + [stored])
+    if stored == "nm":
+      how += f"({':'.join(map(str, after.pattern))}, densified per call)"
     if stored == "bcoo" and kind == "conv":
       how += "(im2col)" if compute.startswith("im2col") else "(densified per call)"
     rows.append({
