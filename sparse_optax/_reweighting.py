@@ -59,7 +59,9 @@ def tied(group: str, axis: int) -> Tied:
   the same size along its tied axis. :func:`log_l1_weights` averages the magnitude over each
   group's slices in all its leaves and gives the whole group one weight;
   :func:`group_sparsity` counts the groups that are entirely zero.
-  :func:`head_groups` and :func:`neuron_groups` write these for Flax NNX layouts.
+  :func:`head_groups` and :func:`neuron_groups` write these for Flax NNX layouts. Under
+  ``optax.inject_hyperparams``, name a callable structure in ``static_args`` (as a callable
+  mask), or it is taken for a schedule.
 
   Example:
     >>> import sparse_optax as so
@@ -74,9 +76,9 @@ def tied(group: str, axis: int) -> Tied:
 
 
 def _relative_names(path) -> list[str]:
-  # nnx.State leaves end in the Variable's ``value`` attribute: not a module name.
-  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path
-          if not isinstance(k, jax.tree_util.GetAttrKey)]
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+    path = path[:-1]  # an nnx.State leaf: the Variable's value, not a module or param name
+  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
 
 
 def _map_named(fn, tree: Any) -> Any:

@@ -292,7 +292,8 @@ def test_sparsity_target_counts_elements_under_jit():
   grads = _grads(theta0, 6)
   masked = [x for x in jax.tree.leaves(theta0) if x.ndim >= 2]
   total = sum(x.size for x in masked)
-  tx = so.xrda(0.3, 0.5, sparsity=0.6, momentum_timescale=2.0, structure=_structure)
+  tx = so.xrda(0.3, 0.5, sparsity=0.6, solve_every=1, momentum_timescale=2.0,
+               structure=_structure)
   got, state = _run(tx, _f32(theta0), grads)
   for p in got:
     zeros = sum(int(np.sum(np.asarray(x) == 0)) for x in jax.tree.leaves(p) if x.ndim >= 2)
@@ -554,7 +555,8 @@ def test_registered_transformers_thin_what_xrda_kills(name, shape):
         dead[f"blocks/{i}/heads"], attention.heads_before - 1)
   for i, fc1 in enumerate(report.layers[::2]):
     assert fc1.out_before - fc1.out_after >= min(dead[f"blocks/{i}/neurons"], fc1.out_before - 1)
-  np.testing.assert_allclose(thinned(x), model(x), atol=1e-5, rtol=0)
+  forward = nnx.jit(lambda m, x: m(x))  # the graphdefs hash (jit keys on them)
+  np.testing.assert_allclose(forward(thinned, x), forward(model, x), atol=1e-5, rtol=0)
   count = lambda m: sum(v.size for v in jax.tree.leaves(nnx.state(m, nnx.Param)))
   assert count(thinned) == report.params_after < report.params_before == count(model)
 
