@@ -5,6 +5,7 @@ neurons (models.thinning)."""
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -587,7 +588,7 @@ def _worker() -> None:
   shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
                            is_leaf=lambda x: isinstance(x, P))
   grads = _grads(theta0, 6, seed=4)
-  for name, tx in (("l1", so.xrda(0.3, 0.6, 2e-2, momentum_timescale=2.0, structure=_structure)),
+  for name, tx in (("l1", so.xrda(0.3, 0.6, 6e-2, momentum_timescale=2.0, structure=_structure)),
                    ("target", so.xrda(0.3, 0.6, sparsity=0.7, momentum_timescale=2.0,
                                       structure=_structure))):
     single, _ = _run(tx, theta0, grads)
@@ -602,6 +603,14 @@ def _worker() -> None:
     def step(p, s, g):
       u, s = tx.update(g, s, p)
       return optax.apply_updates(p, u), s
+
+    if name == "l1":  # (the target's density count gathers chunks of leaves of its own)
+      # The group sums are reductions of the sharded leaves: no leaf is gathered, only the
+      # (groups,) vectors that the replicated state holds.
+      hlo = step.lower(p, state, p).compile().as_text()
+      gathered = [math.prod(int(d) for d in dims.split(",") if d) for dims in
+                  re.findall(r"= [a-z0-9]+\[([0-9,]*)\][^ ]* all-gather\(", hlo)]
+      assert 0 < max(gathered) <= 8, gathered
 
     for g in grads:
       p, state = step(p, state, jax.device_put(_f32(g), shardings))
