@@ -476,9 +476,11 @@ def log_l1_weights(
       # A group's magnitude is the mean |θ| over its slices in every member leaf, and its
       # weight, c = √(weights in the group), is shared by all of them.
       dtype = jnp.result_type(*(leaves[i].dtype for i, _ in gs.members))
-      acc = jnp.promote_types(r_sets[k].dtype, dtype)
+      # Summed in float32 at least: a group can hold many weights, which bfloat16 sums lose.
+      acc = jnp.promote_types(jnp.promote_types(r_sets[k].dtype, dtype), jnp.float32)
       total = sum(group_sums(leaves[i], axis, acc) for i, axis in gs.members)
-      w, magnitude_k = reweight(r_sets[k], total / gs.count, math.sqrt(gs.count), dtype)
+      w, magnitude_k = reweight(r_sets[k], (total / gs.count).astype(
+          jnp.promote_types(r_sets[k].dtype, dtype)), math.sqrt(gs.count), dtype)
       for i, axis in gs.members:
         weights[i] = w.astype(leaves[i].dtype).reshape(group_view(leaves[i], axis, gs.size))
         magnitude[i] = r_leaves[i]  # the empty placeholder

@@ -320,6 +320,20 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_bfloat16_params():
+  """bfloat16 params: the weights keep the leaves' dtype, r the state's (bfloat16 by default)."""
+  params = {"fc1": {"kernel": jnp.ones((512, 2), jnp.bfloat16)},
+            "fc2": {"kernel": jnp.ones((2, 3), jnp.bfloat16)}}
+  s1, s2 = so.neuron_groups(params["fc1"], params["fc2"], "n")
+  w = so.log_l1_weights(1.0, 1.0, structure={"fc1": s1, "fc2": s2})
+  weights, state = w.update(w.init(params), params)
+  assert weights["fc1"]["kernel"].dtype == state.magnitude.dtype == jnp.bfloat16
+  np.testing.assert_allclose(state.magnitude.astype(np.float32), 1 - math.exp(-1.0), rtol=1e-2)
+  tx = so.xrda(0.1, 0.5, 1e-3, momentum_timescale=1.0, structure={"fc1": s1, "fc2": s2})
+  updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+  assert updates["fc1"]["kernel"].dtype == jnp.bfloat16
+
+
 def test_state_holds_r_once_per_group():
   params = _f32(_params())
   state = so.log_l1_weights(1.0, 1.0, structure=_structure).init(params)
