@@ -427,18 +427,16 @@ def _tiny_transformer_class():
 
 
 def _filled(model, seed=0):
-  """Random weights and biases (no zero bias by accident), LayerNorms perturbed."""
+  """Kernels U(±sqrt(3/fan_in)), biases and LayerNorms perturbed (no zero bias by accident)."""
   from flax import nnx
   rng = np.random.default_rng(seed)
   for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     shape = var.get_value().shape
-    scale = 1.0 if path[-1] == "scale" else 0.0
-    fan_in = np.prod(shape[:-1]) if path[-1] == "kernel" else 1
-    if path[-2:] == ("out", "kernel"):
-      fan_in = shape[0] * shape[1]
-    elif path[-1] == "kernel" and len(shape) == 3:
-      fan_in = shape[0]
-    value = scale + rng.uniform(-1, 1, shape) * np.sqrt(3 / fan_in) * (1 if path[-1] == "kernel" else 0.3)
+    if path[-1] == "kernel":
+      fan_in = (shape[0] * shape[1] if path[-2] == "out" else shape[0])  # (heads, head_dim, d)
+      value = rng.uniform(-1, 1, shape) * np.sqrt(3 / fan_in)
+    else:
+      value = (path[-1] == "scale") + 0.3 * rng.uniform(-1, 1, shape)
     var.set_value(jnp.asarray(value, jnp.float32))
   return model
 
