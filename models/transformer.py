@@ -44,24 +44,15 @@ NOT_PENALISED = ("token_embed", "pos_embed", "ln1", "ln2", "norm")
 EMBEDDING_STDDEV = 0.02  # GPT-2's and ViT's positional/token embedding scale
 
 
-def dense_init(init: initializers.InitName, init_scale: float, in_axis: int | Sequence[int] = -2,
-               out_axis: int | Sequence[int] = -1) -> nnx.initializers.Initializer:
-  """A dense kernel's initialiser (``initializers.linear_init``) with its fan-in axes named, as
-  the 3-D attention kernels need."""
-  if init == "uniform":
-    base = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=in_axis,
-                                             out_axis=out_axis)
-    return initializers._scaled(base, init_scale)  # pylint: disable=protected-access
-  return initializers.linear_init(init, init_scale)
-
-
 class Mlp(nnx.Module):
   """``fc2(gelu(fc1(x)))``; neuron ``j`` is fc1's column ``j`` (and bias ``j``), fc2's row ``j``."""
 
   def __init__(self, dim: int, mlp_dim: int, *, init: initializers.InitName, init_scale: float,
                rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(dim, mlp_dim, kernel_init=dense_init(init, init_scale), rngs=rngs)
-    self.fc2 = nnx.Linear(mlp_dim, dim, kernel_init=dense_init(init, init_scale), rngs=rngs)
+    self.fc1 = nnx.Linear(dim, mlp_dim, kernel_init=initializers.linear_init(init, init_scale),
+                          rngs=rngs)
+    self.fc2 = nnx.Linear(mlp_dim, dim, kernel_init=initializers.linear_init(init, init_scale),
+                          rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.fc2(nnx.gelu(self.fc1(x)))
@@ -85,8 +76,10 @@ class Block(nnx.Module):
     self.ln1 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
     self.attn = nnx.MultiHeadAttention(
         heads, dim, qkv_features=heads * head_dim, out_features=dim,
-        kernel_init=dense_init(init, init_scale, in_axis=0, out_axis=(1, 2)),
-        out_kernel_init=dense_init(init, init_scale, in_axis=(0, 1), out_axis=2),
+        # LinearGeneral draws these kernels flat, (dim, heads·head_dim) and (heads·head_dim, dim),
+        # then reshapes them: the 2-D fan-in rule of linear_init is the right one.
+        kernel_init=initializers.linear_init(init, init_scale),
+        out_kernel_init=initializers.linear_init(init, init_scale),
         decode=False, deterministic=True, keep_rngs=False, rngs=rngs)
     self.ln2 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
     self.mlp = Mlp(dim, mlp_dim, init=init, init_scale=init_scale, rngs=rngs)
