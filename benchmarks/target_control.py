@@ -152,6 +152,18 @@ def report() -> str:
                    f"{fmt(val)} ({', '.join(f'{v:.2f}' for v in val)}) | {fmt(test)} | "
                    f"{reached} | {compression:.1f}× | {weights:.1f}× | "
                    f"{'outside the front' if front is None else f'{front:.2f}'} |")
+  lines += ["", "Exact against feedback on validation (the choice of the default; a difference is "
+            "called a gap only beyond the spread, the sum of the two stds):", ""]
+  for experiment in EXPERIMENTS:
+    val = {control: [100 * (1 - archive[k]["record"]["val_accuracy"]) for k in sorted(archive)
+                     if k.startswith(f"{experiment}/{control}_s")] for control in CONTROLS}
+    if all(len(v) > 1 for v in val.values()):
+      (m0, s0), (m1, s1) = ((statistics.mean(v), statistics.stdev(v)) for v in val.values())
+      word = ("within the spread" if abs(m0 - m1) <= s0 + s1 else
+              "exact better" if m0 < m1 else "feedback better")
+      lines.append(f"- {experiment}: exact {m0:.2f} ± {s0:.2f}% against feedback "
+                   f"{m1:.2f} ± {s1:.2f}% ({word}: difference {m0 - m1:+.2f}, spread "
+                   f"{s0 + s1:.2f})")
   notes = sorted({archive[k]["note"] for k in archive if "note" in archive[k]})
   lines += [""] + [f"- {note}" for note in notes] + [
       "- λ-front: xrda trained at fixed λs with the same setting, seed 0 (the tuning seed), "
