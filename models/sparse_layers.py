@@ -215,11 +215,51 @@ class NMConv(nnx.Module):
     return _add_bias(y, self.bias)
 
 
+class NMLinearGeneral(nnx.Module):
+  """An ``nnx.LinearGeneral`` without batch axes (an attention layer's query, key, value or
+  output projection) whose kernel, ``(*in_features, *out_features)``, satisfies an N:M pattern
+  along its input axes (flattened), stored as :class:`NMLinear` stores its kernel; rebuilt
+  dense at each call and contracted as ``nnx.LinearGeneral`` does."""
+
+  def __init__(self, linear: nnx.LinearGeneral, pattern: tuple[int, int]):
+    kernel = np.asarray(linear.kernel.get_value())
+    self.kernel_shape = tuple(kernel.shape)
+    self.pattern = tuple(pattern)
+    self.axis = tuple(linear.axis)
+    self.in_axes = tuple(range(len(self.axis)))
+    self.out_features = tuple(linear.out_features)
+    values, indices = so.nm_compress(kernel, self.pattern, axes=self.in_axes)
+    self.values = nnx.Param(values)
+    self.indices = Indices(indices)
+    self.bias = nnx.Param(linear.bias.get_value()) if linear.bias is not None else None
+    self.precision = linear.precision
+
+  def kernel(self) -> jax.Array:
+    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
+                            self.kernel_shape, axes=self.in_axes)
+
+  def __call__(self, x: jax.Array, out_sharding: Any = None) -> jax.Array:
+    axis = tuple(a % x.ndim for a in self.axis)
+    y = jax.lax.dot_general(x, self.kernel(), ((axis, self.in_axes), ((), ())),
+                            precision=self.precision, out_sharding=out_sharding)
+    if self.bias is None:
+      return y
+    kept = tuple(1 for a in range(x.ndim) if a not in axis)
+    return y + self.bias.get_value().reshape(*kept, *self.out_features)
+
+
 def nm_layer(module: nnx.Module, pattern: tuple[int, int], axes: Any) -> nnx.Module | None:
-  """The ``NMLinear`` or ``NMConv`` of a Linear (``axes`` 0) or plain 2-D Conv (``axes`` 2,
-  HWIO's I) whose kernel has the pattern; None for other modules or axes (they stay dense)."""
+  """The ``NMLinear``, ``NMLinearGeneral`` or ``NMConv`` of a Linear (``axes`` 0), a
+  LinearGeneral without batch axes whose input axes lead its kernel, or a plain 2-D Conv
+  (``axes`` 2, HWIO's I) whose kernel has the pattern; None for other modules or axes (they
+  stay dense)."""
   if isinstance(module, nnx.Linear) and axes in (0, (0,)):
     return NMLinear(module, pattern)
+  if isinstance(module, nnx.LinearGeneral):
+    leading = tuple(range(len(tuple(module.axis))))
+    if module.batch_axis or ((axes,) if isinstance(axes, int) else tuple(axes)) != leading:
+      return None
+    return NMLinearGeneral(module, pattern)
   if not isinstance(module, nnx.Conv) or axes not in (2, (2,)):
     return None
   padding = nnx_linear.canonicalize_padding(module.padding, len(module.kernel_size))

@@ -516,13 +516,19 @@ from tests.test_export import _write_run, data_dir  # noqa: E402,F401  (a fixtur
 
 
 def _nm_model(name):
-  """test_export's model with every kernel the loop patterns cut to 2:4 by magnitude."""
+  """test_export's model (a ViT as initialised, in eval mode) with every kernel the loop
+  patterns cut to 2:4 by magnitude."""
+  import models
   from flax import nnx
   from train import methods
-  model = _export_model(name)
+  if name.startswith("vit"):
+    model = models.get_model(name, 10, input_shape=(28, 28, 1), rngs=nnx.Rngs(0))
+    model.eval()
+  else:
+    model = _export_model(name)
   state = nnx.state(model, nnx.Param)
   params = nnx.to_pure_dict(state)
-  axes = methods.nm_pattern_axes("2:4")(params)
+  axes = methods.nm_pattern_axes("2:4", models.penalty_mask(name))(params)
   params = jax.tree.map(lambda x, a: x if a is None else jnp.where(
       so.nm_mask(x, "2:4", axes=a), x, 0), params, axes,
       is_leaf=lambda x: x is None or isinstance(x, tuple))
@@ -539,7 +545,7 @@ def _nm_run(tmp_path, data_dir, name, model):  # noqa: F811
   return workdir
 
 
-@pytest.mark.parametrize("name", ["lenet300100_tiny", "lenet5_tiny"])
+@pytest.mark.parametrize("name", ["lenet300100_tiny", "lenet5_tiny", "vit_tiny"])
 def test_export_nm_round_trip_equals_the_model_and_bytes_match(tmp_path, data_dir, name):  # noqa: F811
   from train import export
   model = _nm_model(name)
@@ -562,6 +568,12 @@ def test_export_nm_round_trip_equals_the_model_and_bytes_match(tmp_path, data_di
   if name == "lenet5_tiny":
     assert rows["conv1"]["stored"] == "dense"  # 1 input channel: no groups of 4
     assert rows["conv2"]["stored"] == "nm"
+  if name == "vit_tiny":  # q, k, v and out of both blocks, and the MLPs
+    attention = [row for row in rows.values() if row["kind"] == "attention"]
+    assert len(attention) == 8 and all(row["stored"] == "nm" for row in attention), attention
+    out = next(row for row in attention if row["name"].endswith("attn.out"))
+    tokens = 16  # patches of 7x7
+    assert out["flops_dense"] == tokens * int(np.prod(out["kernel_before"]))
   saved = sum(row["dense_bytes"] - row["compact_bytes"] for row in rows.values())
   assert report["dense_bytes"] - report["compact_bytes"] == saved
   with np.load(workdir / "export" / "weights.npz") as npz:

@@ -21,10 +21,10 @@ Formats (``--format``):
   that is smaller (``sparse_optax.to_compact``; the layers are ``models.sparse_layers``).
 * ``auto``: ``thin``, then the zeros left (unstructured ones) stored as in ``sparse``.
 * ``nm``: for a run trained with ``config.nm_pattern`` ("N:M"): the trained architecture, each
-  linear and conv kernel that holds the pattern stored as its values and their positions
-  within each group of M (``models.sparse_layers.NMLinear``/``NMConv``, ``uint8`` positions),
-  rebuilt dense at each call; other kernels (those ``train.methods.nm_pattern_axes`` leaves out,
-  attention kernels) stay dense.
+  linear, HWIO conv and attention projection kernel that holds the pattern stored as its values
+  and their positions within each group of M (``models.sparse_layers.NMLinear``, ``NMConv``,
+  ``NMLinearGeneral``; ``uint8`` positions), rebuilt dense at each call; the kernels
+  ``train.methods.nm_pattern_axes`` leaves out stay dense.
 
 A run trained with ``config.nm_pattern`` has the pattern checked on every leaf it applies to
 (``train.methods.nm_pattern_axes``, as the optimizer read them) before any format is written:

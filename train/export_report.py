@@ -44,7 +44,8 @@ def positions(model: nnx.Module, input_shape: Sequence[int]) -> dict[tuple[Any, 
 
 def _layers(model: nnx.Module) -> dict[tuple[Any, ...], nnx.Module]:
   kinds = (nnx.Linear, nnx.Conv, sparse_layers.SparseLinear, sparse_layers.SparseConv,
-           sparse_layers.NMLinear, sparse_layers.NMConv)
+           sparse_layers.NMLinear, sparse_layers.NMConv, nnx.LinearGeneral,
+           sparse_layers.NMLinearGeneral)
   return {path: m for path, m in nnx.iter_modules(model) if isinstance(m, kinds)}
 
 
@@ -58,13 +59,18 @@ def nbytes(arrays: Sequence[np.ndarray]) -> int:
 
 def layer_rows(dense: nnx.Module, compact: nnx.Module, positions: dict[tuple[Any, ...], int],
                 order: Sequence[str]) -> list[dict[str, Any]]:
-  """What was done to each conv and linear layer, with its bytes and FLOPs, in forward order."""
+  """What was done to each conv, linear layer and attention projection (``LinearGeneral``), with
+  its bytes and FLOPs, in forward order."""
   dense_layers, compact_layers = _layers(dense), _layers(compact)
   rows = []
   for path, before in dense_layers.items():
     after = compact_layers[path]
     kernel = np.asarray(before.kernel.get_value())
-    kind = "conv" if isinstance(before, nnx.Conv) else "linear"
+    kind = ("conv" if isinstance(before, nnx.Conv) else
+            "attention" if isinstance(before, nnx.LinearGeneral) else "linear")
+    per_example = positions[path]
+    if kind == "attention":  # outputs (..., *out_features): the heads were counted as positions
+      per_example //= math.prod(tuple(before.out_features)[:-1])
     if isinstance(after, (sparse_layers.SparseLinear, sparse_layers.SparseConv)):
       shape, stored = after.kernel_shape, "bcoo"
       nonzeros = int(after.data.get_value().size)
@@ -77,7 +83,8 @@ def layer_rows(dense: nnx.Module, compact: nnx.Module, positions: dict[tuple[Any
         compute, macs = "im2col_bcoo_matmul", nonzeros
       else:
         compute, macs = "densified_conv", math.prod(shape)
-    elif isinstance(after, (sparse_layers.NMLinear, sparse_layers.NMConv)):
+    elif isinstance(after, (sparse_layers.NMLinear, sparse_layers.NMConv,
+                            sparse_layers.NMLinearGeneral)):
       # Values and their positions in each group; rebuilt dense per call, so dense FLOPs.
       shape, stored, compute = after.kernel_shape, "nm", "densified"
       values, indices = (np.asarray(after.values.get_value()),
@@ -101,7 +108,7 @@ def layer_rows(dense: nnx.Module, compact: nnx.Module, positions: dict[tuple[Any
         "kernel_before": list(kernel.shape), "kernel_after": list(shape),
         "nonzeros": nonzeros, "index_dtype": index_dtype,
         "dense_bytes": int(kernel.nbytes), "compact_bytes": compact_bytes,
-        "flops_dense": positions[path] * kernel.size, "flops_compact": positions[path] * macs,
+        "flops_dense": per_example * kernel.size, "flops_compact": per_example * macs,
     })
   rank = {name: i for i, name in enumerate(order)}
   return sorted(rows, key=lambda row: rank.get(row["name"], len(rank)))
@@ -217,7 +224,7 @@ def measure(workdir: run_folder.PathLike, config: dict[str, Any], step: int, den
       "batch_stats_bytes": {"dense": nbytes(leaves(dense, nnx.BatchStat)),
                             "compact": nbytes(leaves(compact, nnx.BatchStat))},
       "checkpoint_bytes": directory_bytes(run_folder.checkpoints_dir(workdir) / str(step)),
-      # Multiply-adds per example of the convs and linear layers.
+      # Multiply-adds per example of the convs, linear layers and attention projections.
       "flops": {"dense": sum(row["flops_dense"] for row in layers),
                 "compact": sum(row["flops_compact"] for row in layers)},
       "layers": layers,
