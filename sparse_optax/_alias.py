@@ -92,8 +92,8 @@ def xrda(
   follows the params' density by feedback (:func:`soft_threshold`): the count
   may drift around the target while the target or the dual averages move, and
   settles on it as they stop (a short run that ramps fast may end a few percent
-  off: see the sparsity target's page in the docs). Trained to 50× and 68× on LeNet-300-100, it
-  ended on the exact count with the accuracy of the exact solve at every step
+  off: see the sparsity target's page in the docs). Trained to 50×, 68× and
+  115× on LeNet-300-100 (three seeds each), it ended on the exact count with the accuracy of the exact solve at every step
   (``solve_every=1``) within the seeds' spread, at 1.1× plain xrda's update
   cost where the exact solve costs 8× (``benchmarks/target_cost.py``, the
   results' target control page). ``solve_every=k`` solves it every ``k`` steps
