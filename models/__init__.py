@@ -72,6 +72,16 @@ def penalty_mask(name: str) -> Callable | None:
   return getattr(getattr(model, "func", model), "penalty_mask", None)
 
 
+def group_structure(name: str) -> Callable | None:
+  """Model ``name``'s ``structure=`` for the log-l1 weights that groups its attention heads and
+  MLP neurons (``params -> tree`` of ``sparse_optax.tied`` leaves, see
+  ``models.transformer.group_structure``), or None for a model without them."""
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}.")
+  model = MODELS[name]
+  return getattr(getattr(model, "func", model), "group_structure", None)
+
+
 def input_layer(name: str) -> tuple[str | int, ...]:
   """The params path of model ``name``'s first layer, the one that sees the image.
 
@@ -85,7 +95,7 @@ def input_layer(name: str) -> tuple[str | int, ...]:
 
 
 __all__ = [
-    "INITS", "MODELS", "get_model", "input_layer", "penalty_mask",
+    "INITS", "MODELS", "get_model", "group_structure", "input_layer", "penalty_mask",
     "LeNet300100", "LeNet5", "VGG", "VGG11", "VGG16", "VGG19", "VGGSmall",
     "BasicBlock", "ResNet", "ResNet18", "ResNet20", "ResNet32", "ResNet56",
     "LeNet300100Tiny", "LeNet5Tiny", "VGGTiny", "ResNetTiny",

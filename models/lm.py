@@ -74,6 +74,10 @@ class DecoderLM(nnx.Module):
   def penalty_mask(params):
     return transformer.penalty_mask(params)
 
+  @staticmethod
+  def group_structure(params):
+    return transformer.group_structure(params)
+
 
 def lm_params(vocab: int, context: int, dim: int, depth: int, heads: int, mlp_dim: int) -> int:
   """The parameter count of :class:`DecoderLM`, by hand."""

@@ -82,6 +82,10 @@ class ViT(nnx.Module):
   def penalty_mask(params):
     return transformer.penalty_mask(params)
 
+  @staticmethod
+  def group_structure(params):
+    return transformer.group_structure(params)
+
 
 def vit_params(num_classes: int, input_shape: Sequence[int], patch_size: int, dim: int,
                depth: int, heads: int, mlp_dim: int) -> int:
