@@ -598,3 +598,23 @@ def test_export_nm_needs_a_declared_pattern(tmp_path, data_dir):  # noqa: F811
                        "lenet300100_tiny")
   with pytest.raises(ValueError, match="trained without one"):
     export.export(workdir, "nm", platforms=("cpu",), evaluate=False, latency_calls=0)
+
+
+def test_train_then_export_a_2_4_run(tmp_path):
+  """train.main's loop with config.nm_pattern (4 steps of a tiny LeNet-300-100), its checkpoint
+  2:4 on every patterned leaf, exported as 'nm' with the restored model's logits."""
+  from tests.test_train import _latest_checkpoint, _run
+  from train import export, methods, run_folder
+  workdir = tmp_path / "run"
+  _run(workdir, model="lenet300100_tiny", dataset="mnist", num_epochs=1, nm_pattern="2:4",
+       optimizer="xrda", l1=1e-4)
+  _, state = _latest_checkpoint(workdir)
+  axes = methods.nm_pattern_axes("2:4")
+  assert so.nm_violations(state["params"], "2:4", axes=axes) == {}
+  assert sum(a is not None for a in jax.tree.leaves(
+      axes(state["params"]), is_leaf=lambda x: x is None)) == 3  # every kernel
+  report = export.export(workdir, "nm", platforms=("cpu",), evaluate=False, latency_calls=0)
+  assert [row["stored"] for row in report["layers"]] == ["nm"] * 3
+  _, _, model = run_folder.restore(workdir)
+  x = jax.random.normal(jax.random.key(2), (3, 28, 28, 1))
+  np.testing.assert_allclose(export.load(workdir / "export")(x), model(x), atol=1e-5, rtol=0)
