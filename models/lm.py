@@ -13,7 +13,7 @@ Each block's layout is that of ``models.transformer``: attention head ``h`` of b
 (and ``.bias[j]``) plus ``blocks[i].mlp.fc2.kernel[j, :]``.
 
 The l1 penalty (``penalty_mask``) covers the attention and MLP kernels and the head;
-``token_embed``, ``pos_embed`` and the LayerNorms stay out.
+``token_embed``, ``pos_embed``, the LayerNorms and the biases stay out.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx

@@ -56,7 +56,7 @@ def _epoch(name, split="train", batch=16, **kwargs):
   return list(input_pipeline.create_split(name, split, batch, **kwargs))
 
 
-@pytest.mark.parametrize("name", input_pipeline.DATASETS)
+@pytest.mark.parametrize("name", input_pipeline.IMAGE_DATASETS)  # text: tests/test_text_data.py
 @pytest.mark.usefixtures("mock")
 def test_batches_have_the_documented_shapes_and_dtypes(name):
   info = input_pipeline.get_info(name)

@@ -14,15 +14,15 @@ from train.data import preparation, sources, text
 FILE_CHARS = 300  # each tiny file: 300 characters, then the blank line file_text adds
 
 
-def _write_corpus(directory, count=10, seed=0):
-  """``count`` text files of exactly FILE_CHARS ASCII characters; returns their texts."""
+def _write_corpus(directory, count=10, seed=0, chars=FILE_CHARS):
+  """``count`` text files of exactly ``chars`` ASCII characters; returns their texts."""
   rng = np.random.default_rng(seed)
   directory.mkdir(parents=True, exist_ok=True)
   texts = []
   for i in range(count):
-    chars = rng.choice(list("abcdefgh ,.\n"), FILE_CHARS)
-    chars[0] = chars[-1] = "x"  # no newline to strip at either end
-    texts.append("".join(chars))
+    drawn = rng.choice(list("abcdefgh ,.\n"), chars)
+    drawn[0] = drawn[-1] = "x"  # no newline to strip at either end
+    texts.append("".join(drawn))
     (directory / f"play{i:02d}.txt").write_text(texts[-1])
   return texts
 

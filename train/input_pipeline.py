@@ -77,6 +77,8 @@ _SPECS = {
     "shakespeare": _Spec(text.VOCAB, (text.CONTEXT,), (), (), augment=False, text=True),
 }
 DATASETS = tuple(_SPECS)
+IMAGE_DATASETS = tuple(name for name, known in _SPECS.items() if not known.text)
+TEXT_DATASETS = tuple(name for name, known in _SPECS.items() if known.text)
 
 
 @dataclasses.dataclass(frozen=True)
