@@ -197,8 +197,10 @@ def test_tiny_lm_trains_through_train_main(tmp_path):
   for r in records:
     assert r["val_perplexity"] == pytest.approx(np.exp(r["val_loss"]))
     assert r["test_perplexity"] == pytest.approx(np.exp(r["test_loss"]))
-  embed = records[-1]["layers"]["token_embed/embedding"]
-  assert embed["density"] > 0.5  # rows of unused bytes are never zeroed by the penalty
+  layers = records[-1]["layers"]
+  for name in ("token_embed/embedding", "pos_embed", "norm/scale", "blocks/0/attn/query/bias"):
+    assert layers[name]["density"] == 1.0, name  # out of the penalty
+  assert layers["blocks/0/mlp/fc1/kernel"]["density"] < 1.0  # penalised
 
 
 def _write_template_digits(directory: Path, counts=(("train", 256), ("test", 64))) -> None:
