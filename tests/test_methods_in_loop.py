@@ -168,7 +168,8 @@ def test_lobster_mask_excludes_exactly_the_batchnorm_params(name):
 
   import models
   from train import train
-  shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+  from tests.test_models import example_input_shape
+  shape = example_input_shape(name)
   model = nnx.eval_shape(lambda: models.get_model(name, 10, input_shape=shape, rngs=nnx.Rngs(0)))
   norm = {tuple(map(str, path)) for path, node in nnx.iter_graph(model)
           if isinstance(node, nnx.BatchNorm)}

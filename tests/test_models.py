@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import models
-from models import initializers, lenet, pooling, resnet, vgg
+from models import initializers, lenet, lm, pooling, resnet, transformer, vgg, vit
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +71,24 @@ def test_batch_stats_not_counted_as_params():
   assert stats == 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)
 
 
+def example_input_shape(name: str) -> tuple[int, ...]:
+  """An input shape model ``name`` is built for: MNIST's, CIFAR's, or 16 tokens (the LMs)."""
+  if name.startswith("lm"):
+    return (16,)
+  return (28, 28, 1) if name.startswith("lenet") or name == "vit_tiny" else (32, 32, 3)
+
+
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_output_shape(name):
-  input_shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+  input_shape = example_input_shape(name)
+  tokens = len(input_shape) == 1  # a language model: token ids in, logits per position out
 
   def forward():
     model = models.get_model(name, 7, input_shape=input_shape, rngs=nnx.Rngs(0))
-    return model(jnp.zeros((3, *input_shape)))
+    return model(jnp.zeros((3, *input_shape), jnp.int32 if tokens else jnp.float32))
 
   out = nnx.eval_shape(forward)
-  assert out.shape == (3, 7)
+  assert out.shape == ((3, 16, 7) if tokens else (3, 7))
   assert out.dtype == jnp.float32
 
 
@@ -246,7 +254,7 @@ def test_variants_are_partials_of_one_class():
   assert models.LeNet5Tiny.func is lenet.LeNet5
 
 
-@pytest.mark.parametrize("module", [models, initializers, lenet, vgg, resnet])
+@pytest.mark.parametrize("module", [models, initializers, lenet, vgg, resnet, transformer, vit, lm])
 def test_docstrings(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
   assert result.failed == 0
@@ -254,14 +262,18 @@ def test_docstrings(module):
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_input_layer_is_the_layer_that_sees_the_image(name):
-  """The path names the one kernel whose input is the image's channels (or flattened image)."""
-  shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
+  """The path names the one kernel whose input is the image's channels (or flattened image);
+  a language model's, its token embedding."""
+  shape = example_input_shape(name)
   model = nnx.eval_shape(lambda: models.get_model(name, 10, input_shape=shape,
                                                   rngs=nnx.Rngs(0)))
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   layer = params
   for key in models.input_layer(name):
     layer = layer[key]
+  if len(shape) == 1:
+    assert set(layer) == {"embedding"} and layer["embedding"].shape[0] == 10  # the vocabulary
+    return
 
   def sees_image(kernel):
     return (kernel.ndim == 4 and kernel.shape[2] == shape[-1]) or (
