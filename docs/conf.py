@@ -69,6 +69,7 @@ autodoc_type_aliases = {
     "nnx.Rngs": "flax.nnx.Rngs",
     "nnx.Linear": "flax.nnx.Linear",
     "nnx.Conv": "flax.nnx.Conv",
+    "nnx.LinearGeneral": "flax.nnx.LinearGeneral",
     "sparse.BCOO": "jax.experimental.sparse.BCOO",
     "PathLike": "train.run_folder.PathLike",
     "run_folder.PathLike": "train.run_folder.PathLike",
