@@ -101,6 +101,14 @@ def test_training_batches_are_a_shuffle_of_the_windows(prepared):
   assert key(ordered) == key(shuffled)
 
 
+def test_a_source_folder_with_a_shakespeare_subfolder_resolves_to_it(tmp_path):
+  (tmp_path / "README.md").write_text("Not Shakespeare.")
+  _write_corpus(tmp_path / "shakespeare", count=2)
+  assert sources.resolve_source("shakespeare", tmp_path) == tmp_path / "shakespeare"
+  assert sources.resolve_source("shakespeare", tmp_path / "shakespeare") == tmp_path / "shakespeare"
+  assert sources.resolve_source("shakespeare", tmp_path / "absent") is None
+
+
 def test_a_raw_data_root_counts_only_its_shakespeare_folder(tmp_path, monkeypatch):
   (tmp_path / "README.md").write_text("Not Shakespeare.")
   monkeypatch.setenv(sources.RAW_DATA_ENV, str(tmp_path))

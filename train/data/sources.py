@@ -49,7 +49,10 @@ def resolve_source(dataset: str, source: str | os.PathLike) -> Path | None:
   """The folder (or archive) holding `dataset`'s raw files: `source` or a known subfolder."""
   _check_name(dataset)
   source = Path(source).expanduser()
-  for candidate in (source, *(source / sub for sub in _SUBDIRS[dataset])):
+  candidates = [source, *(source / sub for sub in _SUBDIRS[dataset])]
+  if dataset == "shakespeare":  # any text file makes a corpus: a parent's README must not
+    candidates = candidates[1:] + candidates[:1]
+  for candidate in candidates:
     if _source_ok(dataset, candidate):
       return candidate
   return None
