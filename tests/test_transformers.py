@@ -141,7 +141,8 @@ def test_the_penalty_mask_leaves_embeddings_and_norms_out():
 
 
 @pytest.mark.parametrize("extra", [dict(optimizer="xrda", l1=10.0),
-                                   dict(optimizer="sgd", pruning="once", pruning_sparsity=0.9)])
+                                   dict(optimizer="sgd", pruning="once", pruning_sparsity=0.9),
+                                   dict(optimizer="rigl", dst_sparsity=0.9)])
 def test_the_optimizer_zeroes_kernels_but_not_embeddings(extra):
   from train import methods
   from train.configs import default

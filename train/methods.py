@@ -298,7 +298,8 @@ def _dynamic_sparse(factory):
                    update_frequency=config.dst_update_steps,
                    end_step=int(config.dst_end_fraction * run.total_steps),
                    drop_fraction=config.dst_drop_fraction,
-                   distribution=config.dst_distribution, dense=dense, seed=config.seed)
+                   distribution=config.dst_distribution, dense=dense, seed=config.seed,
+                   **penalised(config))  # a Transformer's embeddings stay dense
   return build
 
 
