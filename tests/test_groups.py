@@ -639,3 +639,43 @@ def _worker() -> None:
 if __name__ == "__main__":
   sys.path.insert(0, str(REPO))
   _worker()
+
+
+# ------------------------------------------------------------------------- in the training loop
+
+
+def test_the_loop_trains_heads_and_neurons_as_groups_and_logs_the_dead_ones(tmp_path):
+  """``config.structure="groups"`` through ``python -m train.main``: a strong l1 kills every head
+  and neuron, and each epoch's record counts them per block."""
+  import json
+
+  from flax import nnx
+
+  import models
+  from tests.test_text_data import _write_corpus
+  _write_corpus(tmp_path / "raw" / "shakespeare", count=10, seed=1, chars=1500)
+  overrides = dict(model="lm_tiny", data_dir=str(tmp_path / "tfds"), num_epochs=1, batch_size=8,
+                   eval_batch_size=8, progress_bar=False, structure="groups", l1=10.0)
+  command = [sys.executable, "-m", "train.main",
+             "--config=train/configs/lm_shakespeare_xrda_cpu.py", f"--workdir={tmp_path / 'w'}",
+             *(f"--config.{k}={v}" for k, v in overrides.items())]
+  env = {**os.environ, "SPARSE_OPTAX_RAW_DATA": str(tmp_path / "raw"), "SPARSE_OPTAX_DOWNLOAD": "0"}
+  proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()[-1])
+  model = models.get_model("lm_tiny", 256, input_shape=(16,), rngs=nnx.Rngs(0))
+  blocks = len(model.blocks)
+  heads = model.blocks[0].attn.num_heads
+  neurons = model.blocks[0].mlp.fc1.out_features
+  assert record["dead_groups"] == {
+      **{f"blocks/{i}/heads": {"groups": heads, "zero": heads} for i in range(blocks)},
+      **{f"blocks/{i}/neurons": {"groups": neurons, "zero": neurons} for i in range(blocks)}}
+
+
+def test_groups_need_a_model_that_declares_them():
+  from train import configuration
+  from train.configs import default
+  config = default.get_config()
+  config.model, config.structure = "lenet300100", "groups"
+  with pytest.raises(ValueError, match="model 'lenet300100' declares none"):
+    configuration.validate_config(config)

@@ -65,7 +65,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_name("optimizer", config.optimizer, methods.METHODS)
   check_name("lr_schedule", config.lr_schedule, methods.LR_SCHEDULES)
   check_name("averaging", config.averaging, methods.AVERAGINGS)
-  check_name("structure", config.structure, so.STRUCTURES)
+  check_name("structure", config.structure, methods.STRUCTURES)
+  if config.structure == "groups":
+    methods.structure(config)  # refuses a model without heads and neurons
   check_name("accumulator_dtype", config.accumulator_dtype, methods.ACCUMULATOR_DTYPES)
   check_name("init", config.init, models.INITS)
   check_name("l1_weights", config.l1_weights, methods.L1_WEIGHTS)

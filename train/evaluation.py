@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
+import models
 import sparse_optax as so
 from train import input_pipeline, methods, steps
 from train.reporting import to_python
@@ -54,6 +55,12 @@ class Evaluator:
                              out_shardings=replicated)
     self._kurtosis = jax.jit(weight_kurtosis, in_shardings=(state_shardings["params"],),
                              out_shardings=replicated)
+    # A Transformer's heads and neurons: how many died whole (every penalised weight zero).
+    groups = models.group_structure(config.model)
+    self._groups = None if groups is None else jax.jit(
+        functools.partial(so.group_sparsity, structure=groups,
+                          mask=models.penalty_mask(config.model)),
+        in_shardings=(state_shardings["params"],), out_shardings=replicated)
     # On CPU, several queued steps with collectives over fake devices can deadlock. One device
     # has no collectives: there the loop only keeps one step queued, so that the next batch is
     # read while this step computes (LeNet-300-100: 2.0 s an epoch instead of 2.8).
@@ -99,6 +106,11 @@ class Evaluator:
       lam, dens = to_python(found.l1), to_python(found.density)
       target = {"l1": lam[0] if len(lam) == 1 else lam,
                 "l1_density": dens[0] if len(dens) == 1 else dens}
+    groups = {}
+    if self._groups is not None:  # per group set (a block's heads, its neurons): dead / all
+      found = to_python(self._groups(state["params"]))
+      groups = {"dead_groups": {name: {"groups": v["groups"], "zero": v["zero_groups"]}
+                                for name, v in found["sets"].items()}}
     perplexity = {}
     if input_pipeline.spec(config.dataset).text:  # a language model: exp(mean token loss)
       losses = {"train": float(train["loss"]), "test": test_loss,
@@ -117,6 +129,7 @@ class Evaluator:
         **validation,
         **perplexity,
         **target,
+        **groups,
         **{k: sparsity[k] for k in ("density", "compression", "nonzeros", "total", "kernels",
                                     "zero_kernels", "channels", "zero_channels")},
         "epoch_time_s": epoch_time,

@@ -206,6 +206,23 @@ def nm_pattern(config: ml_collections.ConfigDict) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the methods
 
 
+# config.structure: the library's per-leaf structures, or "groups": the model's attention heads
+# and MLP neurons tied across leaves (models.group_structure).
+STRUCTURES = (*so.STRUCTURES, "groups")
+
+
+def structure(config: ml_collections.ConfigDict) -> Any:
+  """xrda's ``structure=`` for ``config.structure``."""
+  if config.structure != "groups":
+    return config.structure
+  found = models.group_structure(config.model)
+  if found is None:
+    raise ValueError(f"config.structure='groups' ties a model's attention heads and MLP neurons "
+                     f"across leaves; model {config.model!r} declares none (the Transformers "
+                     "do: vit*, lm*).")
+  return found
+
+
 @register("xrda")
 def _xrda(config, run):
   """xRDA with momentum and adaptive log-l1 (Siegel, Chen & Xu, 2020); ``l1_weights="uniform"``: plain l1."""
@@ -222,7 +239,7 @@ def _xrda(config, run):
                  magnitude_timescale=config.magnitude_timescale,
                  maximum_factor=config.maximum_factor,
                  weight_decay=config.weight_decay,
-                 structure=config.structure,
+                 structure=structure(config),
                  accumulator_dtype=ACCUMULATOR_DTYPES[config.accumulator_dtype])
 
 

@@ -54,7 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum_timescale = 9.5  # T (xrda)
   config.magnitude_timescale = config_dict.placeholder(float)  # T_b (xrda); None: T
   config.maximum_factor = 500.0  # F (xrda): log-l1 weights range over [1, F]
-  config.structure = "unstructured"  # xrda: "unstructured", "kernel" or "channel"
+  # xrda: "unstructured", "kernel", "channel", or "groups" (a Transformer's attention heads and
+  # MLP neurons, each a group tied across its leaves).
+  config.structure = "unstructured"
   config.accumulator_dtype = "float32"  # xrda's moving averages v, r: "float32" or "bfloat16"
   config.weight_decay = 5e-4  # coupled L2 on every parameter
   config.momentum = 0.9  # sgd, prox_sgd (0: none)
