@@ -202,6 +202,10 @@ _DOC_ARGS = """
     mask: the leaves that are sparse; default: leaves with ``ndim >= 2``.
     seed: the random initial mask (and SET's growth).
 
+  There is no N:M mode: the mask keeps a fixed count per layer, not per group of M, and growth
+  by gradient or at random would break a pattern; :func:`prune_by_magnitude` and the l1 methods
+  take ``pattern=``.
+
   ``sparsity``, ``drop_fraction``, ``update_frequency``, ``end_step`` and ``seed`` may be
   injected (``optax.inject_hyperparams``); ``distribution``, ``dense`` and ``mask`` decide
   the state's shapes and are static.
