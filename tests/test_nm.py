@@ -627,3 +627,13 @@ def test_train_then_export_a_2_4_run(tmp_path):
   _, _, model = run_folder.restore(workdir)
   x = jax.random.normal(jax.random.key(2), (3, 28, 28, 1))
   np.testing.assert_allclose(export.load(workdir / "export")(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_xrda_kernel_layout_places_the_groups_of_an_oihw_conv():
+  params = {"k": jax.random.normal(jax.random.key(7), (4, 8, 3, 3))}  # OIHW: groups along I
+  for kw in (dict(structure="channel"), dict(weights=so.uniform_l1_weights())):
+    tx = so.xrda(0.1, 0.5, l1=0.0, momentum_timescale=1.0, pattern="2:4", kernel_layout="OIHW",
+                 **kw)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    k = np.asarray(optax.apply_updates(params, updates)["k"])
+    np.testing.assert_array_equal(k != 0, np_keep(np.abs(np.asarray(params["k"])), 2, 4, (1,)))
