@@ -127,14 +127,15 @@ def xrda(
       each leaf's structure (1-D and 3-D convolutions) or a :func:`tied` group
       set across leaves (attention heads, MLP neurons: :func:`head_groups`,
       :func:`neuron_groups`), see :func:`log_l1_weights`.
-    kernel_layout: ``"HWIO"`` (default: Flax, Haiku) or ``"OIHW"`` (PyTorch, Equinox).
+    kernel_layout: ``"HWIO"`` (default: Flax, Haiku) or ``"OIHW"`` (PyTorch, Equinox); also
+      where a ``pattern``'s groups lie when ``pattern_axes`` is not given.
     mask: the leaves with l1, a tree of bools (the params' structure or a
       prefix) or a callable ``params -> tree``. Default: leaves with
       ``ndim >= 2``; e.g. leave an embedding or the classifier out.
     weights: another l1 weighting instead of the log-l1 one, e.g.
       :func:`uniform_l1_weights` (plain l1); then ``maximum_factor``, ``beta``,
       ``magnitude_timescale``, ``structure`` and ``kernel_layout`` do not apply
-      and are refused.
+      and are refused (``kernel_layout`` is kept with a ``pattern``).
     accumulator_dtype: dtype of the moving averages :math:`v` and :math:`r`
       (default: the params'); :math:`z` and :math:`B` stay in the params' dtype,
       since a ``bfloat16`` running sum stops growing.
