@@ -145,7 +145,7 @@ def soft_threshold(
     *,
     sparsity: optax.ScalarOrSchedule | None = None,
     scope: str = "global",
-    solve_every: int | None = None,
+    solve_every: int | None = 1,
     gain: float = 0.5,
     initial_l1: float | None = None,
     pattern: tuple[int, int] | str | None = None,
@@ -193,9 +193,9 @@ def soft_threshold(
   params: an eighth of each leaf is recounted a step, and once all eight have
   been, :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}` (the factor
   clipped to :math:`[1/4, 4]`), which lets the count drift around the target.
-  ``None`` (the default) solves once, on the params' ratios :math:`|\theta_n| / t_n`
-  (cheaper to reach than the candidates'), and then only follows; ``solve_every=1`` is the
-  exact quantile at every step, at about 8 times the cost of a step without a target.
+  ``solve_every=1`` (the default) is the exact quantile at every step, at about 8 times the
+  cost of a step without a target; ``None`` solves once, on the params' ratios
+  :math:`|\theta_n| / t_n` (cheaper to reach than the candidates'), and then only follows.
 
   **N:M pattern.** With ``pattern=(N, M)`` (or ``"N:M"``) the step is the prox of the
   weighted l1 under at most N non-zeros in every group of M consecutive weights along each
@@ -226,8 +226,8 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
-    solve_every: steps between exact solves (``None``, the default: at the start
-      only; or an int).
+    solve_every: steps between exact solves (an int, 1 by default, or
+      ``None``: at the start only).
     gain: exponent of the feedback law between solves.
     initial_l1: the strength at step 0 instead of a solve; the first solve is
       then at step ``solve_every``.

@@ -151,7 +151,7 @@ def _regression(seed=0):
 
 @pytest.mark.parametrize("name,tolerance", [
     ("xrda", 0.01), ("xrda_every_25", 0.01), ("prox_sgd", 0.01), ("rda", 0.01),
-    # The default, feedback: on this short run xrda overshoots while the target ramps (its
+    # Feedback alone: on this short run xrda overshoots while the target ramps (its
     # interpolation pulls a zeroed weight's dual average to zero, so it returns only once λ has
     # fallen well below) and ends 6% short of the non-zeros wanted, proximal SGD 3%.
     ("xrda_feedback", 0.1), ("prox_sgd_feedback", 0.05), ("rda_feedback", 0.01),
@@ -163,13 +163,15 @@ def test_a_toy_problem_reaches_its_target(name, tolerance):
   tx = {
       "xrda": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0,
                               solve_every=1),
-      "xrda_feedback": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0),
+      "xrda_feedback": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0,
+                                       solve_every=None),
       "xrda_every_25": lambda: so.xrda(lr, averaging, sparsity=ramp, momentum_timescale=1.0,
                                        solve_every=25),
       "prox_sgd": lambda: so.prox_sgd(0.05, sparsity=ramp, momentum=0.9, solve_every=1),
       "rda": lambda: so.rda(0.25, sparsity=ramp, solve_every=1),
-      "prox_sgd_feedback": lambda: so.prox_sgd(0.05, sparsity=ramp, momentum=0.9),
-      "rda_feedback": lambda: so.rda(0.25, sparsity=ramp),
+      "prox_sgd_feedback": lambda: so.prox_sgd(0.05, sparsity=ramp, momentum=0.9,
+                                               solve_every=None),
+      "rda_feedback": lambda: so.rda(0.25, sparsity=ramp, solve_every=None),
   }[name]()
   loss, params = _regression()
 
@@ -242,7 +244,7 @@ def test_the_state_reports_the_strength_and_density_per_group():
     (dict(sparsity=0.9, solve_every=2.5), TypeError, "solve_every must be an int"),
     (dict(), ValueError, "give l1 .* or sparsity"),
     (dict(l1=1e-3, scope="layer"), ValueError, "without sparsity= there is none"),
-    (dict(l1=1e-3, solve_every=1), ValueError, "without sparsity= there is none"),
+    (dict(l1=1e-3, solve_every=None), ValueError, "without sparsity= there is none"),
 ])
 def test_bad_targets_are_refused(kwargs, error, match):
   with pytest.raises(error, match=match):
