@@ -153,25 +153,32 @@ def store_sparse(model: nnx.Module, conv_mode: str) -> None:
 # --------------------------------------------------------------------------- N:M kernels
 
 
-class NMLinear(nnx.Module):
+class _NMKernel(nnx.Module):
+  """A layer's kernel held as its N:M values and their positions along ``in_axes``."""
+
+  def _store(self, layer: nnx.Module, pattern: tuple[int, int], in_axes: int | tuple[int, ...],
+             bias: Any) -> None:
+    kernel = np.asarray(layer.kernel.get_value())
+    self.kernel_shape, self.pattern, self.in_axes = tuple(kernel.shape), tuple(pattern), in_axes
+    values, indices = so.nm_compress(kernel, self.pattern, axes=in_axes)
+    self.values = nnx.Param(values)
+    self.indices = Indices(indices)
+    self.bias = None if bias is None else nnx.Param(bias.get_value())
+    self.precision = layer.precision
+
+  def kernel(self) -> jax.Array:
+    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
+                            self.kernel_shape, axes=self.in_axes)
+
+
+class NMLinear(_NMKernel):
   """An ``nnx.Linear`` whose kernel satisfies an N:M pattern along its input axis, stored as
   its values (in/M, N, out) and their positions within each group (``uint8``): N/M of the
   dense bytes plus one byte per kept weight. The dense kernel is rebuilt at each call (exact:
   each entry is one stored value or zero) and multiplied as ``nnx.Linear`` does."""
 
   def __init__(self, linear: nnx.Linear, pattern: tuple[int, int]):
-    kernel = np.asarray(linear.kernel.get_value())
-    self.kernel_shape = tuple(kernel.shape)
-    self.pattern = tuple(pattern)
-    values, indices = so.nm_compress(kernel, self.pattern, axes=0)
-    self.values = nnx.Param(values)
-    self.indices = Indices(indices)
-    self.bias = nnx.Param(linear.bias.get_value()) if linear.use_bias else None
-    self.precision = linear.precision
-
-  def kernel(self) -> jax.Array:
-    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
-                            self.kernel_shape, axes=0)
+    self._store(linear, pattern, 0, linear.bias if linear.use_bias else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jax.lax.dot_general(x, self.kernel(), (((x.ndim - 1,), (0,)), ((), ())),
@@ -179,19 +186,13 @@ class NMLinear(nnx.Module):
     return _add_bias(y, self.bias)
 
 
-class NMConv(nnx.Module):
+class NMConv(_NMKernel):
   """A 2-D ``nnx.Conv`` (NHWC, HWIO) whose kernel satisfies an N:M pattern along I, stored as
   :class:`NMLinear` stores its kernel; rebuilt dense at each call and convolved as
   ``nnx.Conv`` does."""
 
   def __init__(self, conv: nnx.Conv, pattern: tuple[int, int]):
-    kernel = np.asarray(conv.kernel.get_value())
-    self.kernel_shape = tuple(kernel.shape)
-    self.pattern = tuple(pattern)
-    values, indices = so.nm_compress(kernel, self.pattern, axes=2)
-    self.values = nnx.Param(values)
-    self.indices = Indices(indices)
-    self.bias = nnx.Param(conv.bias.get_value()) if conv.use_bias else None
+    self._store(conv, pattern, 2, conv.bias if conv.use_bias else None)
     rank = len(conv.kernel_size)
     self.strides = _broadcast(conv.strides, rank)
     self.padding = nnx_linear.canonicalize_padding(conv.padding, rank)
@@ -200,11 +201,6 @@ class NMConv(nnx.Module):
     self.input_dilation = _broadcast(conv.input_dilation, rank)
     self.kernel_dilation = _broadcast(conv.kernel_dilation, rank)
     self.feature_group_count = conv.feature_group_count
-    self.precision = conv.precision
-
-  def kernel(self) -> jax.Array:
-    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
-                            self.kernel_shape, axes=2)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jax.lax.conv_general_dilated(
@@ -215,28 +211,16 @@ class NMConv(nnx.Module):
     return _add_bias(y, self.bias)
 
 
-class NMLinearGeneral(nnx.Module):
+class NMLinearGeneral(_NMKernel):
   """An ``nnx.LinearGeneral`` without batch axes (an attention layer's query, key, value or
   output projection) whose kernel, ``(*in_features, *out_features)``, satisfies an N:M pattern
   along its input axes (flattened), stored as :class:`NMLinear` stores its kernel; rebuilt
   dense at each call and contracted as ``nnx.LinearGeneral`` does."""
 
   def __init__(self, linear: nnx.LinearGeneral, pattern: tuple[int, int]):
-    kernel = np.asarray(linear.kernel.get_value())
-    self.kernel_shape = tuple(kernel.shape)
-    self.pattern = tuple(pattern)
     self.axis = tuple(linear.axis)
-    self.in_axes = tuple(range(len(self.axis)))
     self.out_features = tuple(linear.out_features)
-    values, indices = so.nm_compress(kernel, self.pattern, axes=self.in_axes)
-    self.values = nnx.Param(values)
-    self.indices = Indices(indices)
-    self.bias = nnx.Param(linear.bias.get_value()) if linear.bias is not None else None
-    self.precision = linear.precision
-
-  def kernel(self) -> jax.Array:
-    return so.nm_decompress(self.values.get_value(), self.indices.get_value(), self.pattern,
-                            self.kernel_shape, axes=self.in_axes)
+    self._store(linear, pattern, tuple(range(len(self.axis))), linear.bias)
 
   def __call__(self, x: jax.Array, out_sharding: Any = None) -> jax.Array:
     axis = tuple(a % x.ndim for a in self.axis)

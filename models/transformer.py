@@ -105,6 +105,18 @@ def blocks(dim: int, depth: int, heads: int, mlp_dim: int,
                          rngs=rngs) for h, m in block_widths])
 
 
+def add_trunk(model: nnx.Module, num_classes: int, dim: int, depth: int, heads: int,
+              mlp_dim: int, block_widths: Sequence[tuple[int, int]] | None, *,
+              init: initializers.InitName, init_scale: float, rngs: nnx.Rngs) -> None:
+  """Sets the blocks, the final LayerNorm and the output head the ViT and the LM share on
+  ``model``, in that order (which fixes what each draws from ``rngs``)."""
+  model.blocks = blocks(dim, depth, heads, mlp_dim, block_widths, init=init,
+                        init_scale=init_scale, rngs=rngs)
+  model.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+  model.head = nnx.Linear(dim, num_classes,
+                          kernel_init=initializers.linear_init(init, init_scale), rngs=rngs)
+
+
 def thinning_plan(model: nnx.Module, build) -> Family:
   """How ``models.thin`` narrows ``model``'s blocks: their attention heads and MLP neurons (the
   residual stream keeps its width). ``build(block_widths)`` is the model's constructor, less

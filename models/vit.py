@@ -62,11 +62,8 @@ class ViT(nnx.Module):
                                 rngs=rngs)
     self.pos_embed = nnx.Param(
         nnx.initializers.normal(transformer.EMBEDDING_STDDEV)(rngs.params(), (1, tokens, dim)))
-    self.blocks = transformer.blocks(dim, depth, heads, mlp_dim, block_widths, init=init,
-                                     init_scale=init_scale, rngs=rngs)
-    self.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
-    self.head = nnx.Linear(dim, num_classes,
-                           kernel_init=initializers.linear_init(init, init_scale), rngs=rngs)
+    transformer.add_trunk(self, num_classes, dim, depth, heads, mlp_dim, block_widths, init=init,
+                          init_scale=init_scale, rngs=rngs)
 
   def thinning_plan(self):
     """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
