@@ -94,9 +94,11 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
     tune = [_row(stage, t) for t in tuning]
     best = sweeps.tuned_setting(experiment, method)
     tried = sorted(t.setting for t in tuning)
+    lender = next((m for m in experiment.methods if m.id == method.tuned_as), None)
     entry: dict[str, Any] = {"label": method.label, "knob": method.knob, "trend": method.trend,
                              "tuned": {"key": method.tune[0], "values": tried,
-                                       "grid": list(method.tune[1]), "chosen": best},
+                                       "grid": list(method.tune[1]), "chosen": best,
+                                       "as": lender and lender.label},
                              "note": method.note, "tune": [r for r in tune if r]}
     missing += [f"{stage.id}/{t.id}" if apart else t.id for t, r in zip(tuning, tune)
                 if r is None]
@@ -268,6 +270,26 @@ def _edge(tuned: dict[str, Any]) -> str:
       min(values), max(values)) else "")
 
 
+def _tuned(tuned: dict[str, Any]) -> str:
+  """The tuned setting's cell: "learning_rate = 0.1 (of [...])", several knobs named together,
+  or the method whose setting an ablation borrows."""
+  key, chosen = tuned["key"], tuned["chosen"]
+  if tuned.get("as"):
+    return f"as {tuned['as']}" + ("" if chosen is None else f": {_setting(key, chosen)}")
+  values = ", ".join(_value(v) for v in tuned["values"])
+  return f"{_setting(key, chosen)} (of [{values}]{_edge(tuned)})"
+
+
+def _value(value: Any) -> str:
+  return f"({', '.join(map(str, value))})" if isinstance(value, (list, tuple)) else str(value)
+
+
+def _setting(key: Any, value: Any) -> str:
+  if isinstance(key, (list, tuple)):
+    return f"({', '.join(key)}) = {_value(value)}"
+  return f"{key} = {value}"
+
+
 def _tuned_at(summary: dict[str, Any]) -> str:
   tune, epochs = summary.get("tune_epochs", summary["epochs"]), summary["epochs"]
   if tune == epochs:
@@ -296,7 +318,7 @@ def markdown(summary: dict[str, Any]) -> str:
     knob = f"{entry['knob']} = {ref.get('knob_value', '–')}" if entry["knob"] else "–"
     lines.append(
         f"| {entry['label']} | {knob} | "
-        f"{tuned['key']} = {tuned['chosen']} (of {tuned['values']}{_edge(tuned)}) | {seeds} | "
+        f"{_tuned(tuned)} | {seeds} | "
         f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
         f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} | "
         f"{_pm(ref.get('compression_weights_mean'), ref.get('compression_weights_std'), 1)} |")
