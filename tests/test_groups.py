@@ -670,6 +670,12 @@ def test_the_loop_trains_heads_and_neurons_as_groups_and_logs_the_dead_ones(tmp_
   assert record["dead_groups"] == {
       **{f"blocks/{i}/heads": {"groups": heads, "zero": heads} for i in range(blocks)},
       **{f"blocks/{i}/neurons": {"groups": neurons, "zero": neurons} for i in range(blocks)}}
+  # The run exports thinned (one head and one neuron a block kept), tokens in, logits unchanged.
+  from train import export
+  report = export.export(tmp_path / "w", "thin", latency_calls=3)
+  assert report["flipped_predictions"] == 0 and report["max_abs_logit_difference"] < 1e-4
+  assert report["test_accuracy"] == pytest.approx(record["test_accuracy"], abs=1e-6)
+  assert report["params"] < report["params_dense"]
 
 
 def test_groups_need_a_model_that_declares_them():

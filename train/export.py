@@ -118,10 +118,10 @@ def _forward(model: nnx.Module) -> tuple[Callable, list[str], list[np.ndarray]]:
 
 
 def _export(forward: Callable, weights: Sequence[np.ndarray], input_shape: Sequence[int],
-            platforms: Sequence[str]) -> jax.export.Exported:
+            platforms: Sequence[str], dtype: Any = jnp.float32) -> jax.export.Exported:
   specs = [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights]
   images = jax.ShapeDtypeStruct(
-      jax.export.symbolic_shape("b, " + ", ".join(map(str, input_shape))), jnp.float32)
+      jax.export.symbolic_shape("b, " + ", ".join(map(str, input_shape))), dtype)
   return jax.export.export(jax.jit(forward), platforms=tuple(platforms))(specs, images)
 
 
@@ -222,12 +222,14 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
   export_dir = run_folder.export_dir(workdir)
   (export_dir / REPORT_FILE).unlink(missing_ok=True)  # a previous export's, until rewritten
   forward, names, weights = _forward(compact)
-  files = _write(export_dir, _export(forward, weights, input_shape, platforms), names, weights)
+  dtype = export_report.input_dtype(config)  # (a language model takes int32 tokens)
+  files = _write(export_dir, _export(forward, weights, input_shape, platforms, dtype), names,
+                 weights)
   compact_fn = load(export_dir)
   # The dense model through the same path, for this machine only: the baseline.
   dense_forward, _, dense_weights = _forward(dense)
   dense_call = jax.jit(_export(dense_forward, dense_weights, input_shape,
-                               (jax.default_backend(),)).call)
+                               (jax.default_backend(),), dtype).call)
   dense_fn = lambda images: dense_call(dense_weights, images)
 
   report = {

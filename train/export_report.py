@@ -17,7 +17,7 @@ from etils import epath
 from flax import nnx
 
 from models import sparse_layers
-from train import input_pipeline, run_folder
+from train import input_pipeline, run_folder, steps
 
 LATENCY_BATCHES = (1, 128)
 EVAL_BATCH = 128  # a shape the latency runs compile anyway
@@ -25,15 +25,22 @@ EVAL_BATCH = 128  # a shape the latency runs compile anyway
 
 
 
-def positions(model: nnx.Module, input_shape: Sequence[int]) -> dict[tuple[Any, ...], int]:
-  """Output positions (H × W; 1 for a linear layer) of each module's call, per example."""
+def input_dtype(config: dict[str, Any]) -> Any:
+  """The model input's dtype: int32 tokens for a language model, float32 images otherwise."""
+  return jnp.int32 if input_pipeline.spec(config["dataset"]).text else jnp.float32
+
+
+def positions(model: nnx.Module, input_shape: Sequence[int],
+              dtype: Any = jnp.float32) -> dict[tuple[Any, ...], int]:
+  """Output positions (H × W, T for tokens; 1 for a linear layer on a vector) of each module's
+  call, per example."""
   graphdef, state = nnx.split(model)
 
   def outputs(state, images):
     module = nnx.merge(graphdef, state)
     return nnx.capture(module, nnx.Intermediate, method_outputs=nnx.Intermediate)(images)[1]
 
-  shapes = jax.eval_shape(outputs, state, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+  shapes = jax.eval_shape(outputs, state, jax.ShapeDtypeStruct((1, *input_shape), dtype))
   positions = {}
   for path, var in nnx.to_flat_state(shapes):
     if path[-1] == "__call__":
@@ -115,15 +122,18 @@ def layer_rows(dense: nnx.Module, compact: nnx.Module, positions: dict[tuple[Any
 
 
 def latency_ms(fns: dict[str, Callable], input_shape: Sequence[int], calls: int,
-                max_seconds: float = 20.0) -> dict[str, dict[str, float]]:
-  """Median wall time of ``fn(images)`` per function and batch size, after two warm-up calls.
+               max_seconds: float = 20.0, vocab: int | None = None) -> dict[str, dict[str, float]]:
+  """Median wall time of ``fn(images)`` per function and batch size, after two warm-up calls
+  (``vocab``: the inputs are tokens below it).
 
   The functions are called in turn, so that a change in the machine's load hits them alike.
   At least 3 calls each, up to ``calls`` or until ``max_seconds`` have passed.
   """
   out = {name: {} for name in fns}
   for batch in LATENCY_BATCHES:
-    images = jax.random.normal(jax.random.key(0), (batch, *input_shape), jnp.float32)
+    shape = (batch, *input_shape)
+    images = (jax.random.normal(jax.random.key(0), shape, jnp.float32) if vocab is None else
+              jax.random.randint(jax.random.key(0), shape, 0, vocab, jnp.int32))
     for fn in fns.values():
       for _ in range(2):
         jax.block_until_ready(fn(images))
@@ -142,21 +152,22 @@ def latency_ms(fns: dict[str, Callable], input_shape: Sequence[int], calls: int,
 
 
 def evaluate(config: dict[str, Any], dense: Callable, compact: Callable) -> dict[str, Any]:
-  """Test accuracy of both, the predictions that differ and the largest logit difference."""
+  """Test accuracy of both, the predictions that differ and the largest logit difference (per
+  token for a language model)."""
   batches = input_pipeline.create_split(
       config["dataset"], config.get("eval_split") or "test", EVAL_BATCH, train=False,
       data_dir=config.get("data_dir"), drop_remainder=False)
   count = correct_dense = correct_compact = flipped = 0
   max_diff = 0.0
   for batch in batches:
-    images, labels = batch["image"], batch["label"]
+    inputs, labels = np.asarray(steps.model_input(batch)), np.asarray(batch["label"])
     n = len(labels)
-    padded = np.zeros((EVAL_BATCH, *images.shape[1:]), np.float32)  # one compiled shape
-    padded[:n] = images
+    padded = np.zeros((EVAL_BATCH, *inputs.shape[1:]), inputs.dtype)  # one compiled shape
+    padded[:n] = inputs
     logits_dense = np.asarray(dense(padded))[:n]
     logits_compact = np.asarray(compact(padded))[:n]
     pred_dense, pred_compact = logits_dense.argmax(-1), logits_compact.argmax(-1)
-    count += n
+    count += labels.size
     correct_dense += int((pred_dense == labels).sum())
     correct_compact += int((pred_compact == labels).sum())
     flipped += int((pred_dense != pred_compact).sum())
@@ -210,8 +221,10 @@ def measure(workdir: run_folder.PathLike, config: dict[str, Any], step: int, den
   """The measured part of an export's report: ``dense`` is the trained model, ``compact`` the
   exported one (``exported_params``: its params before BCOO storage), ``dense_fn`` and
   ``compact_fn`` their forward passes through the same exported path."""
-  input_shape = tuple(input_pipeline.spec(config["dataset"]).image_shape)
-  layers = layer_rows(dense, compact, positions(dense, input_shape), layer_order)
+  spec = input_pipeline.spec(config["dataset"])
+  input_shape = tuple(spec.image_shape)
+  layers = layer_rows(dense, compact, positions(dense, input_shape, input_dtype(config)),
+                      layer_order)
   dense_params = leaves(dense, nnx.Param)
   compact_params = leaves(compact, nnx.Param, sparse_layers.Indices)
   report = {
@@ -231,7 +244,7 @@ def measure(workdir: run_folder.PathLike, config: dict[str, Any], step: int, den
   }
   if latency_calls:
     report["latency_ms"] = latency_ms({"dense": dense_fn, "compact": compact_fn}, input_shape,
-                                      latency_calls)
+                                      latency_calls, vocab=spec.num_classes if spec.text else None)
   if evaluate_accuracy:
     report.update(evaluate(config, dense_fn, compact_fn))
     report["logged_test_accuracy"] = logged_accuracy(workdir, step)
