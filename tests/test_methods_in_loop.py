@@ -287,3 +287,25 @@ def test_l1_sparsity_bad_values(tmp_path):
   ):
     with pytest.raises(ValueError, match=match):
       _run(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize("name", ["lm_tiny", "vit_tiny"])
+def test_lobster_leaves_a_transformers_embeddings_and_layernorms_alone(name):
+  import jax
+  from flax import nnx
+
+  import models
+  from train import methods
+  from train.configs import default
+  from tests.test_models import example_input_shape
+  config = default.get_config()
+  config.model = name
+  model = models.get_model(name, 10, input_shape=example_input_shape(name), rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  mask = methods._lobster_mask(config)(params)  # pylint: disable=protected-access
+  kept = {"/".join(str(getattr(k, "key", k)) for k in path): keep
+          for path, keep in jax.tree_util.tree_leaves_with_path(mask)}
+  assert kept["blocks/0/attn/query/kernel"] and kept["blocks/0/mlp/fc1/kernel"]
+  assert not any(keep for path, keep in kept.items()
+                 if path.startswith(("token_embed", "pos_embed", "norm/"))
+                 or path.split("/")[-2] in ("ln1", "ln2"))

@@ -283,18 +283,24 @@ def _affine_scaling(config, run):
       sgd)
 
 
+def _lobster_mask(config) -> Callable[[Any], Any]:
+  """What LOBSTER shrinks and prunes: every weight and bias but BatchNorm's, or, where the model
+  names its penalised leaves (a Transformer: not its embeddings and LayerNorms), those."""
+  return models.penalty_mask(config.model) or not_normalization
+
+
 def _lobster_callback(config):
   from train import lobster  # pylint: disable=g-import-not-at-top
   return lobster.PruneOnPlateau(config.lobster_patience, config.lobster_tolerance,
-                                mask=not_normalization)  # prunes what the optimizer shrinks
+                                mask=_lobster_mask(config))  # prunes what the optimizer shrinks
 
 
 @register("lobster", callback=_lobster_callback, needs_validation=True)
 def _lobster(config, run):
   """SGD with LOBSTER's shrinkage (Tartaglione et al., 2020), zeros pinned; the callback prunes on plateaus."""
-  return optax.chain(so.lobster(_sgd(config, run), config.lobster_strength,
-                                mask=not_normalization),
-                     so.freeze_zeros(mask=not_normalization))  # pins what the callback prunes
+  mask = _lobster_mask(config)
+  return optax.chain(so.lobster(_sgd(config, run), config.lobster_strength, mask=mask),
+                     so.freeze_zeros(mask=mask))  # pins what the callback prunes
 
 
 def _under(prefix: tuple[Any, ...]) -> Callable[[Any], Any]:
