@@ -63,10 +63,17 @@ EXPECTED_OUTPUT = {
     "compare_methods.ipynb": (
         "every plotted point has a finite error and compression >= 1: True",
     ),
+    "sparse_transformer.ipynb": (
+        "thinned logits == model logits: True",
+        "2:4 pattern holds on every kernel: True",
+        "nm_decompress(nm_compress(w)) == w on every kernel: True",
+        "2:4 compressed bytes < dense bytes: True",
+    ),
 }
 # And lines only a real run prints: the committed outputs of a real run show what it reached.
 EXPECTED_REAL_OUTPUT = {
     "sparse_mnist.ipynb": ("test accuracy >= 98.5%: True", "compression >= 20x: True"),
+    "sparse_transformer.ipynb": ("heads or neurons removed: True",),
 }
 FAST_NOTE = "Outputs below are from the fast settings"  # the first cell of a FAST_OUTPUTS notebook
 
