@@ -107,10 +107,11 @@ def head_groups(attention: Any, group: str, *, projections: tuple[str, ...] = (
     ``structure`` tree.
 
   Example:
-    >>> from flax import nnx
-    >>> import sparse_optax as so
-    >>> attn = nnx.MultiHeadAttention(2, 4, decode=False, rngs=nnx.Rngs(0))
-    >>> s = so.head_groups(nnx.to_pure_dict(nnx.state(attn, nnx.Param)), "heads")
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> proj = lambda: {"kernel": jnp.zeros((2, 4, 1)), "bias": jnp.zeros((4, 1))}
+    >>> attn = {"query": proj(), "key": proj(), "value": proj(),  # 4 heads of width 1
+    ...         "out": {"kernel": jnp.zeros((4, 1, 2)), "bias": jnp.zeros(2)}}
+    >>> s = so.head_groups(attn, "heads")  # nnx.state(an nnx.MultiHeadAttention) works alike
     >>> s["query"]["kernel"], s["out"]["kernel"], s["out"]["bias"]
     (Tied(group='heads', axis=1), Tied(group='heads', axis=0), 'unstructured')
   """
