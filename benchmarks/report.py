@@ -205,7 +205,7 @@ def equal_sparsity(summary: dict[str, Any]) -> list[str]:
             f"{_pm(point['compression_weights_mean'], None, 1)} |")
         continue
       row = next((r for r in entry.get("front", []) if r["knob_value"] == value), None)
-      if point is None and row is not None and entry["knob"] is not None:
+      if row is not None and entry["knob"] is not None:  # (a seeded point without seeds yet too)
         weights = row.get("compression_weights")
         lines.append(f"| {value} | {entry['label']} | 0 | {row['test_error']:.2f} | | "
                      f"{row['val_error']:.2f} | {_x(row['compression'])} | "
@@ -216,10 +216,10 @@ def equal_sparsity(summary: dict[str, Any]) -> list[str]:
       found = None if key == first or a is None or b is None else verdict(a, b)
       if found is not None:
         gap, spread, word = found
-        verdicts.append(f"- {value}: {seeded[first]['label']} {word} {entry['label']}: "
+        verdicts.append(f"- {value}: {seeded[first]['label']} against {entry['label']}: "
                         f"{_pm(a['test_error_mean'], a['test_error_std'])}% against "
                         f"{_pm(b['test_error_mean'], b['test_error_std'])}% "
-                        f"(difference {gap:+.2f}, spread {spread:.2f})")
+                        f"(difference {gap:+.2f}, spread {spread:.2f}): {word}")
   return lines + ([""] + verdicts if verdicts else [])
 
 

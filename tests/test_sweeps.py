@@ -846,9 +846,10 @@ def test_report_compares_seeded_methods_target_by_target_against_their_spread(ex
   assert points[0.5]["test_error_std"] == pytest.approx(1)
   assert report.verdict(summary["methods"]["x"]["points"][0], points[0.5])[2] == "leads"
   text = report.markdown(summary)
-  assert "- 0.5: two knobs leads baseline: 2.00 ± 1.00% against 6.00 ± 1.00% " \
-         "(difference -4.00, spread 2.00)" in text
-  assert "- 0.9: two knobs within the spread baseline: 1.10 ± 0.10% against 1.20 ± 0.10%" in text
+  assert "- 0.5: two knobs against baseline: 2.00 ± 1.00% against 6.00 ± 1.00% " \
+         "(difference -4.00, spread 2.00): leads" in text
+  assert "- 0.9: two knobs against baseline: 1.10 ± 0.10% against 1.20 ± 0.10% " \
+         "(difference -0.10, spread 0.20): within the spread" in text
   assert "| 0.5 | baseline | 1, 2, 3 | 6.00 ± 1.00 | 4.00 |" in text
   with_b_trailing = dict(points[0.5], test_error_mean=0.5, test_error_std=0.1)
   assert report.verdict(points[0.9], with_b_trailing)[2] == "trails"
