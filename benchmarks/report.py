@@ -263,11 +263,17 @@ def _pm(mean, std, digits=2) -> str:
 
 def _edge(tuned: dict[str, Any]) -> str:
   """Says when the choice is the smallest or largest value tried: the best may lie beyond."""
-  values, chosen = tuned["values"], tuned["chosen"]
+  values, chosen, key = tuned["values"], tuned["chosen"], tuned["key"]
   passed = "".join(f"; {v} diverged at the full budget"
                    for v in tuned.get("diverged_at_full_budget", []))
-  return passed + ("; on the edge" if chosen is not None and len(values) > 1 and chosen in (
-      min(values), max(values)) else "")
+  if chosen is None or len(values) < 2:
+    return passed
+  if isinstance(key, (list, tuple)):  # several knobs: the edge of each knob's values tried
+    edges = [k for i, k in enumerate(key)
+             if len({v[i] for v in values}) > 1 and chosen[i] in (
+                 min(v[i] for v in values), max(v[i] for v in values))]
+    return passed + "".join(f"; {k} on the edge" for k in edges)
+  return passed + ("; on the edge" if chosen in (min(values), max(values)) else "")
 
 
 def _tuned(tuned: dict[str, Any]) -> str:

@@ -853,3 +853,13 @@ def test_report_compares_seeded_methods_target_by_target_against_their_spread(ex
   assert "| 0.5 | baseline | 1, 2, 3 | 6.00 ± 1.00 | 4.00 |" in text
   with_b_trailing = dict(points[0.5], test_error_mean=0.5, test_error_std=0.1)
   assert report.verdict(points[0.9], with_b_trailing)[2] == "trails"
+
+
+def test_a_grid_over_several_knobs_says_which_knob_its_choice_is_on_the_edge_of():
+  tuned = {"key": ("learning_rate", "momentum_timescale"), "chosen": (1.0, 19.0),
+           "values": [(1.0, 9.5), (1.0, 19.0), (1.0, 38.0), (2.0, 9.5), (2.0, 19.0)]}
+  assert report._edge(tuned) == "; learning_rate on the edge"  # pylint: disable=protected-access
+  assert report._edge(dict(tuned, chosen=(2.0, 38.0))) == (  # pylint: disable=protected-access
+      "; learning_rate on the edge; momentum_timescale on the edge")
+  assert report._edge(dict(tuned, values=[(1.0, 9.5), (1.0, 19.0)], chosen=(1.0, 19.0))) == (  # pylint: disable=protected-access
+      "; momentum_timescale on the edge")
