@@ -54,10 +54,7 @@ class DecoderLM(nnx.Module):
     transformer.add_trunk(self, num_classes, dim, depth, heads, mlp_dim, block_widths, init=init,
                           init_scale=init_scale, rngs=rngs)
 
-  def thinning_plan(self):
-    """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
-    return transformer.thinning_plan(self, lambda widths: functools.partial(
-        DecoderLM, **dict(self.sizes), block_widths=widths))
+  thinning_plan = transformer.narrowing_plan  # its heads and MLP neurons
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
     length = tokens.shape[-1]
@@ -67,13 +64,8 @@ class DecoderLM(nnx.Module):
       x = block(x, mask)
     return self.head(self.norm(x))
 
-  @staticmethod
-  def penalty_mask(params):
-    return transformer.penalty_mask(params)
-
-  @staticmethod
-  def group_structure(params):
-    return transformer.group_structure(params)
+  penalty_mask = staticmethod(transformer.penalty_mask)
+  group_structure = staticmethod(transformer.group_structure)
 
 
 def lm_params(vocab: int, context: int, dim: int, depth: int, heads: int, mlp_dim: int) -> int:

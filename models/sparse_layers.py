@@ -56,6 +56,19 @@ class SparseLinear(nnx.Module):
     return _add_bias(so.compact_matmul(x, kernel), self.bias)
 
 
+def _copy_geometry(layer: nnx.Module, conv: nnx.Conv) -> None:
+  """Sets ``conv``'s strides, padding, dilations and groups on ``layer``, as
+  ``lax.conv_general_dilated`` takes them."""
+  rank = len(conv.kernel_size)
+  layer.strides = _broadcast(conv.strides, rank)
+  layer.padding = nnx_linear.canonicalize_padding(conv.padding, rank)
+  if not isinstance(layer.padding, str):
+    layer.padding = tuple(tuple(pair) for pair in layer.padding)
+  layer.input_dilation = _broadcast(conv.input_dilation, rank)
+  layer.kernel_dilation = _broadcast(conv.kernel_dilation, rank)
+  layer.feature_group_count = conv.feature_group_count
+
+
 class SparseConv(nnx.Module):
   """A 2-D ``nnx.Conv`` (NHWC, HWIO) whose kernel is stored as a BCOO.
 
@@ -71,15 +84,8 @@ class SparseConv(nnx.Module):
     self.data = nnx.Param(kernel.data)
     self.indices = Indices(kernel.indices)
     self.bias = nnx.Param(conv.bias.get_value()) if conv.use_bias else None
-    rank = len(conv.kernel_size)
     self.kernel_size = tuple(conv.kernel_size)
-    self.strides = _broadcast(conv.strides, rank)
-    self.padding = nnx_linear.canonicalize_padding(conv.padding, rank)
-    if not isinstance(self.padding, str):
-      self.padding = tuple(tuple(pair) for pair in self.padding)
-    self.input_dilation = _broadcast(conv.input_dilation, rank)
-    self.kernel_dilation = _broadcast(conv.kernel_dilation, rank)
-    self.feature_group_count = conv.feature_group_count
+    _copy_geometry(self, conv)
     self.precision = conv.precision
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -193,14 +199,7 @@ class NMConv(_NMKernel):
 
   def __init__(self, conv: nnx.Conv, pattern: tuple[int, int]):
     self._store(conv, pattern, 2, conv.bias if conv.use_bias else None)
-    rank = len(conv.kernel_size)
-    self.strides = _broadcast(conv.strides, rank)
-    self.padding = nnx_linear.canonicalize_padding(conv.padding, rank)
-    if not isinstance(self.padding, str):
-      self.padding = tuple(tuple(pair) for pair in self.padding)
-    self.input_dilation = _broadcast(conv.input_dilation, rank)
-    self.kernel_dilation = _broadcast(conv.kernel_dilation, rank)
-    self.feature_group_count = conv.feature_group_count
+    _copy_geometry(self, conv)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = jax.lax.conv_general_dilated(

@@ -28,6 +28,7 @@ tables and the 2-D q, k, v biases in).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,6 +116,14 @@ def add_trunk(model: nnx.Module, num_classes: int, dim: int, depth: int, heads: 
   model.norm = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
   model.head = nnx.Linear(dim, num_classes,
                           kernel_init=initializers.linear_init(init, init_scale), rngs=rngs)
+
+
+def narrowing_plan(model: nnx.Module) -> Family:
+  """The ViT's and the LM's ``thinning_plan``: each block's attention heads and MLP neurons, the
+  model rebuilt with its ``sizes`` and the widths kept (each class assigns it as its own, as
+  ``models.thin`` asks)."""
+  return thinning_plan(model, lambda widths: functools.partial(
+      type(model), **dict(model.sizes), block_widths=widths))
 
 
 def thinning_plan(model: nnx.Module, build) -> Family:

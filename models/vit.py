@@ -65,10 +65,7 @@ class ViT(nnx.Module):
     transformer.add_trunk(self, num_classes, dim, depth, heads, mlp_dim, block_widths, init=init,
                           init_scale=init_scale, rngs=rngs)
 
-  def thinning_plan(self):
-    """How ``models.thin`` narrows it: each block's attention heads and MLP neurons."""
-    return transformer.thinning_plan(self, lambda widths: functools.partial(
-        ViT, **dict(self.sizes), block_widths=widths))
+  thinning_plan = transformer.narrowing_plan  # its heads and MLP neurons
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = self.patch_embed(x)
@@ -77,13 +74,8 @@ class ViT(nnx.Module):
       x = block(x)
     return self.head(jnp.mean(self.norm(x), axis=1))
 
-  @staticmethod
-  def penalty_mask(params):
-    return transformer.penalty_mask(params)
-
-  @staticmethod
-  def group_structure(params):
-    return transformer.group_structure(params)
+  penalty_mask = staticmethod(transformer.penalty_mask)
+  group_structure = staticmethod(transformer.group_structure)
 
 
 def vit_params(num_classes: int, input_shape: Sequence[int], patch_size: int, dim: int,

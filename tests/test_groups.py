@@ -18,6 +18,8 @@ import pytest
 
 import sparse_optax as so
 from tests import numpy_reference as ref
+from tests.test_math import _f32
+from tests.test_math import run_steps as _run
 
 REPO = Path(__file__).resolve().parents[1]
 D, H, HD, HIDDEN = 3, 2, 2, 4  # model width, heads, head dim, MLP hidden width
@@ -42,8 +44,6 @@ def _structure(params):
           "norm": "unstructured"}
 
 
-def _f32(tree):
-  return jax.tree.map(jnp.float32, tree)
 
 
 # What each group reads, written out by hand: (leaf path, index of the slice of group i).
@@ -165,19 +165,6 @@ def _grads(tree, n, seed=1):
   return [jax.tree.map(lambda x: rng.normal(0, 0.3, x.shape), tree) for _ in range(n)]
 
 
-def _run(tx, params, grads, state=None):
-  state = tx.init(params) if state is None else state
-
-  @jax.jit
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  out = []
-  for g in grads:
-    params, state = step(params, state, _f32(g))
-    out.append(params)
-  return out, state
 
 
 def _xrda(**kw):

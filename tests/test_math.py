@@ -27,9 +27,10 @@ def _grads(tree, n, seed=1):
   return [jax.tree.map(lambda x: rng.normal(0, 0.3, x.shape), tree) for _ in range(n)]
 
 
-def _run(tx, params, grads):
-  """Jitted steps; returns the params after each step."""
-  state = tx.init(params)
+def run_steps(tx, params, grads, state=None):
+  """Jitted steps from ``state`` (default: ``tx.init``); the params after each step, and the
+  last state."""
+  state = tx.init(params) if state is None else state
 
   @jax.jit
   def step(p, s, g):
@@ -40,7 +41,12 @@ def _run(tx, params, grads):
   for g in grads:
     params, state = step(params, state, jax.tree.map(jnp.float32, g))
     out.append(params)
-  return out
+  return out, state
+
+
+def _run(tx, params, grads):
+  """Jitted steps; returns the params after each step."""
+  return run_steps(tx, params, grads)[0]
 
 
 def _f32(tree):
