@@ -27,25 +27,45 @@ import sparse_optax as so
 from benchmarks.common import machine
 from benchmarks.optimizer_update import resnet18_shapes
 
-SOLVE_EVERY = (1, 10, 100, None)
+SOLVE_EVERY = (1, 10, 100, None)  # 100: the default
 
 
-def mean_step_time(tx, params, grads, steps: int, repeats: int) -> list[float]:
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
+def mean_step_time(tx, params, grads, steps: int, repeats: int, alternate: bool
+                   ) -> tuple[list[float], int | None]:
+  """Mean seconds per update over ``steps`` updates from the initial state, ``repeats``
+  times; and how many times λ changed after the first update, replayed untimed (None
+  without a target)."""
+  def step(p, s, g, sign):
+    u, s = tx.update(jax.tree.map(lambda x: sign * x, g), s, p)
     return optax.apply_updates(p, u), s
 
   fn = jax.jit(step, donate_argnums=(0, 1))
-  p, s = jax.tree.map(jnp.copy, params), tx.init(params)
-  p, s = jax.block_until_ready(fn(p, s, grads))  # compile; the count is now 1
+
+  def sign(i):  # alternating: noise without drift; else a constant pull (the most drift)
+    return jnp.float32(-1.0 if alternate and i % 2 else 1.0)
+
+  def fresh():  # each pass starts at step 0, so that a ramp is timed as a ramp
+    return jax.tree.map(jnp.copy, params), tx.init(params)
+
+  jax.block_until_ready(fn(*fresh(), grads, sign(0)))  # compile
+  changes = None
+  p, s = fresh()
+  if so.target_state(s) is not None:
+    changes, last = 0, None
+    for i in range(steps):
+      p, s = fn(p, s, grads, sign(i))
+      now = np.asarray(so.target_state(s).l1)
+      changes += int(last is not None and np.any(now != last))
+      last = now
   means = []
   for _ in range(repeats):
+    p, s = jax.block_until_ready(fresh())
     t0 = time.perf_counter()
-    for _ in range(steps):
-      p, s = fn(p, s, grads)
+    for i in range(steps):
+      p, s = fn(p, s, grads, sign(i))
     jax.block_until_ready((p, s))
     means.append((time.perf_counter() - t0) / steps)
-  return means
+  return means, changes
 
 
 def train_step_times(model_name: str, solve_every, steps: int, repeats: int) -> list[float]:
@@ -84,6 +104,9 @@ def main():
   parser.add_argument("--width", type=int, default=1, help="channel multiplier of the tree")
   parser.add_argument("--models", default="resnet20,lenet5",
                       help="train steps to time (empty: none)")
+  parser.add_argument("--alternate", action="store_true",
+                      help="flip the gradient's sign every step (noise without drift) instead of "
+                      "the same gradient every step")
   args = parser.parse_args()
   if args.steps % 100:
     parser.error("--steps must be a multiple of 100 (every solve period in a whole number)")
@@ -95,23 +118,29 @@ def main():
   n = sum(x.size for x in jax.tree.leaves(params))
   print(f"machine: {machine()}")
   print(f"tree: ResNet-18 x{args.width} CIFAR shapes, {n:,} float32 params; mean of "
-        f"{args.steps} consecutive updates, {args.repeats} repeats\n")
-  print(f"{'update':44s} {'median ms':>10s} {'best ms':>8s} {'vs xrda':>8s}")
+        f"{args.steps} consecutive updates, {args.repeats} repeats; gradient "
+        f"{'alternating in sign' if args.alternate else 'the same'} every step")
+  print("λ changes: over the first steps, replayed untimed (with solve_every=k, how many "
+        "solves ran)\n")
+  print(f"{'update':52s} {'median ms':>10s} {'best ms':>8s} {'vs xrda':>8s} {'λ changes':>10s}")
   total = 1000
   lr, alpha = so.cosine_decay(1.0, total), so.cosine_averaging(total)
   for structure in ("unstructured", "kernel"):
     base = None
     rows = [("xrda, l1=1e-6", dict(l1=1e-6))] + [
         (f"xrda, sparsity=0.9, solve_every={k}", dict(sparsity=0.9, solve_every=k))
-        for k in SOLVE_EVERY]
+        for k in SOLVE_EVERY] + [
+        (f"xrda, sparsity 0 to 0.9 over the {args.steps}, solve_every=100",
+         dict(sparsity=so.polynomial_sparsity(0.9, 0, args.steps), solve_every=100))]
     for name, kwargs in rows:
       tx = so.xrda(lr, alpha, momentum_timescale=9.5, weight_decay=5e-4, structure=structure,
                    **kwargs)
-      means = mean_step_time(tx, params, grads, args.steps, args.repeats)
+      means, changes = mean_step_time(tx, params, grads, args.steps, args.repeats,
+                                      args.alternate)
       med = statistics.median(means)
       base = base or med
-      print(f"{structure + ' ' + name:44s} {med * 1e3:10.2f} {min(means) * 1e3:8.2f} "
-            f"{med / base:8.2f}", flush=True)
+      print(f"{structure + ' ' + name:52s} {med * 1e3:10.2f} {min(means) * 1e3:8.2f} "
+            f"{med / base:8.2f} {'' if changes is None else changes:>10}", flush=True)
 
   for model_name in filter(None, args.models.split(",")):
     print(f"\n{'train step, batch 128':44s} {'median ms':>10s} {'best ms':>8s} {'vs xrda':>8s}")

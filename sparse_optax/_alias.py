@@ -8,6 +8,7 @@ import optax
 
 from sparse_optax import _checks
 from sparse_optax import _nm
+from sparse_optax import _target
 from sparse_optax import _types
 from sparse_optax._dual_averaging import dual_averaging
 from sparse_optax._momentum import scale_by_timescale_momentum
@@ -21,14 +22,15 @@ def _weights_or_uniform(weights: _types.Weighting | None, mask: _types.Mask | No
 
 
 def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every,
-          pattern=None, pattern_axes=None):
+          pattern=None, pattern_axes=None, point=False):
   """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for;
-  with an N:M ``pattern``, its prox."""
+  with an N:M ``pattern``, its prox. ``point``: the updates it gets are the dual average
+  itself (see :func:`dual_averaging`'s ``_point``)."""
   _nm.check_spec(pattern, pattern_axes)  # refused here, in the caller's name
-  nm = dict(pattern=pattern, pattern_axes=pattern_axes)
+  nm = dict(pattern=pattern, pattern_axes=pattern_axes, _point=point)
   if sparsity is None:
     if scope != "global" or solve_every is None or (
-        _checks.is_concrete(solve_every) and solve_every != 1):
+        _checks.is_concrete(solve_every) and solve_every != _target.SOLVE_EVERY):
       raise ValueError(f"{_checks.caller()}: scope and solve_every say how a sparsity target is "
                        "met; without sparsity= there is none.")
     if l1 is None:
@@ -49,7 +51,7 @@ def xrda(
     *,
     sparsity: optax.ScalarOrSchedule | None = None,
     scope: str = "global",
-    solve_every: int | None = 1,
+    solve_every: int | None = _target.SOLVE_EVERY,
     momentum_timescale: optax.ScalarOrSchedule,
     maximum_factor: optax.ScalarOrSchedule | None = None,
     beta: optax.ScalarOrSchedule | None = None,
@@ -207,9 +209,9 @@ def xrda(
       optax.add_decayed_weights(weight_decay),
       scale_by_timescale_momentum(learning_rate, momentum_timescale, accumulator_dtype),
       optax.scale_by_learning_rate(learning_rate),
-      dual_averaging(averaging),
+      dual_averaging(averaging, _point=True),
       _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every, pattern,
-            pattern_axes),
+            pattern_axes, point=True),
   )
 
 
@@ -220,7 +222,7 @@ def rda(
     *,
     sparsity: optax.ScalarOrSchedule | None = None,
     scope: str = "global",
-    solve_every: int | None = 1,
+    solve_every: int | None = _target.SOLVE_EVERY,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     weights: _types.Weighting | None = None,
     mask: _types.Mask | None = None,
@@ -275,9 +277,9 @@ def rda(
   return optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(step),
-      dual_averaging(alpha, center="initial"),
+      dual_averaging(alpha, center="initial", _point=True),
       _prox(l1, step, alpha, _weights_or_uniform(weights, mask), mask, sparsity, scope,
-            solve_every, pattern, pattern_axes),
+            solve_every, pattern, pattern_axes, point=True),
   )
 
 
@@ -288,7 +290,7 @@ def prox_sgd(
     *,
     sparsity: optax.ScalarOrSchedule | None = None,
     scope: str = "global",
-    solve_every: int | None = 1,
+    solve_every: int | None = _target.SOLVE_EVERY,
     momentum: float | None = None,
     nesterov: bool = False,
     weight_decay: optax.ScalarOrSchedule = 0.0,

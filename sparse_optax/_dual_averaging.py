@@ -25,6 +25,7 @@ def dual_averaging(
     averaging: optax.ScalarOrSchedule,
     *,
     center: str = "params",
+    _point: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Dual-averaging accumulator with averaging parameter :math:`\alpha_n`.
 
@@ -91,7 +92,9 @@ def dual_averaging(
       return (a * z + (1 - a) * c + u).astype(z.dtype)
 
     z = jax.tree.map(step, state.z, centre, updates)
-    out = jax.tree.map(lambda zi, p: (zi - p).astype(p.dtype), z, params)
+    # _point (the named optimizers, followed by soft_threshold(_point=True)): z itself, so
+    # that the sparsity target solves on a buffer that exists anyway.
+    out = z if _point else jax.tree.map(lambda zi, p: (zi - p).astype(p.dtype), z, params)
     return out, DualAveragingState(optax.safe_increment(state.count), z, state.initial)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -145,11 +145,13 @@ def soft_threshold(
     *,
     sparsity: optax.ScalarOrSchedule | None = None,
     scope: str = "global",
-    solve_every: int | None = 1,
+    solve_every: int | None = _target.SOLVE_EVERY,
+    tolerance: float = _target.TOLERANCE,
     gain: float = 0.5,
     initial_l1: float | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
+    _point: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Soft-threshold proximal step, the prox of :math:`\sum_i t_i |\theta_i|`.
 
@@ -265,7 +267,7 @@ def soft_threshold(
     _checks.check_hparam("threshold", threshold)
   targeted = sparsity is not None
   if targeted:
-    _target.check_target(sparsity, scope, solve_every, gain)
+    _target.check_target(sparsity, scope, solve_every, gain, tolerance)
     if initial_l1 is not None:
       _checks.check_hparam("initial_l1", initial_l1, allow_schedule=False)
   elif initial_l1 is not None:
@@ -313,30 +315,36 @@ def soft_threshold(
       leaves, treedef = jax.tree.flatten(params)
       groups = grouping(params, selected)
       # Built inside the solve's branch: XLA builds a cond's operands at every step, so
-      # candidates made out here would cost a pass over the tree even where no solve runs.
-      # Feedback alone solves (once) on the params' ratios, cheaper to reach.
+      # candidates made out here would cost a pass over the tree even where no solve runs
+      # (and p + u as an operand makes XLA write u out every step: the named optimizers pass
+      # the dual average itself, a buffer that exists anyway). Feedback alone solves (once)
+      # on the params' ratios, cheaper to reach.
       flat_updates = treedef.flatten_up_to(updates)
       solved_on = (lambda: leaves) if solve_every is None else (
-          lambda: [p + u for p, u in zip(leaves, flat_updates)])
+          (lambda: flat_updates) if _point else
+          (lambda: [p + u for p, u in zip(leaves, flat_updates)]))
       scales = treedef.flatten_up_to(t)
       densities = _target.target_densities(_tree.value_at(sparsity, state.count), scope,
                                            leaves, groups)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
                                              state.count)
-      lam = _target.strengths(state.target, state.count, densities, reached, solved_on, scales,
-                              groups, solve_every=solve_every, gain=gain, initial=initial,
+      lam, solved = _target.strengths(state.target, state.count, densities, reached, solved_on, scales,
+                              groups, solve_every=solve_every, gain=gain, tolerance=tolerance,
+                              initial=initial,
                               patterns=[None if a is None else (*n_m, a) for a in axes])
-      target = _target.SparsityTargetState(lam, reached, chunks)
+      target = _target.SparsityTargetState(lam, reached, chunks,
+                                           state.target.solves + solved.astype(jnp.int32))
       t = treedef.unflatten([s if thr is None else thr for s, thr in
                              zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 
     def step(p, u, ti, m, a):
+      c = u if _point else p + u
       if not m:
-        return u
+        return (c - p).astype(p.dtype) if _point else u
       if a is not None:
-        return (_nm.prox(p + u, ti, n_m, a) - p).astype(p.dtype)
-      return (_soft(p + u, ti) - p).astype(p.dtype)
+        return (_nm.prox(c, ti, n_m, a) - p).astype(p.dtype)
+      return (_soft(c, ti) - p).astype(p.dtype)
 
     structure = jax.tree.structure(params)
     out = structure.unflatten([step(*leaf, a) for leaf, a in zip(zip(*(

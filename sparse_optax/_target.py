@@ -27,6 +27,8 @@ SCOPES = ("global", "layer", "erk")
 _MAX_BITS = 0x7F7FFFFF  # the largest finite float32
 _BISECTIONS = 31  # ceil(log2(_MAX_BITS)): the exact k-th ratio
 _MAX_FACTOR = 4.0  # feedback moves λ by at most this factor an update
+SOLVE_EVERY = 100  # default steps between exact solves (benchmarks/target_cost.py)
+TOLERANCE = 0.005  # default |log(density / target)| that calls a solve between them
 
 
 class SparsityTargetState(NamedTuple):
@@ -36,6 +38,7 @@ class SparsityTargetState(NamedTuple):
   # float32 (groups, CHUNKS): non-zeros per chunk of the group's leaves, one chunk recounted
   # a step (see densities_of)
   chunk_nonzeros: jax.Array
+  solves: jax.Array  # int32 (): exact solves so far (what the target has cost)
 
 
 CHUNKS = 8  # the density is recounted an eighth of the weights a step
@@ -56,7 +59,8 @@ class Groups(NamedTuple):
   sizes: tuple[int, ...]  # elements per group
 
 
-def check_target(sparsity: Any, scope: str, solve_every: Any, gain: Any) -> None:
+def check_target(sparsity: Any, scope: str, solve_every: Any, gain: Any,
+                 tolerance: Any = 0.0) -> None:
   """Refuses a target outside [0, 1), unknown names and bad control settings."""
   _checks.check_hparam("sparsity", sparsity, at_most_one=True)
   if not callable(sparsity) and _checks.is_concrete(sparsity):
@@ -68,6 +72,7 @@ def check_target(sparsity: Any, scope: str, solve_every: Any, gain: Any) -> None
   if solve_every is not None:
     _checks.check_step("solve_every", solve_every, minimum=1)
   _checks.check_hparam("gain", gain, positive=True, allow_schedule=False)
+  _checks.check_hparam("tolerance", tolerance, allow_schedule=False)
 
 
 def groups(selected: list[bool], leaves: list[Any], scope: str) -> Groups:
@@ -93,7 +98,8 @@ def init(params: list[Any], grouping: Groups) -> SparsityTargetState:
     if rows is not None:
       chunks[g] = chunks[g] + jnp.sum(rows != 0, axis=1, dtype=jnp.float32)
   return SparsityTargetState(jnp.zeros((n,), jnp.float32), jnp.ones((n,), jnp.float32),
-                             jnp.stack(chunks) if chunks else jnp.zeros((0, CHUNKS)))
+                             jnp.stack(chunks) if chunks else jnp.zeros((0, CHUNKS)),
+                             jnp.zeros([], jnp.int32))
 
 
 def target_densities(sparsity_value: jax.Array, scope: str, leaves: list[Any],
@@ -222,26 +228,33 @@ def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities:
 def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array,
               reached: jax.Array, candidates: Callable[[], list[Any]], scales: list[Any],
               grouping: Groups, *,
-              solve_every: Any, gain: Any, initial: jax.Array | None,
-              patterns: list[Any] | None = None) -> jax.Array:
-  """(groups,) float32: this step's λ per group, solved exactly or moved by feedback.
+              solve_every: Any, gain: Any, tolerance: Any, initial: jax.Array | None,
+              patterns: list[Any] | None = None) -> tuple[jax.Array, jax.Array]:
+  """(groups,) float32: this step's λ per group, solved exactly or moved by feedback; and
+  whether it was solved (a bool).
 
-  Feedback, every ``CHUNKS`` steps: λ ← λ (d / d*)^gain, d the density of the params over
-  the last ``CHUNKS`` steps (see densities_of), d* this step's target; with the log-density
-  as the error, a group far from its target and one at 99.6% sparsity move alike. An exact
-  solve replaces it every ``solve_every`` steps (from step 0, or from ``solve_every`` when
-  ``initial`` starts λ), and wherever a target rises from 0. ``candidates`` builds the values
-  solved on (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
+  Feedback, once a rotation of the chunk counts (see densities_of): λ ← λ (d / d*)^gain,
+  d the density of the params over the last ``CHUNKS`` steps, d* this step's target; with
+  the log-density as the error, a group far from its target and one at 99.6% sparsity move
+  alike. With ``solve_every`` an int k, an exact solve replaces it every k steps, and at once
+  where a group's :math:`|\\log(d/d^*)|` exceeds ``tolerance`` (checked once a rotation, so
+  at most one such solve every ``CHUNKS`` steps): feedback follows a ramp or a slow drift for
+  free, and the solves bound where it would stray (an overshoot from a dense start, RDA's
+  count that is steep in λ). A solve also runs at step 0 (at ``solve_every`` when ``initial``
+  starts λ) and wherever a target rises from 0. ``candidates`` builds the values solved on
+  (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
   ``(n, m, axes)`` or None (see :func:`_zeros`).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
-  factor = jnp.clip((jnp.maximum(reached, 1.0 / n) / jnp.maximum(densities, 1.0 / n))
-                    ** jnp.asarray(gain, jnp.float32), 1.0 / _MAX_FACTOR, _MAX_FACTOR)
+  log_error = jnp.log(jnp.maximum(reached, 1.0 / n) / jnp.maximum(densities, 1.0 / n))
+  factor = jnp.clip(jnp.exp(log_error * jnp.asarray(gain, jnp.float32)),
+                    1.0 / _MAX_FACTOR, _MAX_FACTOR)
   # Once a rotation of the chunk counts: then each chunk was counted since the last change
   # of λ, and the density is that of the last λ alone (a density that lags λ makes the
   # feedback oscillate where the count is steep in λ, as RDA's is).
-  carried = jnp.where(count % CHUNKS == 0, state.l1 * factor, state.l1)
+  rotated = count % CHUNKS == 0
+  carried = jnp.where(rotated, state.l1 * factor, state.l1)
   if initial is None:
     due = jnp.asarray(count == 0)
   else:
@@ -249,10 +262,12 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
     due = jnp.asarray(False)
   if solve_every is not None:
     due = due | ((count > 0) & (count % solve_every == 0))
+    strayed = sparse_wanted & (jnp.abs(log_error) > jnp.asarray(tolerance, jnp.float32))
+    due = due | ((count > 0) & rotated & jnp.any(strayed))
   due = due | jnp.any(sparse_wanted & (carried <= 0))
   lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities, patterns),
                      lambda: carried.astype(jnp.float32))
-  return jnp.where(sparse_wanted, lam, 0.0)
+  return jnp.where(sparse_wanted, lam, 0.0), due
 
 
 @_checks.names_errors

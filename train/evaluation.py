@@ -105,7 +105,8 @@ class Evaluator:
     if found is not None:  # λ of the last step, and the penalised weights' density it left
       lam, dens = to_python(found.l1), to_python(found.density)
       target = {"l1": lam[0] if len(lam) == 1 else lam,
-                "l1_density": dens[0] if len(dens) == 1 else dens}
+                "l1_density": dens[0] if len(dens) == 1 else dens,
+                "l1_solves": int(to_python(found.solves))}
     groups = {}
     if self._groups is not None:  # per group set (a block's heads, its neurons): dead / all
       found = to_python(self._groups(state["params"]))
