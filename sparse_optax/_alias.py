@@ -91,16 +91,17 @@ def xrda(
   the *smallest* strength that leaves the target count: once the support
   settles, the weights that stay zero have small :math:`|z|` and :math:`\lambda`
   falls with them, so the survivors are barely shrunk (the l1 bias goes away).
-  By default :math:`\lambda` is solved exactly at every step (31 passes of a
-  count, about 8 times plain xrda's update on CPU: ``benchmarks/target_cost.py``).
-  ``solve_every=None`` solves it once and then follows the params' density by
-  feedback, at 1.1 times plain xrda's update; ``solve_every=k`` solves every
-  ``k`` steps and follows in between. Feedback matched the exact solve's count
-  and accuracy when the target ramps over a long run (LeNet-300-100 at 50×, 68×
-  and 115×, three seeds each), but lags a fast ramp and overshoots a target held
-  from a dense start, and an overshoot is slow to undo: xrda's interpolation
-  pulls a zeroed weight's dual average toward zero (see the sparsity target's
-  page in the docs).
+  :math:`\lambda` is solved exactly every ``solve_every`` steps (1000 by default)
+  and whenever the target moves or the recounted density strays from it by more
+  than 2%, and follows the density by feedback in between (a count per step);
+  ``solve_every=1`` solves at every step (31 passes of a count, several times a
+  plain update's cost: ``benchmarks/target_cost.py``), ``solve_every=None`` once,
+  then feedback alone. Feedback alone matched the exact solve's count and accuracy
+  when the target ramps over a long run (LeNet-300-100 at 50×, 68× and 115×,
+  three seeds each), but overshoots a target held from a dense start, and an
+  overshoot is slow to undo: xrda's interpolation pulls a zeroed weight's dual
+  average toward zero (see the sparsity target's page in the docs); the solves
+  bound it.
 
   The chain: ``add_decayed_weights(wd)``, :func:`scale_by_timescale_momentum`,
   ``scale_by_learning_rate``, :func:`dual_averaging`, :func:`soft_threshold`
@@ -118,8 +119,9 @@ def xrda(
     scope: ``"global"`` (one :math:`\lambda` for every masked leaf), ``"layer"``
       (each leaf at :math:`S`) or ``"erk"`` (each leaf at its
       :func:`erk_densities` share).
-    solve_every: steps between exact solves of :math:`\lambda` (1, the
-      default: every step; ``None``: at the start, then feedback only).
+    solve_every: steps between exact solves of :math:`\lambda` (1000 by default,
+      and wherever the target moves or the count strays; 1: every step; ``None``:
+      at the start, then feedback only).
     momentum_timescale: :math:`T > 0`.
     maximum_factor: :math:`F` (default 500); or ``beta`` (:math:`F = (\beta+1)/\beta`).
     beta: see ``maximum_factor``; give one, not both.

@@ -189,15 +189,24 @@ def soft_threshold(
   threshold without a strength, e.g. ``accumulated_threshold(1.0, ...)``.
 
   The exact :math:`\lambda_n` takes 31 bisection passes of a count over the
-  masked weights' ratios (sum reductions that shard like the params). It is
-  solved every ``solve_every`` steps, at step 0 and wherever a target rises
-  from 0; in between :math:`\lambda` follows the density :math:`d` of the
-  params: an eighth of each leaf is recounted a step, and once all eight have
-  been, :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}` (the factor
-  clipped to :math:`[1/4, 4]`), which lets the count drift around the target.
-  ``solve_every=1`` (the default) is the exact quantile at every step, at about 8 times the
-  cost of a step without a target; ``None`` solves once, on the params' ratios
-  :math:`|\theta_n| / t_n` (cheaper to reach than the candidates'), and then only follows.
+  masked weights' ratios (sum reductions that shard like the params), so it is
+  not solved at every step. An eighth of each leaf's weights is recounted a
+  step; once all eight have been, the params' density :math:`d` moves
+  :math:`\lambda` by feedback, :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}`
+  (the factor clipped to :math:`[1/4, 4]`), which follows a ramp or a slow drift of
+  the weights at the cost of one count. An exact solve replaces it every
+  ``solve_every`` steps (1000 by default), at step 0, wherever a target rises from
+  0, at once wherever the target has moved by more than ``tolerance`` in
+  log-density since the last solve (a ramp), and wherever the density strays from
+  the target by more than ``tolerance`` (:math:`|\log(d/d^*_n)|`, checked once the
+  eight chunks have been recounted): the count stays within the tolerance of the
+  target, to within the drift of the eight steps between recounts, which feedback
+  alone does not promise (it overshoots a target held from a dense start).
+  ``state.target.solves`` counts the solves. ``solve_every=1`` is the exact
+  quantile at every step (several times a plain update's cost on a large tree:
+  ``benchmarks/target_cost.py``); ``None`` solves once, on the params' ratios
+  :math:`|\theta_n| / t_n` (cheaper to reach than the candidates'), and then only
+  follows.
 
   **N:M pattern.** With ``pattern=(N, M)`` (or ``"N:M"``) the step is the prox of the
   weighted l1 under at most N non-zeros in every group of M consecutive weights along each
@@ -228,8 +237,11 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
-    solve_every: steps between exact solves (an int, 1 by default, or
-      ``None``: at the start only).
+    solve_every: steps between exact solves (an int, 1000 by default; 1: every
+      step; ``None``: at the start only, then feedback alone).
+    tolerance: how far, in log-density, the target may move or the count stray
+      before a solve runs at once (0.02 by default, 2% of the non-zeros wanted);
+      with an int ``solve_every`` only.
     gain: exponent of the feedback law between solves.
     initial_l1: the strength at step 0 instead of a solve; the first solve is
       then at step ``solve_every``.
@@ -241,7 +253,8 @@ def soft_threshold(
     last in a chain. With a target, ``state.target.l1`` is the strength used
     at the last step and ``state.target.density`` the density of the params
     that step received, one entry per group (one for ``"global"``, one per
-    masked leaf otherwise); :func:`target_state` finds them in a chain.
+    masked leaf otherwise), and ``state.target.solves`` the exact solves so
+    far; :func:`target_state` finds them in a chain.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, sparse_optax as so
@@ -333,8 +346,9 @@ def soft_threshold(
                               groups, solve_every=solve_every, gain=gain, tolerance=tolerance,
                               initial=initial,
                               patterns=[None if a is None else (*n_m, a) for a in axes])
-      target = _target.SparsityTargetState(lam, reached, chunks,
-                                           state.target.solves + solved.astype(jnp.int32))
+      target = _target.SparsityTargetState(
+          lam, reached, chunks, state.target.solves + solved.astype(jnp.int32),
+          jnp.where(solved | (state.count == 0), densities, state.target.solved_for))
       t = treedef.unflatten([s if thr is None else thr for s, thr in
                              zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 

@@ -27,8 +27,8 @@ SCOPES = ("global", "layer", "erk")
 _MAX_BITS = 0x7F7FFFFF  # the largest finite float32
 _BISECTIONS = 31  # ceil(log2(_MAX_BITS)): the exact k-th ratio
 _MAX_FACTOR = 4.0  # feedback moves λ by at most this factor an update
-SOLVE_EVERY = 100  # default steps between exact solves (benchmarks/target_cost.py)
-TOLERANCE = 0.005  # default |log(density / target)| that calls a solve between them
+SOLVE_EVERY = 1000  # default steps between exact solves (benchmarks/target_control.py)
+TOLERANCE = 0.02  # default |log(density / target)| that calls a solve between them
 
 
 class SparsityTargetState(NamedTuple):
@@ -39,6 +39,7 @@ class SparsityTargetState(NamedTuple):
   # a step (see densities_of)
   chunk_nonzeros: jax.Array
   solves: jax.Array  # int32 (): exact solves so far (what the target has cost)
+  solved_for: jax.Array  # float32 (groups,): the target density of the last solve
 
 
 CHUNKS = 8  # the density is recounted an eighth of the weights a step
@@ -99,7 +100,7 @@ def init(params: list[Any], grouping: Groups) -> SparsityTargetState:
       chunks[g] = chunks[g] + jnp.sum(rows != 0, axis=1, dtype=jnp.float32)
   return SparsityTargetState(jnp.zeros((n,), jnp.float32), jnp.ones((n,), jnp.float32),
                              jnp.stack(chunks) if chunks else jnp.zeros((0, CHUNKS)),
-                             jnp.zeros([], jnp.int32))
+                             jnp.zeros([], jnp.int32), jnp.ones((n,), jnp.float32))
 
 
 def target_densities(sparsity_value: jax.Array, scope: str, leaves: list[Any],
@@ -236,11 +237,11 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   Feedback, once a rotation of the chunk counts (see densities_of): λ ← λ (d / d*)^gain,
   d the density of the params over the last ``CHUNKS`` steps, d* this step's target; with
   the log-density as the error, a group far from its target and one at 99.6% sparsity move
-  alike. With ``solve_every`` an int k, an exact solve replaces it every k steps, and at once
-  where a group's :math:`|\\log(d/d^*)|` exceeds ``tolerance`` (checked once a rotation, so
-  at most one such solve every ``CHUNKS`` steps): feedback follows a ramp or a slow drift for
-  free, and the solves bound where it would stray (an overshoot from a dense start, RDA's
-  count that is steep in λ). A solve also runs at step 0 (at ``solve_every`` when ``initial``
+  alike. With ``solve_every`` an int k, an exact solve replaces it every k steps, at once
+  where a group's target has moved by more than ``tolerance`` in log-density since the last
+  solve (a ramp: feedback, which sees the count only once a rotation, would lag it), and where
+  a group's :math:`|\\log(d/d^*)|` exceeds ``tolerance`` at a rotation (a drift of the
+  weights, an overshoot from a dense start, RDA's count that is steep in λ). A solve also runs at step 0 (at ``solve_every`` when ``initial``
   starts λ) and wherever a target rises from 0. ``candidates`` builds the values solved on
   (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
   ``(n, m, axes)`` or None (see :func:`_zeros`).
@@ -262,8 +263,11 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
     due = jnp.asarray(False)
   if solve_every is not None:
     due = due | ((count > 0) & (count % solve_every == 0))
-    strayed = sparse_wanted & (jnp.abs(log_error) > jnp.asarray(tolerance, jnp.float32))
-    due = due | ((count > 0) & rotated & jnp.any(strayed))
+    tol = jnp.asarray(tolerance, jnp.float32)
+    strayed = sparse_wanted & (jnp.abs(log_error) > tol)
+    moved = sparse_wanted & (jnp.abs(jnp.log(jnp.maximum(densities, 1.0 / n)
+                                             / jnp.maximum(state.solved_for, 1.0 / n))) > tol)
+    due = due | ((count > 0) & ((rotated & jnp.any(strayed)) | jnp.any(moved)))
   due = due | jnp.any(sparse_wanted & (carried <= 0))
   lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities, patterns),
                      lambda: carried.astype(jnp.float32))

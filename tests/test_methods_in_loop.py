@@ -219,15 +219,30 @@ def _kernel_density(record):
   return sum(v["density"] * v["total"] for v in layers) / sum(v["total"] for v in layers)
 
 
-@pytest.mark.parametrize("optimizer", ["xrda", "rda", "prox_sgd"])
-def test_l1_sparsity_reaches_its_target_and_logs_the_strength(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,ramp_epochs,solve_every", [
+    ("xrda", 1, 1), ("rda", 1, 1), ("prox_sgd", 1, 1),
+    # Held from the first step, where feedback alone ends at 99% zeros for xrda.
+    ("xrda", 0, 1),
+    # The default: on runs this short the count swings between its recounts (docs: the
+    # sparsity target), so only its bookkeeping is checked.
+    ("xrda", 1, None),
+])
+def test_l1_sparsity_reaches_its_target_and_logs_the_strength(tmp_path, optimizer, ramp_epochs,
+                                                              solve_every):
   extra = dict(init="uniform", init_scale=2.0) if optimizer == "rda" else {}
-  # The exact solve at every step (the default, said here: feedback lags on a run this short).
-  _run(tmp_path, optimizer=optimizer, l1_sparsity=0.8, l1_sparsity_end_epoch=1,
-       l1_solve_every=1, **extra)
+  if solve_every is not None:
+    extra["l1_solve_every"] = solve_every
+  _run(tmp_path, optimizer=optimizer, l1_sparsity=0.8, l1_sparsity_end_epoch=ramp_epochs,
+       **extra)
   records = _records(tmp_path)
   assert all(isinstance(r["l1"], float) for r in records)
   assert records[0]["l1"] > 0  # (the cosine step size is 0 at the very last step: any λ does)
+  solves = [r["l1_solves"] for r in records]
+  assert solves == sorted(solves) and solves[0] >= 1
+  if solve_every is None:  # a solve at the rise from 0 and at each 2% move of the ramp
+    assert 1 < solves[-1] < records[-1]["step"]
+    return
+  assert solves[-1] == records[-1]["step"]
   assert _kernel_density(records[-1]) == pytest.approx(0.2, abs=2e-3)
   # l1_density is the target's own count (an eighth of the weights recounted a step).
   assert all(0 < r["l1_density"] <= 1 for r in records)
