@@ -132,6 +132,28 @@ def published(summary: Node, method: str, compression: float | None = None) -> N
   return rows[0]
 
 
+def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
+  """Per target where methods ``a`` and ``b`` both have two seeds or more, in order: the
+  target, its compression on weights, each one's test error mean and std, a's minus b's, the
+  spread and the word for it (report.verdict: "leads", "trails" or "within the spread", a's
+  view). A method the summary lacks raises ReadingError."""
+  from benchmarks import report  # pylint: disable=g-import-not-at-top
+  methods = summary.methods
+  points = {key: {p["knob_value"]: p for p in _raw(methods[key]).get("points", [])}
+            for key in (a, b)}
+  out = []
+  for value in sorted(set(points[a]) & set(points[b])):
+    pa, pb = points[a][value], points[b][value]
+    found = report.verdict(pa, pb)
+    if found is not None:
+      gap, spread, word = found
+      out.append({"value": value, "compression_weights": pa["compression_weights_mean"],
+                  "a": pa["test_error_mean"], "a_std": pa["test_error_std"],
+                  "b": pb["test_error_mean"], "b_std": pb["test_error_std"],
+                  "gap": gap, "spread": spread, "word": word})
+  return out
+
+
 _TRIALS: dict[str, dict] = {}  # <experiment>.trials.json, read once per render
 
 
@@ -334,7 +356,7 @@ def environment() -> jinja2.Environment:
   env.globals.update(front=front, at=at, published=published, record=record, config=config,
                      seeds=seeds, kernels=kernels, others=others, kept=kept,
                      rda_threshold=rda_threshold, share=share, density=density, better=better,
-                     worse=worse, unarchived=unarchived, paper=paper)
+                     worse=worse, unarchived=unarchived, paper=paper, versus=versus)
   return env
 
 

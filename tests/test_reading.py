@@ -96,3 +96,18 @@ def test_unarchived_figures_are_counted():
   text = reading.TEMPLATE.read_text()
   assert len(re.findall(r"\bunarchived\(", text)) == 41
   assert len(re.findall(r"\bpaper\(", text)) == 4
+
+
+def test_the_equal_sparsity_verdicts_follow_the_archives_seeds():
+  # A target where the pruning seeds spread apart from xrda's by more than the sum of the
+  # stds turns "within the spread" into "trails"; one where a method has a single seed drops.
+  archive = _archive()
+  methods = archive["lenet300100_mnist"]["methods"]
+  point = next(p for p in methods["gmp_erk"]["points"] if p["knob_value"] == 0.98)
+  xrda = next(p for p in methods["xrda_target"]["points"] if p["knob_value"] == 0.98)
+  point["test_error_mean"] = xrda["test_error_mean"] - 1.0
+  rendered = reading.render(archive=archive)
+  line = next(ln for ln in rendered.splitlines() if "98% of the weights zero" in ln)
+  assert "xrda trails" in rendered.split(line)[1].split("\n- ")[0]
+  point["test_error_std"] = None  # one seed: no verdict at 98%
+  assert "98% of the weights zero" not in reading.render(archive=archive)
