@@ -348,7 +348,8 @@ def soft_threshold(
                               patterns=[None if a is None else (*n_m, a) for a in axes])
       target = _target.SparsityTargetState(
           lam, reached, chunks, state.target.solves + solved.astype(jnp.int32),
-          jnp.where(solved | (state.count == 0), densities, state.target.solved_for))
+          jnp.where(solved | (state.count == 0), densities, state.target.solved_for),
+          jnp.where(solved, state.count, state.target.solved_at))
       t = treedef.unflatten([s if thr is None else thr for s, thr in
                              zip(scales, _target.leaf_thresholds(lam, scales, leaves, groups))])
 

@@ -40,6 +40,7 @@ class SparsityTargetState(NamedTuple):
   chunk_nonzeros: jax.Array
   solves: jax.Array  # int32 (): exact solves so far (what the target has cost)
   solved_for: jax.Array  # float32 (groups,): the target density of the last solve
+  solved_at: jax.Array  # int32 (): the step of the last solve
 
 
 CHUNKS = 8  # the density is recounted an eighth of the weights a step
@@ -100,7 +101,8 @@ def init(params: list[Any], grouping: Groups) -> SparsityTargetState:
       chunks[g] = chunks[g] + jnp.sum(rows != 0, axis=1, dtype=jnp.float32)
   return SparsityTargetState(jnp.zeros((n,), jnp.float32), jnp.ones((n,), jnp.float32),
                              jnp.stack(chunks) if chunks else jnp.zeros((0, CHUNKS)),
-                             jnp.zeros([], jnp.int32), jnp.ones((n,), jnp.float32))
+                             jnp.zeros([], jnp.int32), jnp.ones((n,), jnp.float32),
+                             jnp.zeros([], jnp.int32))
 
 
 def target_densities(sparsity_value: jax.Array, scope: str, leaves: list[Any],
@@ -234,13 +236,14 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   """(groups,) float32: this step's λ per group, solved exactly or moved by feedback; and
   whether it was solved (a bool).
 
-  Feedback, once a rotation of the chunk counts (see densities_of): λ ← λ (d / d*)^gain,
+  Feedback, once a rotation of the chunk counts (see densities_of) that saw no solve:
+  λ ← λ (d / d*)^gain,
   d the density of the params over the last ``CHUNKS`` steps, d* this step's target; with
   the log-density as the error, a group far from its target and one at 99.6% sparsity move
   alike. With ``solve_every`` an int k, an exact solve replaces it every k steps, at once
   where a group's target has moved by more than ``tolerance`` in log-density since the last
   solve (a ramp: feedback, which sees the count only once a rotation, would lag it), and where
-  a group's :math:`|\\log(d/d^*)|` exceeds ``tolerance`` at a rotation (a drift of the
+  a group's :math:`|\\log(d/d^*)|` exceeds ``tolerance`` at such a rotation (a drift of the
   weights, an overshoot from a dense start, RDA's count that is steep in λ). A solve also runs at step 0 (at ``solve_every`` when ``initial``
   starts λ) and wherever a target rises from 0. ``candidates`` builds the values solved on
   (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
@@ -251,10 +254,11 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   log_error = jnp.log(jnp.maximum(reached, 1.0 / n) / jnp.maximum(densities, 1.0 / n))
   factor = jnp.clip(jnp.exp(log_error * jnp.asarray(gain, jnp.float32)),
                     1.0 / _MAX_FACTOR, _MAX_FACTOR)
-  # Once a rotation of the chunk counts: then each chunk was counted since the last change
-  # of λ, and the density is that of the last λ alone (a density that lags λ makes the
-  # feedback oscillate where the count is steep in λ, as RDA's is).
-  rotated = count % CHUNKS == 0
+  # Once a rotation of the chunk counts, and only if no solve ran during it: then each chunk
+  # was counted since the last change of λ, and the density is that of the last λ alone (a
+  # density that lags λ makes the feedback oscillate where the count is steep in λ, as RDA's
+  # is, and would call solve after solve).
+  rotated = (count % CHUNKS == 0) & (count - state.solved_at >= CHUNKS)
   carried = jnp.where(rotated, state.l1 * factor, state.l1)
   if initial is None:
     due = jnp.asarray(count == 0)

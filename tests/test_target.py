@@ -37,9 +37,9 @@ def _xrda(structure="unstructured", **target):
 
 
 def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, gain=0.5,
-               tolerance=0.005):
+               tolerance=0.02):
   """NumPy xRDA whose λ follows the target: feedback from the params' density once the eight
-  chunks have been recounted, an exact solve at step 0, every ``solve_every`` steps, where a
+  chunks have been recounted since the last solve, an exact solve at step 0, every ``solve_every`` steps, where a
   target rises from 0, and (``solve_every`` an int) where a group's target has moved beyond
   ``tolerance`` in log-density since the last solve or its density strays that far at a
   recount; one solve does every group. Returns each step's params and λ,
@@ -53,7 +53,7 @@ def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, ga
   chunk_nonzeros = [sum(np.count_nonzero(theta[k].ravel()[:theta[k].size // chunks * chunks]
                                          .reshape(chunks, -1), axis=1) for k in group)
                     .astype(np.float64) for group in groups]
-  history, solves, solved_for = [], 0, np.ones(len(groups))
+  history, solves, solved_for, solved_at = [], 0, np.ones(len(groups)), 0
   for n in range(STEPS):
     s_n = sparsity(n) if callable(sparsity) else sparsity
     if scope == "erk":
@@ -76,12 +76,13 @@ def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, ga
           chunk_nonzeros[i][j] += np.count_nonzero(flat[:whole].reshape(chunks, -1)[j])
         rest += np.count_nonzero(flat[whole:])
       reached = (chunk_nonzeros[i].sum() + rest) / size
-      if n % chunks == 0:
+      rotated = n % chunks == 0 and n - solved_at >= chunks  # a rotation that saw no solve
+      if rotated:
         carried[i] = ref.feedback_strength(lam[i], reached, dens[i], size, gain)
       log_error = np.log(max(reached, 1 / size) / max(dens[i], 1 / size))
       moved = np.log(max(dens[i], 1 / size) / max(solved_for[i], 1 / size))
       strayed |= dens[i] < 1 and (abs(moved) > tolerance
-                                  or (n % chunks == 0 and abs(log_error) > tolerance))
+                                  or (rotated and abs(log_error) > tolerance))
     wanted = [d < 1 for d in dens]
     due = (n == 0 or (solve_every is not None and n % solve_every == 0)
            or (solve_every is not None and strayed)
@@ -89,6 +90,8 @@ def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, ga
     solves += due
     if due or n == 0:
       solved_for = np.array(dens, np.float64)
+    if due:
+      solved_at = n
     for i, group in enumerate(groups):
       # Feedback alone (solve_every None) solves on the params, the others on the candidates.
       solved_on = [theta[k] if solve_every is None else duals[k][0] for k in group]
