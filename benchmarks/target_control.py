@@ -129,8 +129,8 @@ def report() -> str:
            "xrda asked for a kernel sparsity (`config.l1_sparsity`), λ solved exactly at every "
            "step (`exact`, `l1_solve_every=1`), followed by feedback from the params' density "
            "alone (`feedback`, `0`), or the default (`periodic`, `1000`: feedback, and a solve "
-           "every 1000 steps, wherever the target moves by 2% and wherever a recount finds the "
-           "count 2% off). Errors in %, last epoch; solves per 1000 steps over the run "
+           "every 1000 steps, wherever the target moves by 5% and wherever a recount finds the "
+           "count 5% off). Errors in %, last epoch; solves per 1000 steps over the run "
            "(`l1_solves`, logged since the default); "
            "`python -m benchmarks.target_control --report`.",
            "",

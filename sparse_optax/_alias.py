@@ -93,7 +93,7 @@ def xrda(
   falls with them, so the survivors are barely shrunk (the l1 bias goes away).
   :math:`\lambda` is solved exactly every ``solve_every`` steps (1000 by default)
   and whenever the target moves or the recounted density strays from it by more
-  than 2%, and follows the density by feedback in between (a count per step);
+  than 5%, and follows the density by feedback in between (a count per step);
   ``solve_every=1`` solves at every step (31 passes of a count, several times a
   plain update's cost: ``benchmarks/target_cost.py``), ``solve_every=None`` once,
   then feedback alone. Feedback alone matched the exact solve's count and accuracy

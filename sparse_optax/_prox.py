@@ -240,7 +240,7 @@ def soft_threshold(
     solve_every: steps between exact solves (an int, 1000 by default; 1: every
       step; ``None``: at the start only, then feedback alone).
     tolerance: how far, in log-density, the target may move or the count stray
-      before a solve runs at once (0.02 by default, 2% of the non-zeros wanted);
+      before a solve runs at once (0.05 by default, 5% of the non-zeros wanted);
       with an int ``solve_every`` only.
     gain: exponent of the feedback law between solves.
     initial_l1: the strength at step 0 instead of a solve; the first solve is

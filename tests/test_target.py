@@ -37,7 +37,7 @@ def _xrda(structure="unstructured", **target):
 
 
 def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, gain=0.5,
-               tolerance=0.02):
+               tolerance=0.05):
   """NumPy xRDA whose λ follows the target: feedback from the params' density once the eight
   chunks have been recounted since the last solve, an exact solve at step 0, every ``solve_every`` steps, where a
   target rises from 0, and (``solve_every`` an int) where a group's target has moved beyond
@@ -173,11 +173,11 @@ def _regression(seed=0):
 
 @pytest.mark.parametrize("name,tolerance", [
     ("xrda", 0.01), ("xrda_every_25", 0.01), ("prox_sgd", 0.01), ("rda", 0.01),
-    # The default holds the count within its tolerance (2% in log-density) and the drift of
+    # The default holds the count within its tolerance (5% in log-density) and the drift of
     # the eight steps between recounts; also held from the first step, where feedback alone
     # overshoots (tests/test_methods_in_loop.py).
-    ("xrda_default", 0.03), ("prox_sgd_default", 0.03), ("rda_default", 0.03),
-    ("xrda_held_default", 0.03), ("prox_sgd_held_default", 0.03),
+    ("xrda_default", 0.06), ("prox_sgd_default", 0.06), ("rda_default", 0.06),
+    ("xrda_held_default", 0.06), ("prox_sgd_held_default", 0.06),
     # Feedback alone: on this short run xrda overshoots while the target ramps (its
     # interpolation pulls a zeroed weight's dual average to zero, so it returns only once λ has
     # fallen well below) and ends 6% short of the non-zeros wanted, proximal SGD 3%.
