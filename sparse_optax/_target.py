@@ -233,21 +233,20 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
               grouping: Groups, *,
               solve_every: Any, gain: Any, tolerance: Any, initial: jax.Array | None,
               patterns: list[Any] | None = None) -> tuple[jax.Array, jax.Array]:
-  """(groups,) float32: this step's λ per group, solved exactly or moved by feedback; and
-  whether it was solved (a bool).
+  """(groups,) float32: this step's λ per group, solved exactly, held or moved by feedback;
+  and whether it was solved (a bool).
 
-  Feedback, once a rotation of the chunk counts (see densities_of) that saw no solve:
-  λ ← λ (d / d*)^gain,
-  d the density of the params over the last ``CHUNKS`` steps, d* this step's target; with
-  the log-density as the error, a group far from its target and one at 99.6% sparsity move
-  alike. With ``solve_every`` an int k, an exact solve replaces it every k steps, at once
-  where a group's target has moved by more than ``tolerance`` in log-density since the last
-  solve (a ramp: feedback, which sees the count only once a rotation, would lag it), and where
-  a group's :math:`|\\log(d/d^*)|` exceeds ``tolerance`` at such a rotation (a drift of the
-  weights, an overshoot from a dense start, RDA's count that is steep in λ). A solve also runs at step 0 (at ``solve_every`` when ``initial``
-  starts λ) and wherever a target rises from 0. ``candidates`` builds the values solved on
-  (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
-  ``(n, m, axes)`` or None (see :func:`_zeros`).
+  With ``solve_every`` an int k, λ is solved exactly every k steps and held in between, and
+  solved at once where a group's target has moved by more than ``tolerance`` in log-density
+  since the last solve (a ramp), or where a group's :math:`|\\log(d/d^*)|` exceeds
+  ``tolerance`` at a rotation of the chunk counts that saw no solve (see densities_of; d the
+  density of the params over the last ``CHUNKS`` steps, d* this step's target): the weights'
+  drift, an overshoot from a dense start. With ``solve_every=None``, λ follows by feedback
+  instead, once such a rotation: λ ← λ (d / d*)^gain (with the log-density as the error, a
+  group far from its target and one at 99.6% sparsity move alike). A solve also runs at step 0
+  (at ``solve_every`` when ``initial`` starts λ) and wherever a target rises from 0.
+  ``candidates`` builds the values solved on (called in the solve's branch only);
+  ``patterns``, per leaf, an N:M pattern's ``(n, m, axes)`` or None (see :func:`_zeros`).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
@@ -259,7 +258,10 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   # density that lags λ makes the feedback oscillate where the count is steep in λ, as RDA's
   # is, and would call solve after solve).
   rotated = (count % CHUNKS == 0) & (count - state.solved_at >= CHUNKS)
-  carried = jnp.where(rotated, state.l1 * factor, state.l1)
+  # With periodic solves λ is held between them: feedback at a fixed gain overshoots where the
+  # count is steep in λ, and each overshoot would call a solve (benchmarks/target_control.py).
+  carried = (jnp.where(rotated, state.l1 * factor, state.l1) if solve_every is None
+             else state.l1)
   if initial is None:
     due = jnp.asarray(count == 0)
   else:

@@ -38,8 +38,9 @@ def _xrda(structure="unstructured", **target):
 
 def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, gain=0.5,
                tolerance=0.05):
-  """NumPy xRDA whose λ follows the target: feedback from the params' density once the eight
-  chunks have been recounted since the last solve, an exact solve at step 0, every ``solve_every`` steps, where a
+  """NumPy xRDA whose λ follows the target: held between solves, or (``solve_every`` None)
+  moved by feedback from the params' density once the eight chunks have been recounted since
+  the last solve; an exact solve at step 0, every ``solve_every`` steps, where a
   target rises from 0, and (``solve_every`` an int) where a group's target has moved beyond
   ``tolerance`` in log-density since the last solve or its density strays that far at a
   recount; one solve does every group. Returns each step's params and λ,
@@ -77,7 +78,7 @@ def _numpy_run(params, structure, sparsity, *, scope="global", solve_every=1, ga
         rest += np.count_nonzero(flat[whole:])
       reached = (chunk_nonzeros[i].sum() + rest) / size
       rotated = n % chunks == 0 and n - solved_at >= chunks  # a rotation that saw no solve
-      if rotated:
+      if rotated and solve_every is None:  # periodic solves hold λ in between
         carried[i] = ref.feedback_strength(lam[i], reached, dens[i], size, gain)
       log_error = np.log(max(reached, 1 / size) / max(dens[i], 1 / size))
       moved = np.log(max(dens[i], 1 / size) / max(solved_for[i], 1 / size))
