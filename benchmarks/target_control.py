@@ -54,7 +54,7 @@ EXPERIMENTS = {
 }
 # config.l1_solve_every: every step; feedback alone; solved every 1000 steps and wherever the
 # count strays from the target by more than the tolerance, feedback in between (the default).
-CONTROLS = {"exact": 1, "feedback": 0, "periodic": 1000}
+CONTROLS = {"exact": 1, "feedback": 0, "periodic": 100}
 # (experiment, control) -> seeds; the default control (exact) on three seeds at every target.
 SEEDS = {("lenet300100", "exact"): (1, 2, 3), ("lenet300100", "feedback"): (1, 2, 3),
          ("lenet300100_68x", "exact"): (1, 2, 3), ("lenet300100_68x", "feedback"): (1, 2, 3),

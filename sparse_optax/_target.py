@@ -27,8 +27,8 @@ SCOPES = ("global", "layer", "erk")
 _MAX_BITS = 0x7F7FFFFF  # the largest finite float32
 _BISECTIONS = 31  # ceil(log2(_MAX_BITS)): the exact k-th ratio
 _MAX_FACTOR = 4.0  # feedback moves λ by at most this factor an update
-SOLVE_EVERY = 1000  # default steps between exact solves (benchmarks/target_control.py)
-TOLERANCE = 0.05  # default |log(density / target)| that calls a solve between them
+SOLVE_EVERY = 100  # default steps between exact solves (benchmarks/target_control.py)
+TOLERANCE = 0.25  # default |log(density / target)| that calls a solve between them
 
 
 class SparsityTargetState(NamedTuple):
@@ -258,10 +258,7 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   # density that lags λ makes the feedback oscillate where the count is steep in λ, as RDA's
   # is, and would call solve after solve).
   rotated = (count % CHUNKS == 0) & (count - state.solved_at >= CHUNKS)
-  # With periodic solves λ is held between them: feedback at a fixed gain overshoots where the
-  # count is steep in λ, and each overshoot would call a solve (benchmarks/target_control.py).
-  carried = (jnp.where(rotated, state.l1 * factor, state.l1) if solve_every is None
-             else state.l1)
+  carried = jnp.where(rotated, state.l1 * factor, state.l1)
   if initial is None:
     due = jnp.asarray(count == 0)
   else:
