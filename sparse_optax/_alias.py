@@ -91,9 +91,10 @@ def xrda(
   the *smallest* strength that leaves the target count: once the support
   settles, the weights that stay zero have small :math:`|z|` and :math:`\lambda`
   falls with them, so the survivors are barely shrunk (the l1 bias goes away).
-  :math:`\lambda` is solved exactly every ``solve_every`` steps (1000 by default)
-  and whenever the target moves or the recounted density strays from it by more
-  than 5%, and follows the density by feedback in between (a count per step);
+  :math:`\lambda` is solved exactly every ``solve_every`` steps (100 by default)
+  and follows the params' density by feedback in between (a count of an eighth of
+  the weights per step), with a solve at once where the target moves or the count
+  strays by more than a quarter in log-density;
   ``solve_every=1`` solves at every step (31 passes of a count, several times a
   plain update's cost: ``benchmarks/target_cost.py``), ``solve_every=None`` once,
   then feedback alone. Feedback alone matched the exact solve's count and accuracy
@@ -119,9 +120,9 @@ def xrda(
     scope: ``"global"`` (one :math:`\lambda` for every masked leaf), ``"layer"``
       (each leaf at :math:`S`) or ``"erk"`` (each leaf at its
       :func:`erk_densities` share).
-    solve_every: steps between exact solves of :math:`\lambda` (1000 by default,
-      and wherever the target moves or the count strays; 1: every step; ``None``:
-      at the start, then feedback only).
+    solve_every: steps between exact solves of :math:`\lambda` (100 by default,
+      feedback in between; 1: every step; ``None``: at the start, then feedback
+      only).
     momentum_timescale: :math:`T > 0`.
     maximum_factor: :math:`F` (default 500); or ``beta`` (:math:`F = (\beta+1)/\beta`).
     beta: see ``maximum_factor``; give one, not both.

@@ -189,24 +189,22 @@ def soft_threshold(
   threshold without a strength, e.g. ``accumulated_threshold(1.0, ...)``.
 
   The exact :math:`\lambda_n` takes 31 bisection passes of a count over the
-  masked weights' ratios (sum reductions that shard like the params), so it is
-  not solved at every step. An eighth of each leaf's weights is recounted a
-  step; once all eight have been, the params' density :math:`d` moves
-  :math:`\lambda` by feedback, :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}`
-  (the factor clipped to :math:`[1/4, 4]`), which follows a ramp or a slow drift of
-  the weights at the cost of one count. An exact solve replaces it every
-  ``solve_every`` steps (1000 by default), at step 0, wherever a target rises from
-  0, at once wherever the target has moved by more than ``tolerance`` in
-  log-density since the last solve (a ramp), and wherever the density strays from
-  the target by more than ``tolerance`` (:math:`|\log(d/d^*_n)|`, checked once the
-  eight chunks have been recounted): the count stays within the tolerance of the
-  target, to within the drift of the eight steps between recounts, which feedback
-  alone does not promise (it overshoots a target held from a dense start).
-  ``state.target.solves`` counts the solves. ``solve_every=1`` is the exact
-  quantile at every step (several times a plain update's cost on a large tree:
-  ``benchmarks/target_cost.py``); ``None`` solves once, on the params' ratios
-  :math:`|\theta_n| / t_n` (cheaper to reach than the candidates'), and then only
-  follows.
+  masked weights' ratios (sum reductions that shard like the params), so by
+  default it is not solved at every step. An eighth of each leaf's weights is
+  recounted a step; once all eight have been recounted since the last solve,
+  the params' density :math:`d` moves :math:`\lambda` by feedback,
+  :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}` (the factor clipped to
+  :math:`[1/4, 4]`), which follows a ramp or the weights' drift for the cost of one
+  count. An exact solve replaces it every ``solve_every`` steps (100 by default),
+  at step 0, wherever a target rises from 0, and at once wherever the target has
+  moved by more than ``tolerance`` in log-density since the last solve or a
+  recount finds :math:`|\log(d/d^*_n)|` above it: a guard against feedback's
+  large excursions (it overshoots a target held from a dense start), not a band
+  the count is held in. ``state.target.solves`` counts the solves.
+  ``solve_every=1`` is the exact quantile at every step (several times a plain
+  update's cost on a large tree: ``benchmarks/target_cost.py``); ``None`` solves
+  once, on the params' ratios :math:`|\theta_n| / t_n` (cheaper to reach than the
+  candidates'), and then only follows.
 
   **N:M pattern.** With ``pattern=(N, M)`` (or ``"N:M"``) the step is the prox of the
   weighted l1 under at most N non-zeros in every group of M consecutive weights along each
@@ -237,11 +235,11 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
-    solve_every: steps between exact solves (an int, 1000 by default; 1: every
+    solve_every: steps between exact solves (an int, 100 by default; 1: every
       step; ``None``: at the start only, then feedback alone).
     tolerance: how far, in log-density, the target may move or the count stray
-      before a solve runs at once (0.05 by default, 5% of the non-zeros wanted);
-      with an int ``solve_every`` only.
+      before a solve runs at once (0.25 by default); with an int ``solve_every``
+      only.
     gain: exponent of the feedback law between solves.
     initial_l1: the strength at step 0 instead of a solve; the first solve is
       then at step ``solve_every``.

@@ -48,8 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.l1_sparsity_begin_epoch = 0
   config.l1_sparsity_end_epoch = 0
   config.l1_sparsity_scope = "global"  # "global" (the l1 weights decide), "layer" or "erk"
-  # Steps between exact solves of λ (31 passes of a count), which also run wherever the target
-  # moves or the count strays by 5%; between them λ follows the params' density by feedback.
+  # Steps between exact solves of λ (31 passes of a count); between them λ follows the params'
+  # density by feedback (a solve at once where the target moves or the count strays by 25%).
   # 1: every step (exact, costly); 0: solve once, then feedback only (docs: the sparsity target).
   config.l1_solve_every = 100
   config.momentum_timescale = 9.5  # T (xrda)
