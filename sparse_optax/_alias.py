@@ -91,7 +91,7 @@ def xrda(
   the *smallest* strength that leaves the target count: once the support
   settles, the weights that stay zero have small :math:`|z|` and :math:`\lambda`
   falls with them, so the survivors are barely shrunk (the l1 bias goes away).
-  :math:`\lambda` is solved exactly every ``solve_every`` steps (100 by default)
+  :math:`\lambda` is solved exactly every ``solve_every`` steps (1000 by default)
   and follows the params' density by feedback in between (a count of an eighth of
   the weights per step), with a solve at once where the target moves or the count
   strays by more than a quarter in log-density;
@@ -120,7 +120,7 @@ def xrda(
     scope: ``"global"`` (one :math:`\lambda` for every masked leaf), ``"layer"``
       (each leaf at :math:`S`) or ``"erk"`` (each leaf at its
       :func:`erk_densities` share).
-    solve_every: steps between exact solves of :math:`\lambda` (100 by default,
+    solve_every: steps between exact solves of :math:`\lambda` (1000 by default,
       feedback in between; 1: every step; ``None``: at the start, then feedback
       only).
     momentum_timescale: :math:`T > 0`.

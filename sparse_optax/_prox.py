@@ -195,7 +195,7 @@ def soft_threshold(
   the params' density :math:`d` moves :math:`\lambda` by feedback,
   :math:`\lambda \leftarrow \lambda (d/d^*_n)^{\text{gain}}` (the factor clipped to
   :math:`[1/4, 4]`), which follows a ramp or the weights' drift for the cost of one
-  count. An exact solve replaces it every ``solve_every`` steps (100 by default),
+  count. An exact solve replaces it every ``solve_every`` steps (1000 by default),
   at step 0, wherever a target rises from 0, and at once wherever the target has
   moved by more than ``tolerance`` in log-density since the last solve or a
   recount finds :math:`|\log(d/d^*_n)|` above it: a guard against feedback's
@@ -235,7 +235,7 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
-    solve_every: steps between exact solves (an int, 100 by default; 1: every
+    solve_every: steps between exact solves (an int, 1000 by default; 1: every
       step; ``None``: at the start only, then feedback alone).
     tolerance: how far, in log-density, the target may move or the count stray
       before a solve runs at once (0.25 by default); with an int ``solve_every``

@@ -27,7 +27,7 @@ SCOPES = ("global", "layer", "erk")
 _MAX_BITS = 0x7F7FFFFF  # the largest finite float32
 _BISECTIONS = 31  # ceil(log2(_MAX_BITS)): the exact k-th ratio
 _MAX_FACTOR = 4.0  # feedback moves λ by at most this factor an update
-SOLVE_EVERY = 100  # default steps between exact solves (benchmarks/target_control.py)
+SOLVE_EVERY = 1000  # default steps between exact solves (benchmarks/target_control.py)
 TOLERANCE = 0.25  # default |log(density / target)| that calls a solve between them
 
 

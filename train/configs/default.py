@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Steps between exact solves of λ (31 passes of a count); between them λ follows the params'
   # density by feedback (a solve at once where the target moves or the count strays by 25%).
   # 1: every step (exact, costly); 0: solve once, then feedback only (docs: the sparsity target).
-  config.l1_solve_every = 100
+  config.l1_solve_every = 1000
   config.momentum_timescale = 9.5  # T (xrda)
   config.magnitude_timescale = config_dict.placeholder(float)  # T_b (xrda); None: T
   config.maximum_factor = 500.0  # F (xrda): log-l1 weights range over [1, F]
