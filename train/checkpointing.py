@@ -37,6 +37,12 @@ ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterat
                 "nm_pattern": None}
 
 
+# Fields that only act when another is set: where that one is unset in both configs, a
+# changed default of these (l1_solve_every went from 1 to 1000) changes nothing trained.
+INERT_UNLESS = {"l1_solve_every": "l1_sparsity", "l1_sparsity_scope": "l1_sparsity",
+                "l1_sparsity_begin_epoch": "l1_sparsity", "l1_sparsity_end_epoch": "l1_sparsity"}
+
+
 def has_checkpoints(directory: epath.PathLike) -> bool:
   """Whether ``directory`` (a run's ``checkpoints/``) holds a checkpoint step."""
   directory = epath.Path(directory)
@@ -54,8 +60,14 @@ def check_same_run(config: ml_collections.ConfigDict, saved: dict[str, Any] | No
   if saved is None:
     return
   current = json.loads(config.to_json_best_effort())
+  def inert(k):
+    governing = INERT_UNLESS.get(k)
+    return governing is not None and saved.get(governing) is None and current.get(
+        governing) is None
+
   changed = sorted(k for k in set(saved) | set(current)
-                   if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+                   if k not in RESUMABLE_CHANGES and not inert(k)
+                   and saved.get(k) != current.get(k))
   if changed:
     diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
     raise ValueError(f"{workdir} holds checkpoints of a different config ({diff}). Resuming "
