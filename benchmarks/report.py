@@ -586,7 +586,41 @@ def headline(summaries: list[dict[str, Any]]) -> str:
     lines.append(f"| [{summary['label']}](benchmarks/results/sweeps/{summary['experiment']}.md) "
                  f"| {summary['epochs']} epochs | {_error(done[dense[0]])} | {at('xrda')} "
                  f"| {other} |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines) + "\n" + equal_headline(summaries)
+
+
+def equal_headline(summaries: list[dict[str, Any]]) -> str:
+  """The README's equal-sparsity lines: at each target where xrda through the sparsity target
+  and another seeded method both have two seeds or more, their test errors and the verdict
+  (empty where there is none yet)."""
+  lines = []
+  for summary in summaries:
+    seeded = {key: e for key, e in summary["methods"].items() if e.get("points")}
+    if "xrda_target" not in seeded:
+      continue
+    for key, entry in seeded.items():
+      if key.startswith("xrda"):
+        continue
+      for a in seeded["xrda_target"]["points"]:
+        b = next((p for p in entry["points"] if p["knob_value"] == a["knob_value"]), None)
+        found = None if b is None else verdict(a, b)
+        if found is None:
+          continue
+        gap, spread, word = found
+        lines.append(
+            f"| [{summary['label']}](benchmarks/results/sweeps/{summary['experiment']}.md"
+            f"#at-equal-sparsity) | {_x(a['compression_weights_mean'])}× | "
+            f"{', '.join(map(str, a['seeds']))} | {_error(a)} | {entry['label']}: {_error(b)} "
+            f"| {word if word == 'within the spread' else 'xRDA ' + word} ({gap:+.2f}, "
+            f"spread {spread:.2f}) |")
+  if not lines:
+    return ""
+  return "\n".join([
+      "", "At equal sparsity: every method trained to the same fraction of zero weights, xRDA "
+      "through its sparsity target; test error over seeds other than the tuning seed, and a "
+      "difference called a gap only beyond the spread (the sum of the two stds):", "",
+      "| experiment | compression on weights | seeds | xRDA (log-l1), sparsity target | "
+      "the other method | verdict |", "|---|---|---|---|---|---|", *lines]) + "\n"
 
 
 def readme_with(text: str, table: str) -> str:

@@ -731,6 +731,20 @@ def test_the_readmes_headline_table_is_the_one_the_report_writes_from_the_archiv
       "README.md's headline table is out of date: run python -m benchmarks.report --all")
 
 
+def test_the_readmes_equal_sparsity_lines_need_seeds_on_both_sides():
+  def point(value, mean, std):
+    return {"knob_value": value, "seeds": [1, 2, 3], "test_error_mean": mean,
+            "test_error_std": std, "compression_weights_mean": 1 / (1 - value)}
+  summary = {"label": "Toy", "experiment": "toy", "methods": {
+      "xrda_target": {"label": "xRDA", "points": [point(0.9, 1.0, 0.1), point(0.98, 2.0, 0.1)]},
+      "xrda_uniform": {"label": "ablation", "points": [point(0.9, 9.0, 0.1)]},
+      "gmp_erk": {"label": "ERK", "points": [point(0.9, 1.5, 0.1), point(0.98, 2.0, None)]}}}
+  lines = [ln for ln in report.equal_headline([summary]).splitlines() if ln.startswith("| [")]
+  # 0.98: one pruning seed, no verdict; the ablation is xrda's own, not another method.
+  assert len(lines) == 1 and "| 10× |" in lines[0] and "xRDA leads (-0.50, spread 0.20)" in lines[0]
+  assert report.equal_headline([{**summary, "methods": {}}]) == ""
+
+
 def test_compression_is_counted_on_weights_too_and_published_points_read_that_count():
   record = {"compression": 266610 / 5734, "layers": {
       "layers/0/kernel": dict(nonzeros=5000, total=235200), "layers/0/bias": dict(nonzeros=0,
