@@ -138,20 +138,12 @@ def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
   spread and the word for it (report.verdict: "leads", "trails" or "within the spread", a's
   view). A method the summary lacks raises ReadingError."""
   from benchmarks import report  # pylint: disable=g-import-not-at-top
-  methods = summary.methods
-  points = {key: {p["knob_value"]: p for p in _raw(methods[key]).get("points", [])}
-            for key in (a, b)}
-  out = []
-  for value in sorted(set(points[a]) & set(points[b])):
-    pa, pb = points[a][value], points[b][value]
-    found = report.verdict(pa, pb)
-    if found is not None:
-      gap, spread, word = found
-      out.append({"value": value, "compression_weights": pa["compression_weights_mean"],
-                  "a": pa["test_error_mean"], "a_std": pa["test_error_std"],
-                  "b": pb["test_error_mean"], "b_std": pb["test_error_std"],
-                  "gap": gap, "spread": spread, "word": word})
-  return out
+  methods = {key: _raw(summary.methods[key]) for key in (a, b)}
+  return [{"value": value, "compression_weights": pa["compression_weights_mean"],
+           "a": pa["test_error_mean"], "a_std": pa["test_error_std"],
+           "b": pb["test_error_mean"], "b_std": pb["test_error_std"],
+           "gap": gap, "spread": spread, "word": word}
+          for value, pa, pb, (gap, spread, word) in report.versus(methods, a, b)]
 
 
 _TRIALS: dict[str, dict] = {}  # <experiment>.trials.json, read once per render

@@ -173,6 +173,16 @@ def verdict(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, str] | 
                        "leads" if gap < 0 else "trails")
 
 
+def versus(methods: dict[str, Any], a: str, b: str) -> list[tuple[Any, dict, dict, tuple]]:
+  """Per target where methods ``a`` and ``b`` both have two seeds or more, in the targets'
+  order: (target, a's point, b's point, verdict(a's, b's))."""
+  points = {key: {p["knob_value"]: p for p in methods[key].get("points", [])} for key in (a, b)}
+  pairs = [(value, points[a][value], points[b][value])
+           for value in sorted(set(points[a]) & set(points[b]))]
+  return [(value, pa, pb, found) for value, pa, pb in pairs
+          if (found := verdict(pa, pb)) is not None]
+
+
 def equal_sparsity(summary: dict[str, Any]) -> list[str]:
   """Per target: every method trained to it, the seeded ones as mean ± std over their seeds
   (not the tuning seed), the others at seed 0; then the first seeded method against each other
@@ -601,12 +611,7 @@ def equal_headline(summaries: list[dict[str, Any]]) -> str:
     for key, entry in seeded.items():
       if key.startswith("xrda"):
         continue
-      for a in seeded["xrda_target"]["points"]:
-        b = next((p for p in entry["points"] if p["knob_value"] == a["knob_value"]), None)
-        found = None if b is None else verdict(a, b)
-        if found is None:
-          continue
-        gap, spread, word = found
+      for _, a, b, (gap, spread, word) in versus(seeded, "xrda_target", key):
         lines.append(
             f"| [{summary['label']}](benchmarks/results/sweeps/{summary['experiment']}.md"
             f"#at-equal-sparsity) | {_x(a['compression_weights_mean'])}× | "
