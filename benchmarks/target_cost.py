@@ -111,7 +111,8 @@ def main():
                       "the same gradient every step")
   args = parser.parse_args()
   if args.steps % 100:
-    parser.error("--steps must be a multiple of 100 (every solve period in a whole number)")
+    parser.error("--steps must be a multiple of 100 (the solve_every=100 row's period in a whole "
+                 "number)")
 
   keys = jax.random.split(jax.random.key(0), 64)
   params = {f"p{i:02d}": 0.05 * jax.random.normal(keys[i], s)

@@ -340,10 +340,10 @@ def soft_threshold(
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
                                              state.count)
-      lam, solved = _target.strengths(state.target, state.count, densities, reached, solved_on, scales,
-                              groups, solve_every=solve_every, gain=gain, tolerance=tolerance,
-                              initial=initial,
-                              patterns=[None if a is None else (*n_m, a) for a in axes])
+      lam, solved = _target.strengths(
+          state.target, state.count, densities, reached, solved_on, scales, groups,
+          solve_every=solve_every, gain=gain, tolerance=tolerance, initial=initial,
+          patterns=[None if a is None else (*n_m, a) for a in axes])
       target = _target.SparsityTargetState(
           lam, reached, chunks, state.target.solves + solved.astype(jnp.int32),
           jnp.where(solved | (state.count == 0), densities, state.target.solved_for),

@@ -62,7 +62,7 @@ class Groups(NamedTuple):
 
 
 def check_target(sparsity: Any, scope: str, solve_every: Any, gain: Any,
-                 tolerance: Any = 0.0) -> None:
+                 tolerance: Any) -> None:
   """Refuses a target outside [0, 1), unknown names and bad control settings."""
   _checks.check_hparam("sparsity", sparsity, at_most_one=True)
   if not callable(sparsity) and _checks.is_concrete(sparsity):
@@ -233,20 +233,20 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
               grouping: Groups, *,
               solve_every: Any, gain: Any, tolerance: Any, initial: jax.Array | None,
               patterns: list[Any] | None = None) -> tuple[jax.Array, jax.Array]:
-  """(groups,) float32: this step's λ per group, solved exactly, held or moved by feedback;
-  and whether it was solved (a bool).
+  """(groups,) float32: this step's λ per group, solved exactly or moved by feedback; and
+  whether it was solved (a bool).
 
-  With ``solve_every`` an int k, λ is solved exactly every k steps and held in between, and
-  solved at once where a group's target has moved by more than ``tolerance`` in log-density
-  since the last solve (a ramp), or where a group's :math:`|\\log(d/d^*)|` exceeds
-  ``tolerance`` at a rotation of the chunk counts that saw no solve (see densities_of; d the
-  density of the params over the last ``CHUNKS`` steps, d* this step's target): the weights'
-  drift, an overshoot from a dense start. With ``solve_every=None``, λ follows by feedback
-  instead, once such a rotation: λ ← λ (d / d*)^gain (with the log-density as the error, a
-  group far from its target and one at 99.6% sparsity move alike). A solve also runs at step 0
-  (at ``solve_every`` when ``initial`` starts λ) and wherever a target rises from 0.
-  ``candidates`` builds the values solved on (called in the solve's branch only);
-  ``patterns``, per leaf, an N:M pattern's ``(n, m, axes)`` or None (see :func:`_zeros`).
+  Feedback, once a rotation of the chunk counts (see densities_of) that saw no solve:
+  λ ← λ (d / d*)^gain, d the density of the params over the last ``CHUNKS`` steps, d* this
+  step's target (with the log-density as the error, a group far from its target and one at
+  99.6% sparsity move alike). With ``solve_every`` an int k, an exact solve replaces it every
+  k steps, and at once where a group's target has moved by more than ``tolerance`` in
+  log-density since the last solve, or where its :math:`|\\log(d/d^*)|` exceeds
+  ``tolerance`` at such a rotation: a guard against feedback's large excursions (an overshoot
+  from a dense start). A solve also runs at step 0 (at ``solve_every`` when ``initial``
+  starts λ) and wherever a target rises from 0. ``candidates`` builds the values solved on
+  (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
+  ``(n, m, axes)`` or None (see :func:`_zeros`).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
