@@ -615,7 +615,8 @@ def equal_headline(summaries: list[dict[str, Any]]) -> str:
         lines.append(
             f"| [{summary['label']}](benchmarks/results/sweeps/{summary['experiment']}.md"
             f"#at-equal-sparsity) | {_x(a['compression_weights_mean'])}× | "
-            f"{', '.join(map(str, a['seeds']))} | {_error(a)} | {entry['label']}: {_error(b)} "
+            f"{', '.join(map(str, a['seeds']))} / {', '.join(map(str, b['seeds']))} | "
+            f"{_error(a)} | {entry['label']}: {_error(b)} "
             f"| {word if word == 'within the spread' else 'xRDA ' + word} ({gap:+.2f}, "
             f"spread {spread:.2f}) |")
   if not lines:
@@ -624,7 +625,8 @@ def equal_headline(summaries: list[dict[str, Any]]) -> str:
       "", "At equal sparsity: every method trained to the same fraction of zero weights, xRDA "
       "through its sparsity target; test error over seeds other than the tuning seed, and a "
       "difference called a gap only beyond the spread (the sum of the two stds):", "",
-      "| experiment | compression on weights | seeds | xRDA (log-l1), sparsity target | "
+      "| experiment | compression on weights | seeds (xRDA / other) | "
+      "xRDA (log-l1), sparsity target | "
       "the other method | verdict |", "|---|---|---|---|---|---|", *lines]) + "\n"
 
 
