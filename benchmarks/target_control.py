@@ -61,7 +61,12 @@ SEEDS = {("lenet300100", "exact"): (1, 2, 3), ("lenet300100", "feedback"): (1, 2
          ("lenet300100_115x", "exact"): (1, 2, 3), ("lenet300100_115x", "feedback"): (1, 2, 3),
          ("lenet5", "exact"): (1, 2, 3), ("resnet20", "exact"): (1,),
          ("lenet300100", "periodic"): (1, 2, 3), ("lenet300100_68x", "periodic"): (1, 2, 3),
-         ("lenet300100_115x", "periodic"): (1, 2, 3)}
+         ("lenet300100_115x", "periodic"): (1, 2, 3), ("lenet5", "periodic"): (1, 2, 3),
+         ("resnet20", "periodic"): (1,)}
+# 68x on three seeds put exact and the default one spread apart, a verdict on the edge: both
+# got two more seeds.
+SEEDS[("lenet300100_68x", "exact")] += (4, 5)
+SEEDS[("lenet300100_68x", "periodic")] += (4, 5)
 
 
 def trials():
