@@ -142,7 +142,8 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
   return {"experiment": experiment.id, "label": experiment.label,
           "epochs": experiment.overrides["num_epochs"],
           "tune_epochs": (experiment.tuning or experiment).overrides["num_epochs"],
-          "validation_split": experiment.overrides.get("validation_split"), "methods": methods,
+          "validation_split": experiment.overrides.get("validation_split"),
+          **({"edge_trial": True} if experiment.edge_trial else {}), "methods": methods,
           "published": [dict(zip(("method", "error", "compression", "source"), p))
                         for p in experiment.published],
           "missing": missing, "diverged": sorted(set(diverged))}
@@ -314,12 +315,22 @@ def _tuned_at(summary: dict[str, Any]) -> str:
           f"the same for every method), and the chosen setting then trained the full {epochs}")
 
 
+def _edge_trial(summary: dict[str, Any]) -> str:
+  if not summary.get("edge_trial"):
+    return ""
+  return ("; and where the best of those still lay on an edge of the values tried, one more a "
+          "step beyond it")
+
+
 def markdown(summary: dict[str, Any]) -> str:
   lines = [f"# {summary['label']}, {summary['epochs']} epochs", "",
            "Each method's setting was chosen on the validation split "
-           f"(`{summary.get('validation_split')}`) from the same number of trials: its grid, "
+           f"(`{summary.get('validation_split')}`) "
+           + ("by the same rule" if summary.get("edge_trial") else "from the same number of trials")
+           + ": its grid, "
            "then one more trial a step beyond the grid's edge if the best was on it, else "
-           "between the best and its better neighbour" + _tuned_at(summary) + ". The test error "
+           "between the best and its better neighbour" + _edge_trial(summary)
+           + _tuned_at(summary) + ". The test error "
            "is reported, never used to choose. Compression is counted both ways: over all "
            "parameters (all / non-zeros) and over weights only (conv and linear kernels, as "
            "the published points count it; biases and batch-norm terms left out).", "",

@@ -332,14 +332,14 @@ def test_every_method_gets_one_refining_trial_after_its_grid(experiment, val, re
   experiment = dataclasses.replace(experiment, methods=(m,))
   for trial in sweeps.tune_trials(m)[:-1]:
     _finish(experiment, trial, val[trial.setting], 0.9, 10.0)
-  assert sweeps.refine_trial(experiment, m) is None  # the grid has not told where yet
+  assert sweeps.refine_trials(experiment, m) == []  # the grid has not told where yet
   last = sweeps.tune_trials(m)[-1]
   if val[last.setting] is None:
     sweeps.workdir(experiment, last).mkdir(parents=True)
     (sweeps.workdir(experiment, last) / sweeps.DIVERGED).write_text("Training diverged\n")
   else:
     _finish(experiment, last, val[last.setting], 0.9, 10.0)
-  extra = sweeps.refine_trial(experiment, m)
+  [extra] = sweeps.refine_trials(experiment, m)
   assert extra.setting == refined and extra.stage == "tune" and extra.seed == 0
   ready, waiting = sweeps.plan(experiment, [m])
   assert ready == [extra] and len(waiting) == 1 + 2  # the front and the seeds wait for it
@@ -359,7 +359,7 @@ def test_no_refinement_when_every_grid_value_diverged(experiment):
   for trial in sweeps.tune_trials(m):
     sweeps.workdir(experiment, trial).mkdir(parents=True)
     (sweeps.workdir(experiment, trial) / sweeps.DIVERGED).write_text("Training diverged\n")
-  assert sweeps.refine_trial(experiment, m) is None
+  assert sweeps.refine_trials(experiment, m) == []
   assert sweeps.plan(experiment, [m]) == ([], [])
 
 
@@ -542,7 +542,7 @@ def test_the_refinement_only_steps_where_a_geometric_step_makes_sense(experiment
   experiment = dataclasses.replace(experiment, methods=(m,))
   for trial, v in zip(sweeps.tune_trials(m), val):
     _finish(experiment, trial, v, 0.9, 1.0)
-  extra = sweeps.refine_trial(experiment, m)
+  extra = next(iter(sweeps.refine_trials(experiment, m)), None)
   assert (None if extra is None else extra.setting) == refined
   if extra is not None:
     assert type(extra.setting) is type(grid[0])
@@ -798,13 +798,57 @@ def test_a_two_knob_grid_refines_along_the_knob_that_mattered_most(experiment, v
   grid = sweeps.tune_trials(m)
   for trial, v in zip(grid[:-1], val[:-1]):
     _finish(experiment, trial, v, 0.9, 10.0)
-  assert sweeps.refine_trial(experiment, m) is None
+  assert sweeps.refine_trials(experiment, m) == []
   _finish(experiment, grid[-1], val[-1], 0.9, 10.0)
-  extra = sweeps.refine_trial(experiment, m)
+  [extra] = sweeps.refine_trials(experiment, m)
   assert extra.setting == refined and extra.stage == "tune"
   assert sweeps.plan(experiment, [m])[0] == [extra]
   _finish(experiment, extra, 0.5, 0.9, 10.0)  # worse than the grid: the grid's best stays
   assert sweeps.tuned_setting(experiment, m) == grid[max(range(4), key=val.__getitem__)].setting
+
+
+@pytest.mark.parametrize("refined_val, edge", [
+    (0.90, (0.5, 19.0)),  # (1.0, 19.0) stays best: lr still on its edge, T inside (9.5 … 38)
+    (0.99, (1.0, 76.0)),  # (1.0, 38.0) best: on T's edge (no lr tried beside it at T 38)
+])
+def test_a_choice_still_on_an_edge_gets_one_more_trial_beyond_it(experiment, refined_val, edge):
+  import dataclasses
+  m = _two_knob_method()
+  experiment = dataclasses.replace(experiment, methods=(m,), edge_trial=True)
+  grid = sweeps.tune_trials(m)
+  for trial, v in zip(grid, (0.90, 0.95, 0.90, 0.94)):  # T mattered most: refined along it
+    _finish(experiment, trial, v, 0.9, 10.0)
+  [refined] = sweeps.refine_trials(experiment, m)
+  assert refined.setting == (1.0, 38.0) and sweeps.tuned_setting(experiment, m) is None
+  _finish(experiment, refined, refined_val, 0.9, 10.0)
+  assert sweeps.tuned_setting(experiment, m) is None  # the edge trial is due
+  [_, extra] = sweeps.refine_trials(experiment, m)
+  assert extra.setting == edge and sweeps.plan(experiment, [m])[0] == [extra]
+  _finish(experiment, extra, 0.5, 0.9, 10.0)
+  assert len(sweeps.refine_trials(experiment, m)) == 2  # two at most, whatever the third says
+  assert sweeps.tuned_setting(experiment, m) == (1.0, 38.0 if refined_val > 0.95 else 19.0)
+  assert "by the same rule" in report.markdown(report.summarize(experiment))
+  # Without the flag, the same outcomes name the first refinement alone.
+  assert sweeps.refine_trials(dataclasses.replace(experiment, edge_trial=False), m) == [refined]
+
+
+@pytest.mark.parametrize("val, refined, edge", [
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.92, 2.0: 0.93}, 4.0, 8.0),  # 4.0 best again: beyond it
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.94, 2.0: 0.93}, 1.41, None),  # inside: no edge trial
+])
+def test_one_knob_edge_trial(experiment, val, refined, edge):
+  import dataclasses
+  m = sweeps.Method("r", "refined", dict(optimizer="sgd"), "pruning_sparsity", 0.9, (0.5, 0.9),
+                    ("learning_rate", tuple(val)))
+  experiment = dataclasses.replace(experiment, methods=(m,), edge_trial=True)
+  for trial in sweeps.tune_trials(m):
+    _finish(experiment, trial, val[trial.setting], 0.9, 10.0)
+  [first] = sweeps.refine_trials(experiment, m)
+  assert first.setting == refined
+  _finish(experiment, first, 0.99, 0.9, 10.0)
+  extra = sweeps.refine_trials(experiment, m)[1:]
+  assert [t.setting for t in extra] == ([] if edge is None else [edge])
+  assert sweeps.tuned_setting(experiment, m) == (None if edge else refined)
 
 
 def test_an_ablation_trains_at_its_lenders_setting_with_seeds_at_every_seeded_target(experiment):

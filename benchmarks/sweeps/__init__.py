@@ -31,5 +31,5 @@ from benchmarks.sweeps.engine import FINISHED, Sweep, core_slots, launch, train_
 from benchmarks.sweeps.outcomes import (DIVERGED, archive_path, final_record, finished,
                                         kept_epochs, record_at, records_at, workdir)
 from benchmarks.sweeps.policy import (all_tune_trials, archive, diverged_at_full_budget,
-                                      known_trials, plan, refine_trial, tune_trials,
+                                      known_trials, plan, refine_trials, tune_trials,
                                       tuned_setting)

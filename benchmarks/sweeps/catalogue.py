@@ -64,6 +64,9 @@ class Experiment:
   # The same methods at a shorter budget, whose trials choose the tuned setting (None: tuned at
   # this budget). Its methods have no front and no seeds: those train here.
   tuning: Experiment | None = None
+  # Every method whose choice after its refining trial still lies on an edge of the values tried
+  # gets one more trial a step beyond it (the comparison at equal sparsity).
+  edge_trial: bool = False
 
 
 def tuning_stage(experiment: Experiment, method: Method) -> tuple[Experiment, Method]:

@@ -1,4 +1,5 @@
-"""The protocol's order: tune on validation, refine once, then the front and the seeds with the
+"""The protocol's order: tune on validation, refine (once, or twice where the choice stays on
+an edge), then the front and the seeds with the
 chosen setting, falling back to the next best where the chosen one diverged at the full budget.
 Pure functions of the outcomes (``outcomes``): which trials can run now, which wait."""
 
@@ -60,20 +61,28 @@ def _scores(experiment: Experiment, trials: list[Trial]) -> dict[Any, float] | N
           for t, r in zip(trials, records)}
 
 
-def refine_trial(experiment: Experiment, method: Method) -> Trial | None:
-  """One more tuning trial after the grid, for every method alike: a step beyond the grid's edge
+def refine_trials(experiment: Experiment, method: Method) -> list[Trial]:
+  """The tuning trials after the grid, for every method alike: one a step beyond the grid's edge
   when the grid's best is on it, else halfway (geometrically) between the best and its better
-  neighbour. None until the grid has finished, when every grid value diverged, or when the
-  method does not refine."""
+  neighbour; with ``experiment.edge_trial``, one more a step beyond the edge of the values tried
+  where the best of the grid and that trial still lies on one. Each is named once the trials
+  before it have finished; none when every grid value diverged or the method does not refine."""
+  rounds = 2 if experiment.edge_trial else 1
   experiment, method = tuning_stage(experiment, method)
-  scores = _scores(experiment, tune_trials(method))
-  if not method.refine or scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
-    return None
+  if not method.refine:
+    return []
   several = isinstance(method.tune[0], tuple)
-  value = _refine_grid(scores if several else {(k,): v for k, v in scores.items()})
-  if value is None:
-    return None
-  return Trial(method, "tune", method.reference, value if several else value[0], 0)
+  trials: list[Trial] = []
+  for edge_only in (False, True)[:rounds]:
+    scores = _scores(experiment, tune_trials(method) + trials)
+    if scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
+      break
+    value = _refine_grid(scores if several else {(k,): v for k, v in scores.items()},
+                         edge_only)
+    if value is None:
+      break
+    trials.append(Trial(method, "tune", method.reference, value if several else value[0], 0))
+  return trials
 
 
 def _step(values: list[Any], best: Any, scores: dict[Any, float]) -> Any | None:
@@ -94,11 +103,12 @@ def _step(values: list[Any], best: Any, scores: dict[Any, float]) -> Any | None:
   return next((v for v in rounded if v not in values), None)
 
 
-def _refine_grid(scores: dict[tuple, float]) -> tuple | None:
+def _refine_grid(scores: dict[tuple, float], edge_only: bool = False) -> tuple | None:
   """The refining trial of a grid over several knobs: along the knob line through the best
   whose neighbour differs from it most (the knob that mattered most there), a step beyond the
   grid's edge where the best is on it (edges first, as for one knob), else halfway to the
-  better neighbour; the other knobs as the best has them."""
+  better neighbour; the other knobs as the best has them. ``edge_only``: a step beyond an
+  edge, or None where the best is on none."""
   best = max(scores, key=scores.__getitem__)  # (dict order: ties go to the earlier trial)
   options = []
   for axis in range(len(best)):
@@ -109,6 +119,8 @@ def _refine_grid(scores: dict[tuple, float]) -> tuple | None:
     if value is None:
       continue
     on_edge = values.index(best[axis]) in (0, len(values) - 1)
+    if edge_only and not on_edge:
+      continue
     finite = [v for v in line.values() if v != -math.inf]
     spread = (line[best[axis]] - min(finite)) if len(finite) > 1 else math.inf
     options.append((on_edge, spread, -axis, best[:axis] + (value,) + best[axis + 1:]))
@@ -116,10 +128,9 @@ def _refine_grid(scores: dict[tuple, float]) -> tuple | None:
 
 
 def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
-  """The grid, and its refinement once the grid has told where it goes (the trials of the
-  method's tuning stage)."""
-  extra = refine_trial(experiment, method)
-  return tune_trials(tuning_stage(experiment, method)[1]) + ([] if extra is None else [extra])
+  """The grid, and its refinements once the trials before have told where they go (the trials
+  of the method's tuning stage)."""
+  return tune_trials(tuning_stage(experiment, method)[1]) + refine_trials(experiment, method)
 
 
 def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
