@@ -299,7 +299,8 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
                  ("Sparse VD", 0.75, 280.0, "Molchanov et al. (2017), table 1"),
                  ("DNS", 0.91, 111.0, "Fedorov & Rao (2018), table 1"),
                  ("LOBSTER", 0.79, 230.0, "Tartaglione et al. (2020), table 3"),
-                 ("re-weighted l1", 1.16, 78.1, "Fedorov & Rao (2018), table 1")))
+                 ("re-weighted l1", 1.16, 78.1, "Fedorov & Rao (2018), table 1")),
+      edge_trial=True)
   if not tuned_apart:
     return experiment
   return with_tuning(experiment, max(1, epochs // 4),
