@@ -29,10 +29,10 @@ def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_ev
   _nm.check_spec(pattern, pattern_axes)  # refused here, in the caller's name
   nm = dict(pattern=pattern, pattern_axes=pattern_axes, _point=point)
   if sparsity is None:
-    if scope != "global" or solve_every is None or (
-        _checks.is_concrete(solve_every) and solve_every != _target.SOLVE_EVERY):
-      raise ValueError(f"{_checks.caller()}: scope and solve_every say how a sparsity target is "
-                       "met; without sparsity= there is none.")
+    given = _target.control_given(scope, solve_every, _target.TOLERANCE, _target.GAIN)
+    if given:
+      raise ValueError(f"{_checks.caller()}: {_target.say(given)} how a sparsity "
+                       "target is met; without sparsity= there is none.")
     if l1 is None:
       raise ValueError(f"{_checks.caller()}: give l1 (the l1 strength) or sparsity (the fraction "
                        "of zeros wanted, and the strength follows).")

@@ -147,7 +147,7 @@ def soft_threshold(
     scope: str = "global",
     solve_every: int | None = _target.SOLVE_EVERY,
     tolerance: float = _target.TOLERANCE,
-    gain: float = 0.5,
+    gain: float = _target.GAIN,
     initial_l1: float | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
@@ -284,6 +284,9 @@ def soft_threshold(
   elif initial_l1 is not None:
     raise ValueError(f"{_checks.caller()}: initial_l1 starts a sparsity target's control; give "
                      "sparsity= too, or put the strength in the threshold.")
+  elif given := _target.control_given(scope, solve_every, tolerance, gain):
+    raise ValueError(f"{_checks.caller()}: {_target.say(given)} how a sparsity target is "
+                     "met; without sparsity= there is none.")
   n_m = _nm.check_spec(pattern, pattern_axes)
 
   def patterned(params, selected):

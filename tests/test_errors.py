@@ -204,7 +204,7 @@ def test_a_nested_transform_names_itself_and_hands_the_name_back():
   with pytest.raises(ValueError, match="^soft_threshold needs the current params"):
     tx.update(kernels, state)
   # At construction, a named optimizer's own checks name it, its primitives' theirs.
-  with pytest.raises(ValueError, match="^rda: scope and solve_every"):
+  with pytest.raises(ValueError, match="^rda: scope says how a sparsity target"):
     so.rda(1.0, 1e-3, scope="layer")
   with pytest.raises(ValueError, match="^soft_threshold: initial_l1 starts"):
     so.soft_threshold(0.1, initial_l1=1.0)
