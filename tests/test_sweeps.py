@@ -824,31 +824,49 @@ def test_a_choice_still_on_an_edge_gets_one_more_trial_beyond_it(experiment, ref
   assert sweeps.tuned_setting(experiment, m) is None  # the edge trial is due
   [_, extra] = sweeps.refine_trials(experiment, m)
   assert extra.setting == edge and sweeps.plan(experiment, [m])[0] == [extra]
-  _finish(experiment, extra, 0.5, 0.9, 10.0)
-  assert len(sweeps.refine_trials(experiment, m)) == 2  # two at most, whatever the third says
-  assert sweeps.tuned_setting(experiment, m) == (1.0, 38.0 if refined_val > 0.95 else 19.0)
+  _finish(experiment, extra, 0.999, 0.9, 10.0)  # best again, on an edge again
+  assert len(sweeps.refine_trials(experiment, m)) == 2  # two at most
+  assert sweeps.tuned_setting(experiment, m) == edge
   assert "by the same rule" in report.markdown(report.summarize(experiment))
   # Without the flag, the same outcomes name the first refinement alone.
   assert sweeps.refine_trials(dataclasses.replace(experiment, edge_trial=False), m) == [refined]
 
 
-@pytest.mark.parametrize("val, refined, edge", [
-    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.92, 2.0: 0.93}, 4.0, 8.0),  # 4.0 best again: beyond it
-    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.94, 2.0: 0.93}, 1.41, None),  # inside: no edge trial
+@pytest.mark.parametrize("val, refined, first_val, edge", [
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.92, 2.0: 0.93}, 4.0, 0.99, 8.0),  # best again: beyond it
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.94, 2.0: 0.93}, 1.41, 0.99, None),  # inside: none
+    ({0.25: 0.90, 0.5: 0.91, 1.0: 0.92, 2.0: 0.93}, 4.0, None, None),  # 4.0 diverged: 2.0 inside
 ])
-def test_one_knob_edge_trial(experiment, val, refined, edge):
+def test_one_knob_edge_trial(experiment, val, refined, first_val, edge):
   import dataclasses
   m = sweeps.Method("r", "refined", dict(optimizer="sgd"), "pruning_sparsity", 0.9, (0.5, 0.9),
                     ("learning_rate", tuple(val)))
-  experiment = dataclasses.replace(experiment, methods=(m,), edge_trial=True)
+  ablation = dataclasses.replace(m, id="a", tuned_as="r")
+  experiment = dataclasses.replace(experiment, methods=(m, ablation), edge_trial=True)
   for trial in sweeps.tune_trials(m):
     _finish(experiment, trial, val[trial.setting], 0.9, 10.0)
   [first] = sweeps.refine_trials(experiment, m)
   assert first.setting == refined
-  _finish(experiment, first, 0.99, 0.9, 10.0)
+  if first_val is None:
+    sweeps.workdir(experiment, first).mkdir(parents=True)
+    (sweeps.workdir(experiment, first) / sweeps.DIVERGED).write_text("Training diverged\n")
+  else:
+    _finish(experiment, first, first_val, 0.9, 10.0)
   extra = sweeps.refine_trials(experiment, m)[1:]
   assert [t.setting for t in extra] == ([] if edge is None else [edge])
-  assert sweeps.tuned_setting(experiment, m) == (None if edge else refined)
+  chosen = None if edge else (refined if first_val else max(val, key=val.__getitem__))
+  assert sweeps.tuned_setting(experiment, m) == chosen
+  # The ablation trains at its lender's choice, so it waits for the edge trial too.
+  assert sweeps.refine_trials(experiment, ablation) == []
+  assert bool(sweeps.plan(experiment, [ablation])[0]) == (chosen is not None)
+
+
+def test_a_tuning_stage_apart_names_the_edge_trial_its_experiment_waits_for():
+  stage_of = {e: sweeps.EXPERIMENTS[e]() for e in sweeps.EXPERIMENTS}
+  for experiment in stage_of.values():  # the runner plans the stage as an experiment of its own
+    if experiment.tuning is not None:
+      assert experiment.tuning.edge_trial == experiment.edge_trial, experiment.id
+  assert stage_of["lenet5_mnist"].edge_trial
 
 
 def test_an_ablation_trains_at_its_lenders_setting_with_seeds_at_every_seeded_target(experiment):

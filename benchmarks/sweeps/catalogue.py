@@ -22,11 +22,11 @@ class Method:
     knob: the config key of the sparsity knob swept to a front (None: dense).
     reference: the knob's value where the method is tuned and seeded.
     front: the knob's values of the front (the reference is one of them).
-    tune: (config key, values): the trials on validation; every method gets as many. Several
+    tune: (config key, values): the grid on validation; every method's as long. Several
       knobs tuned together: (tuple of keys, tuple of value tuples), a grid over all of them.
     note: what the table says about it.
     seeds: the seeds run at the reference besides seed 0.
-    refine: whether the grid gets its refining trial.
+    refine: whether the grid gets its refining trials (the experiment's edge trial too).
     trend: the knob is not a sparsity target (e.g. an init scale): the plot labels each point
       with its value, as the order of compression does not follow it.
     seeded_at: the knob values (on the front) where ``seeds`` run, when not the reference
@@ -64,8 +64,9 @@ class Experiment:
   # The same methods at a shorter budget, whose trials choose the tuned setting (None: tuned at
   # this budget). Its methods have no front and no seeds: those train here.
   tuning: Experiment | None = None
-  # Every method whose choice after its refining trial still lies on an edge of the values tried
-  # gets one more trial a step beyond it (the comparison at equal sparsity).
+  # Every method that refines and whose choice after its refining trial still lies on an edge of
+  # the values tried gets one more trial a step beyond it (so that no choice rests on an edge
+  # untried; with_tuning hands it to the tuning stage, which names the trials).
   edge_trial: bool = False
 
 
@@ -84,7 +85,7 @@ def with_tuning(experiment: Experiment, epochs: int, build) -> Experiment:
   stage = dataclasses.replace(
       stage, id=f"{experiment.id}_tuning", label=f"{stage.label} (tuning, {epochs} epochs)",
       methods=tuple(dataclasses.replace(m, front=(), seeds=()) for m in stage.methods),
-      published=())
+      published=(), edge_trial=experiment.edge_trial)
   return dataclasses.replace(experiment, tuning=stage)
 
 
@@ -170,7 +171,7 @@ SEEDS_3 = (1, 2, 3)  # where methods are compared: seeds other than the tuning s
 LENET5_EQUAL = equal_targets(10, 111, 230, 280)  # 0.9, 0.99099, 0.99565, 0.99643
 # xrda's knobs its paper tunes, the learning rate and the momentum timescale T (mu = e^(-s/T)):
 # T 9.5 (VGG-16's at lr 1.0) and 19, which gives lr 2.0 the momentum 0.9 that T 9.5 gives lr 1.0;
-# four trials, as the baselines' rate grid, and one refining trial alike.
+# four trials, as the baselines' rate grid, and the refining trials alike.
 XRDA_LR_T = (("learning_rate", "momentum_timescale"),
              tuple((lr, t) for lr in (1.0, 2.0) for t in (9.5, 19.0)))
 XRDA_LR_T_LENET5 = (XRDA_LR_T[0], tuple((lr, t) for lr in (0.25, 0.5) for t in (9.5, 19.0)))

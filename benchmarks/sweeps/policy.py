@@ -67,8 +67,8 @@ def refine_trials(experiment: Experiment, method: Method) -> list[Trial]:
   neighbour; with ``experiment.edge_trial``, one more a step beyond the edge of the values tried
   where the best of the grid and that trial still lies on one. Each is named once the trials
   before it have finished; none when every grid value diverged or the method does not refine."""
+  experiment, method = tuning_stage(experiment, method)  # (with_tuning hands it the flag)
   rounds = 2 if experiment.edge_trial else 1
-  experiment, method = tuning_stage(experiment, method)
   if not method.refine:
     return []
   several = isinstance(method.tune[0], tuple)
@@ -134,7 +134,7 @@ def all_tune_trials(experiment: Experiment, method: Method) -> list[Trial]:
 
 
 def tuned_setting(experiment: Experiment, method: Method) -> Any | None:
-  """The tune trial with the best final validation accuracy (None until all, the refinement
+  """The tune trial with the best final validation accuracy (None until all, the refinements
   included, have finished, or if every one diverged); a tie goes to the earlier trial, the
   grid's before its refinement (LeNet-5's xrda: lr 0.5 and 0.25 both 65 errors in 6,000).
   Tuned at a shorter budget, a setting whose full-budget reference run diverged gives way to the
