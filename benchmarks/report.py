@@ -162,14 +162,16 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
   return out
 
 
-def verdict(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, str] | None:
+def verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_error"
+            ) -> tuple[float, float, str] | None:
   """(a's mean test error − b's, the spread, "leads", "trails" or "within the spread"): a gap
   is called one only when it exceeds the spread, the sum of the two seed stds (their one-std
-  bands do not overlap). None without two seeds each."""
-  if a.get("test_error_std") is None or b.get("test_error_std") is None:
+  bands do not overlap). None without two seeds each. ``key``: another error's
+  ``<key>_mean`` and ``<key>_std``."""
+  if a.get(f"{key}_std") is None or b.get(f"{key}_std") is None:
     return None
-  gap = a["test_error_mean"] - b["test_error_mean"]
-  spread = a["test_error_std"] + b["test_error_std"]
+  gap = a[f"{key}_mean"] - b[f"{key}_mean"]
+  spread = a[f"{key}_std"] + b[f"{key}_std"]
   return gap, spread, ("within the spread" if abs(gap) <= spread else
                        "leads" if gap < 0 else "trails")
 
@@ -221,16 +223,15 @@ def equal_sparsity(summary: dict[str, Any]) -> list[str]:
         lines.append(f"| {value} | {entry['label']} | 0 | {row['test_error']:.2f} | | "
                      f"{row['val_error']:.2f} | {_x(row['compression'])} | "
                      f"{'–' if weights is None else _x(weights)} |")
-    a = next((p for p in seeded[first]["points"] if p["knob_value"] == value), None)
-    for key, entry in seeded.items():
-      b = next((p for p in entry["points"] if p["knob_value"] == value), None)
-      found = None if key == first or a is None or b is None else verdict(a, b)
-      if found is not None:
-        gap, spread, word = found
-        verdicts.append(f"- {value}: {seeded[first]['label']} against {entry['label']}: "
-                        f"{_pm(a['test_error_mean'], a['test_error_std'])}% against "
-                        f"{_pm(b['test_error_mean'], b['test_error_std'])}% "
-                        f"(difference {gap:+.2f}, spread {spread:.2f}): {word}")
+  found = {(value, key): rest for key in list(seeded)[1:]
+           for value, *rest in versus(seeded, first, key)}
+  for value in values:  # per target, then per method: the table's order
+    for key in [k for k in seeded if (value, k) in found]:
+      a, b, (gap, spread, word) = found[value, key]
+      verdicts.append(f"- {value}: {seeded[first]['label']} against {seeded[key]['label']}: "
+                      f"{_pm(a['test_error_mean'], a['test_error_std'])}% against "
+                      f"{_pm(b['test_error_mean'], b['test_error_std'])}% "
+                      f"(difference {gap:+.2f}, spread {spread:.2f}): {word}")
   return lines + ([""] + verdicts if verdicts else [])
 
 

@@ -120,6 +120,7 @@ def _references() -> dict[str, dict]:
 
 
 def report() -> str:
+  from benchmarks import report as sweep_report  # pylint: disable=g-import-not-at-top
   archive = json.loads(ARCHIVE.read_text()) if ARCHIVE.exists() else {}  # earlier runs kept
   for experiment, control, seed in trials():
     record = finished(experiment, control, seed)
@@ -176,11 +177,13 @@ def report() -> str:
       if len(val["exact"]) > 1 and len(val[control]) > 1:
         (m0, s0), (m1, s1) = ((statistics.mean(v), statistics.stdev(v))
                               for v in (val["exact"], val[control]))
-        word = ("within the spread" if abs(m0 - m1) <= s0 + s1 else
-                "exact better" if m0 < m1 else f"{control} better")
+        gap, spread, word = sweep_report.verdict(
+            {"val_error_mean": m0, "val_error_std": s0},
+            {"val_error_mean": m1, "val_error_std": s1}, key="val_error")
+        word = {"leads": "exact better", "trails": f"{control} better"}.get(word, word)
         lines.append(f"- {experiment}: exact {m0:.2f} ± {s0:.2f}% against {control} "
-                     f"{m1:.2f} ± {s1:.2f}% ({word}: difference {m0 - m1:+.2f}, spread "
-                     f"{s0 + s1:.2f})")
+                     f"{m1:.2f} ± {s1:.2f}% ({word}: difference {gap:+.2f}, spread "
+                     f"{spread:.2f})")
   notes = sorted({archive[k]["note"] for k in archive if "note" in archive[k]})
   lines += [""] + [f"- {note}" for note in notes] + [
       "- λ-front: xrda trained at fixed λs with the same setting, seed 0 (the tuning seed), "
