@@ -44,6 +44,19 @@ def weights_compression(record: dict[str, Any]) -> float | None:
   return math.inf if nonzeros == 0 else sum(k["total"] for k in kernels) / nonzeros
 
 
+PERPLEXITY = ("val_perplexity", "test_perplexity")
+
+
+def dead_groups(record: dict[str, Any]) -> dict[str, list[int]]:
+  """{kind: [dead, all]} over a record's group sets, by the last part of their names
+  ("blocks/0/heads" -> heads)."""
+  out: dict[str, list[int]] = {}
+  for name, counts in sorted(record["dead_groups"].items()):
+    dead, total = out.setdefault(name.rsplit("/", 1)[-1], [0, 0])
+    out[name.rsplit("/", 1)[-1]] = [dead + counts["zero"], total + counts["groups"]]
+  return out
+
+
 def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] | None:
   record = sweeps.final_record(experiment, trial)
   if record is None:
@@ -58,6 +71,9 @@ def _row(experiment: sweeps.Experiment, trial: sweeps.Trial) -> dict[str, Any] |
          "test_error": 100 * (1 - record["test_accuracy"]),
          "compression": record["compression"], "nonzeros": record["nonzeros"],
          "compression_weights": weights_compression(record)}
+  row.update({k: record[k] for k in PERPLEXITY if k in record})  # a language model's
+  if "dead_groups" in record:  # a Transformer's heads and neurons
+    row["dead_groups"] = dead_groups(record)
   overrides = trial.overrides(experiment)
   retrain = overrides.get("freeze_zeros_epoch")
   before = None if retrain is None else sweeps.record_at(experiment, trial, retrain)
@@ -153,7 +169,8 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
   """The seeds of ``rows`` and each figure's mean and std over them (None where a row lacks the
   figure, std None for one row)."""
   out: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
-  for key in ("test_error", "val_error", "compression", "compression_weights"):
+  extra = [k for k in PERPLEXITY if rows and all(k in r for r in rows)]
+  for key in ("test_error", "val_error", "compression", "compression_weights", *extra):
     values = [r[key] for r in rows]
     if any(v is None for v in values):
       values = []
@@ -377,6 +394,7 @@ def markdown(summary: dict[str, Any]) -> str:
       lines.append(f"| {label} | {r['knob_value']} | {_x(b['compression'])} | "
                    f"{b['test_error']:.2f} | {_x(r['compression'])} | {r['test_error']:.2f} |")
   lines += equal_sparsity(summary)
+  lines += _transformer_table(summary)
   lines += _iterations_table(summary)
   sparse = [p for p in summary["published"] if p["compression"] > 1]
   fronts = [(e["label"], e["front"]) for e in summary["methods"].values()
@@ -412,6 +430,40 @@ def markdown(summary: dict[str, Any]) -> str:
   if notes:
     lines += ["", "Notes:", *notes]
   return "\n".join(lines) + "\n"
+
+
+def _transformer_table(summary: dict[str, Any]) -> list[str]:
+  """A language model's perplexity per byte and a Transformer's dead attention heads and MLP
+  neurons, at every front point (seed 0; the seeds' mean ± std beside it where seeded)."""
+  rows = [(e, r) for e in summary["methods"].values() for r in e.get("front", [])
+          if "val_perplexity" in r or "dead_groups" in r]
+  if not rows:
+    return []
+  kinds = sorted({k for _, r in rows for k in r.get("dead_groups", {})})
+  text = any("val_perplexity" in r for _, r in rows)
+  lines = ["", "## Perplexity and dead groups" if text else "## Dead groups", "",
+           "At each front point, seed 0" + (" (validation perplexity over the seeds, where "
+                                             "seeded, beside it)" if text else "")
+           + "; a group is dead when all its weights are zero (export removes it).", "",
+           "| method | knob | compression × (weights) |"
+           + (" val perplexity | (seeds) | test perplexity |" if text else "")
+           + "".join(f" dead {k} |" for k in kinds),
+           "|---|---|---|" + ("---|---|---|" if text else "") + "---|" * len(kinds)]
+  for entry, r in rows:
+    weights = r.get("compression_weights")
+    cells = [entry["label"], str(r["knob_value"]), "–" if weights is None else _x(weights)]
+    if text:
+      point = next((p for p in entry.get("points", []) if p["knob_value"] == r["knob_value"]
+                    and p.get("val_perplexity_std") is not None), None)
+      cells += [f"{r['val_perplexity']:.3f}" if "val_perplexity" in r else "–",
+                "–" if point is None else
+                f"{_pm(point['val_perplexity_mean'], point['val_perplexity_std'], 3)} "
+                f"({', '.join(map(str, point['seeds']))})",
+                f"{r['test_perplexity']:.3f}" if "test_perplexity" in r else "–"]
+    dead = r.get("dead_groups", {})
+    cells += [f"{dead[k][0]} / {dead[k][1]}" if k in dead else "–" for k in kinds]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
 
 
 def _iterations_table(summary: dict[str, Any]) -> list[str]:

@@ -20,14 +20,14 @@ def _experiment():
                                                       ("P", 4.0, 50.0, "a paper")))
 
 
-def _finish(experiment, trial, val, test, compression, epoch=2):
+def _finish(experiment, trial, val, test, compression, epoch=2, **extra):
   path = sweeps.workdir(experiment, trial) / "metrics.jsonl"
   path.parent.mkdir(parents=True, exist_ok=True)
   # Weights counted apart as the loop logs them (a kernel and a bias): here the same compression.
   layers = {"dense/kernel": dict(nonzeros=10, total=round(10 * compression)),
             "dense/bias": dict(nonzeros=5, total=5)}
   record = dict(epoch=epoch, val_accuracy=val, test_accuracy=test, compression=compression,
-                nonzeros=10, layers=layers)
+                nonzeros=10, layers=layers, **extra)
   path.write_text(json.dumps(dict(record, epoch=1)) + "\n" + json.dumps(record) + "\n")
 
 
@@ -939,3 +939,32 @@ def test_a_grid_over_several_knobs_says_which_knob_its_choice_is_on_the_edge_of(
       "; learning_rate on the edge; momentum_timescale on the edge")
   assert report._edge(dict(tuned, values=[(1.0, 9.5), (1.0, 19.0)], chosen=(1.0, 19.0))) == (  # pylint: disable=protected-access
       "; momentum_timescale on the edge")
+
+
+def test_a_language_model_s_perplexity_and_dead_groups_are_tabled_per_point(experiment):
+  import dataclasses
+  m = dataclasses.replace(experiment.methods[0], seeds=(1, 2), seeded_at=(0.9,))
+  experiment = dataclasses.replace(experiment, methods=(m,))
+  assert "dead" not in report.markdown(report.summarize(experiment))
+  groups = lambda heads, neurons: {  # noqa: E731  (two blocks' sets, as the loop logs them)
+      "blocks/0/heads": {"groups": 4, "zero": heads}, "blocks/1/heads": {"groups": 4, "zero": 0},
+      "blocks/0/neurons": {"groups": 512, "zero": neurons},
+      "blocks/1/neurons": {"groups": 512, "zero": 7}}
+  for trial, val in zip(sweeps.tune_trials(m), (0.5, 0.6)):
+    _finish(experiment, trial, val, 0.5, 10.0, val_perplexity=4.0, test_perplexity=4.1,
+            dead_groups=groups(1, 3))
+  seeds = [t for t in sweeps.plan(experiment, [m])[0] if t.stage == "seed" and t.knob_value == 0.9]
+  for trial, ppl in zip(seeds, (3.0, 5.0)):
+    _finish(experiment, trial, 0.6, 0.5, 10.0, val_perplexity=ppl, test_perplexity=ppl,
+            dead_groups=groups(0, 0))
+  summary = report.summarize(experiment)
+  point = summary["methods"]["m"]["points"][0]
+  assert point["val_perplexity_mean"] == pytest.approx(4.0)  # seeds 1, 2: 3 and 5
+  assert point["val_perplexity_std"] == pytest.approx(2 ** 0.5)
+  text = report.markdown(summary)
+  assert "## Perplexity and dead groups" in text
+  table = text.split("## Perplexity and dead groups")[1]
+  row = next(line for line in table.splitlines() if line.startswith("| method M | 0.9 |"))
+  # seed 0 (the tune trial at 0.9, lr 0.2): 4.0; the seeds 4 ± 1.414; heads 1 of 8, neurons 10
+  assert row == ("| method M | 0.9 | 10 | 4.000 | 4.000 ± 1.414 (1, 2) | 4.100 | 1 / 8 "
+                 "| 10 / 1024 |")

@@ -443,12 +443,81 @@ def _resnet20_cifar10_equal(epochs: int = 20, tuned_apart: bool = True) -> Exper
       "resnet20_cifar10_equal" + ("" if epochs == 20 else f"_{epochs}ep"),
       "ResNet-20, CIFAR-10, at equal sparsity", "train/configs/resnet20_cifar10_xrda_cpu.py",
       dict(train_split="train[:45000]", validation_split="train[45000:]", num_epochs=epochs,
-           progress_bar=False), methods,
+           progress_bar=False), methods, edge_trial=True,
       published=(("dense ResNet-20", 8.75, 1.0, "He et al. 2016, 182 epochs"),))
   if not tuned_apart:
     return experiment
   return with_tuning(experiment, max(1, epochs // 4),
                      functools.partial(_resnet20_cifar10_equal, tuned_apart=False))
+
+
+def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment:
+  """The ViT (``models.vit``, about ResNet-20's FLOPs) on CIFAR-10 at 90% kernel sparsity (10×
+  on weights): xrda through the sparsity target and ERK gradual pruning, tuned as
+  resnet20_cifar10_equal at a quarter of the budget, seeds 1-2 besides; and both at 2:4 (at most
+  2 non-zeros in every 4 weights along a kernel's input, the pattern sparse tensor cores take)
+  with their tuned settings, seed 0. The budget is what two cores afford (an epoch about a third
+  of ResNet-20's); a GPU user runs ``--epochs 100``."""
+  gradual = _gradual(epochs)
+  target = equal_targets(10)  # (0.9,)
+  xrda = _xrda_targeted(epochs, target, target[0],
+                        (XRDA_LR_T[0], tuple((lr, t) for lr in (0.25, 0.5) for t in (12.37, 24.74))),
+                        (1, 2))[0]
+  xrda = dataclasses.replace(xrda, overrides=dict(xrda.overrides, magnitude_timescale=12.37))
+  gmp = Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
+               "pruning_sparsity", target[0], target, ("learning_rate", (0.025, 0.05, 0.1, 0.2)),
+               seeds=(1, 2), seeded_at=target)
+  methods = (
+      xrda, gmp,
+      Method("xrda_2of4", "xRDA (log-l1), 2:4", dict(xrda.overrides, nm_pattern="2:4"),
+             "l1_sparsity", 0.5, (0.5,), xrda.tune, tuned_as=xrda.id,
+             note="the 2:4 prox (in each group of 4, the 2 largest soft-thresholded survive), "
+                  "asked for the pattern's own 50%, at xrda's tuned setting", seeds=(),
+             refine=False),
+      Method("gmp_2of4", "gradual pruning, 2:4", dict(gmp.overrides, nm_pattern="2:4"),
+             "pruning_sparsity", 0.5, (0.5,), gmp.tune, tuned_as=gmp.id,
+             note="2:4 from the first pruning step, at ERK pruning's tuned rate", seeds=(),
+             refine=False),
+  )
+  experiment = Experiment(
+      "vit_cifar10_equal" + ("" if epochs == 10 else f"_{epochs}ep"),
+      "ViT, CIFAR-10, at equal sparsity", "train/configs/vit_cifar10_xrda_cpu.py",
+      dict(train_split="train[:45000]", validation_split="train[45000:]", num_epochs=epochs,
+           progress_bar=False), methods, edge_trial=True)
+  if not tuned_apart:
+    return experiment
+  return with_tuning(experiment, max(1, epochs // 4),
+                     functools.partial(_vit_cifar10_equal, tuned_apart=False))
+
+
+def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
+  """The byte-level language model (``models.lm``) on Shakespeare: validation perplexity
+  against sparsity for xrda through the sparsity target and ERK gradual pruning, at the same
+  kernel sparsities (2×, 5×, 10×, 20× on weights), seeds 1-2 at each; and xrda in head/neuron
+  mode (``structure="groups"``) at 10× with xrda's tuned setting, for the heads and neurons it
+  removes. Tuned at the full budget (a run is minutes)."""
+  gradual = _gradual(epochs)
+  targets = equal_targets(2, 5, 10, 20)  # 0.5, 0.8, 0.9, 0.95
+  xrda = _xrda_targeted(epochs, targets, targets[2],
+                        (XRDA_LR_T[0], tuple((lr, t) for lr in (0.125, 0.25) for t in (9.5, 19.0))),
+                        (1, 2))[0]
+  gmp = Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
+               "pruning_sparsity", targets[2], targets, ("learning_rate", (0.05, 0.1, 0.2, 0.4)),
+               seeds=(1, 2), seeded_at=targets)
+  methods = (
+      xrda, gmp,
+      Method("xrda_groups", "xRDA (log-l1), heads and neurons", dict(xrda.overrides,
+                                                                      structure="groups"),
+             "l1_sparsity", targets[2], (targets[2],), xrda.tune, tuned_as=xrda.id, seeds=(),
+             refine=False, note="log-l1 weights shared by each attention head and MLP neuron, "
+                                "at xrda's tuned setting"),
+      Method("sgd", "dense SGD", dict(SGD), None, None, (), gmp.tune, seeds=()),
+  )
+  return Experiment(
+      "lm_shakespeare_equal" + ("" if epochs == 2 else f"_{epochs}ep"),
+      "Byte-level LM, Shakespeare, at equal sparsity", "train/configs/lm_shakespeare_xrda_cpu.py",
+      dict(validation_split="validation", num_epochs=epochs, progress_bar=False), methods,
+      edge_trial=True)
 
 
 EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5,
@@ -458,5 +527,7 @@ EXPERIMENTS = {"lenet300100_mnist": _lenet300100, "lenet5_mnist": _lenet5,
                "lenet5_fashion_mnist": _lenet5_fashion,
                "resnet20_cifar10": _resnet20_cifar10,
                "resnet20_cifar10_equal": _resnet20_cifar10_equal,
+               "vit_cifar10_equal": _vit_cifar10_equal,
+               "lm_shakespeare_equal": _lm_shakespeare_equal,
                }  # name -> (epochs=its budget) -> Experiment
 
