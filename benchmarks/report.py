@@ -193,14 +193,23 @@ def verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_error"
                        "leads" if gap < 0 else "trails")
 
 
-def versus(methods: dict[str, Any], a: str, b: str) -> list[tuple[Any, dict, dict, tuple]]:
+def metric(methods: dict[str, Any]) -> str:
+  """What seeded points are compared by: a language model's test perplexity, else the test
+  error."""
+  return ("test_perplexity" if any(p.get("test_perplexity_mean") is not None
+                                   for e in methods.values() for p in e.get("points", []))
+          else "test_error")
+
+
+def versus(methods: dict[str, Any], a: str, b: str, key: str = "test_error"
+           ) -> list[tuple[Any, dict, dict, tuple]]:
   """Per target where methods ``a`` and ``b`` both have two seeds or more, in the targets'
-  order: (target, a's point, b's point, verdict(a's, b's))."""
+  order: (target, a's point, b's point, verdict(a's, b's) on ``key``)."""
   points = {key: {p["knob_value"]: p for p in methods[key].get("points", [])} for key in (a, b)}
   pairs = [(value, points[a][value], points[b][value])
            for value in sorted(set(points[a]) & set(points[b]))]
   return [(value, pa, pb, found) for value, pa, pb in pairs
-          if (found := verdict(pa, pb)) is not None]
+          if (found := verdict(pa, pb, key)) is not None]
 
 
 def equal_sparsity(summary: dict[str, Any]) -> list[str]:
@@ -240,14 +249,16 @@ def equal_sparsity(summary: dict[str, Any]) -> list[str]:
         lines.append(f"| {value} | {entry['label']} | 0 | {row['test_error']:.2f} | | "
                      f"{row['val_error']:.2f} | {_x(row['compression'])} | "
                      f"{'–' if weights is None else _x(weights)} |")
+  by = metric(seeded)
+  unit = "%" if by == "test_error" else " test perplexity"
   found = {(value, key): rest for key in list(seeded)[1:]
-           for value, *rest in versus(seeded, first, key)}
+           for value, *rest in versus(seeded, first, key, by)}
   for value in values:  # per target, then per method: the table's order
     for key in [k for k in seeded if (value, k) in found]:
       a, b, (gap, spread, word) = found[value, key]
       verdicts.append(f"- {value}: {seeded[first]['label']} against {seeded[key]['label']}: "
-                      f"{_pm(a['test_error_mean'], a['test_error_std'])}% against "
-                      f"{_pm(b['test_error_mean'], b['test_error_std'])}% "
+                      f"{_pm(a[f'{by}_mean'], a[f'{by}_std'])}{unit} against "
+                      f"{_pm(b[f'{by}_mean'], b[f'{by}_std'])}{unit} "
                       f"(difference {gap:+.2f}, spread {spread:.2f}): {word}")
   return lines + ([""] + verdicts if verdicts else [])
 
@@ -444,7 +455,9 @@ def _transformer_table(summary: dict[str, Any]) -> list[str]:
   lines = ["", "## Perplexity and dead groups" if text else "## Dead groups", "",
            "At each front point, seed 0" + (" (validation perplexity over the seeds, where "
                                              "seeded, beside it)" if text else "")
-           + "; a group is dead when all its weights are zero (export removes it).", "",
+           + "; a group counts as dead when all its weights are zero: a lower bound on what "
+           "export removes (also a head whose value or output slice alone is zero, a neuron "
+           "whose input column or output row alone is).", "",
            "| method | knob | compression × (weights) |"
            + (" val perplexity | (seeds) | test perplexity |" if text else "")
            + "".join(f" dead {k} |" for k in kinds),
@@ -670,8 +683,8 @@ def equal_headline(summaries: list[dict[str, Any]]) -> str:
   lines = []
   for summary in summaries:
     seeded = {key: e for key, e in summary["methods"].items() if e.get("points")}
-    if "xrda_target" not in seeded:
-      continue
+    if "xrda_target" not in seeded or metric(seeded) != "test_error":
+      continue  # (a language model's verdicts, on perplexity, are in its own table)
     for key, entry in seeded.items():
       if key.startswith("xrda"):
         continue

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 
+import numpy as np
 import pytest
 
 from benchmarks import sweeps
@@ -54,7 +55,8 @@ def _write(experiment, trial, record):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_the_choice_of_a_setting_reads_validation_only(tmp_path, monkeypatch, seed):
+@pytest.mark.parametrize("text", [False, True])
+def test_the_choice_of_a_setting_reads_validation_only(tmp_path, monkeypatch, seed, text):
   monkeypatch.setattr(sweeps.outcomes, "RUNS", tmp_path / "runs")
   monkeypatch.setattr(sweeps.outcomes, "ARCHIVE", tmp_path / "results")
   monkeypatch.setattr(sweeps.outcomes, "SHARED", {})
@@ -66,19 +68,25 @@ def test_the_choice_of_a_setting_reads_validation_only(tmp_path, monkeypatch, se
   best = trials[val.index(max(val))].setting
 
   def noise():  # every figure but validation's, drawn anew: the choice must not move
-    return {k: rng.random() for k in ("test_accuracy", "test_loss", "train_accuracy",
-                                      "train_loss", "compression", "density", "nonzeros")}
+    keys = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "compression",
+            "density", "nonzeros") + (("test_perplexity", "train_perplexity") if text else ())
+    return {k: rng.random() for k in keys}
+
+  def validation(v):  # a language model is judged by perplexity; its accuracy is noise then
+    if text:
+      return dict(val_perplexity=2 - v, val_loss=float(np.log(2 - v)), val_accuracy=rng.random())
+    return dict(val_accuracy=v, val_loss=1 - v)
 
   for trial, v in zip(trials, val):
-    _write(experiment, trial, dict(noise(), val_accuracy=v, val_loss=1 - v))
+    _write(experiment, trial, dict(noise(), **validation(v)))
   assert sweeps.tuned_setting(experiment, m) == best
   for _ in range(3):
     for trial, v in zip(trials, val):
-      _write(experiment, trial, dict(noise(), val_accuracy=v, val_loss=1 - v))
+      _write(experiment, trial, dict(noise(), **validation(v)))
     assert sweeps.tuned_setting(experiment, m) == best
   # ...and it does follow validation: the worst on validation, made the best, is chosen.
   worst = val.index(min(val))
-  _write(experiment, trials[worst], dict(noise(), val_accuracy=0.99, val_loss=0.01))
+  _write(experiment, trials[worst], dict(noise(), **validation(0.99)))
   assert sweeps.tuned_setting(experiment, m) == trials[worst].setting
   front = dataclasses.replace(trials[0], stage="front", knob_value=0.5,
                               setting=trials[worst].setting)

@@ -968,3 +968,22 @@ def test_a_language_model_s_perplexity_and_dead_groups_are_tabled_per_point(expe
   # seed 0 (the tune trial at 0.9, lr 0.2): 4.0; the seeds 4 ± 1.414; heads 1 of 8, neurons 10
   assert row == ("| method M | 0.9 | 10 | 4.000 | 4.000 ± 1.414 (1, 2) | 4.100 | 1 / 8 "
                  "| 10 / 1024 |")
+
+
+def test_a_language_model_is_compared_by_perplexity_and_kept_out_of_the_error_headline():
+  def point(ppl, err):  # two seeds each; byte error says the opposite of perplexity
+    return {"knob_value": 0.9, "seeds": [1, 2], "seed0_test_error": None,
+            "test_perplexity_mean": ppl, "test_perplexity_std": 0.01,
+            "test_error_mean": err, "test_error_std": 0.01, "val_error_mean": err,
+            "val_error_std": 0.01, "compression_mean": 10.0, "compression_weights_mean": 10.0}
+  methods = {"xrda_target": {"label": "X", "knob": "l1_sparsity", "points": [point(3.0, 60.0)]},
+             "gmp_erk": {"label": "G", "knob": "pruning_sparsity", "points": [point(3.5, 50.0)]}}
+  summary = {"experiment": "lm", "label": "LM", "methods": methods}
+  assert report.metric(methods) == "test_perplexity"
+  [line] = [x for x in report.equal_sparsity(summary) if x.startswith("- 0.9")]
+  assert line == ("- 0.9: X against G: 3.00 ± 0.01 test perplexity against 3.50 ± 0.01 test "
+                  "perplexity (difference -0.50, spread 0.02): leads")
+  assert report.equal_headline([summary]) == ""
+  for p in (methods["xrda_target"]["points"][0], methods["gmp_erk"]["points"][0]):
+    p["test_perplexity_mean"] = None  # an image model: by test error, into the headline
+  assert report.metric(methods) == "test_error" and "trails" in report.equal_headline([summary])

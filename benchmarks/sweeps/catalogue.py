@@ -179,17 +179,16 @@ XRDA_LR_T_LENET5 = (XRDA_LR_T[0], tuple((lr, t) for lr in (0.25, 0.5) for t in (
 
 def _xrda_targeted(epochs: int, targets: tuple[float, ...], reference: float,
                    tune: tuple[Any, tuple[Any, ...]], seeded: tuple[int, ...],
-                   ablations_seeded: bool = True) -> tuple[Method, ...]:
-  """xrda driven by the sparsity target (ramped on gradual pruning's schedule, then held, λ by
-  feedback alone: ``l1_solve_every=0``, the loop's default when these ran; the default now adds
-  a solve every 1000 steps, within the seed spread of both on LeNet-300-100:
-  ``benchmarks/target_control.py``), and its ablations at the same targets and tuned setting: plain
-  l1 weights, and α = 1 (RDA) and α = 0 (proximal SGD) instead of the xRDA interpolation
+                   ablations_seeded: bool = True, solve_every: int = 1000) -> tuple[Method, ...]:
+  """xrda driven by the sparsity target (ramped on gradual pruning's schedule, then held; λ by
+  the loop's default control unless ``solve_every`` says otherwise: ``config.l1_solve_every``,
+  ``benchmarks/target_control.py``), and its ablations at the same targets and tuned setting:
+  plain l1 weights, and α = 1 (RDA) and α = 0 (proximal SGD) instead of the xRDA interpolation
   (at seed 0 alone unless ``ablations_seeded``)."""
   gradual = _gradual(epochs)
   xrda = dict(optimizer="xrda", maximum_factor=500.0, weight_decay=5e-4,
               l1_sparsity_begin_epoch=gradual["pruning_begin_epoch"],
-              l1_sparsity_end_epoch=gradual["pruning_end_epoch"], l1_solve_every=0)
+              l1_sparsity_end_epoch=gradual["pruning_end_epoch"], l1_solve_every=solve_every)
   at = dict(knob="l1_sparsity", reference=reference, front=targets, tune=tune, seeds=seeded,
             seeded_at=targets if seeded else ())
   ablation = dict(at, tuned_as="xrda_target", refine=False)
@@ -224,7 +223,10 @@ def _lenet300100(epochs: int = 200) -> Experiment:
              ("learning_rate", (0.25, 0.5, 1.0, 2.0)),
              note="λ fixed: five front points like the others (their four targets and the "
                   "reference)"),
-      *_xrda_targeted(epochs, LENET300100_EQUAL, 0.98, XRDA_LR_T, SEEDS_3),
+      # λ by feedback alone (l1_solve_every=0), the loop's default when these trials ran; the
+      # default now adds a solve every 1000 steps, within the seed spread of both here
+      # (benchmarks/target_control.py).
+      *_xrda_targeted(epochs, LENET300100_EQUAL, 0.98, XRDA_LR_T, SEEDS_3, solve_every=0),
       Method("sgd", "dense SGD", SGD, None, None, (), SGD_LRS_4),
       Method("gmp_layer", "gradual pruning, per layer", gradual, "pruning_sparsity", 0.98,
              front, SGD_LRS_4),
@@ -456,8 +458,11 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
   on weights): xrda through the sparsity target and ERK gradual pruning, tuned as
   resnet20_cifar10_equal at a quarter of the budget, seeds 1-2 besides; and both at 2:4 (at most
   2 non-zeros in every 4 weights along a kernel's input, the pattern sparse tensor cores take)
-  with their tuned settings, seed 0. The budget is what two cores afford (an epoch about a third
-  of ResNet-20's); a GPU user runs ``--epochs 100``."""
+  with their tuned settings, seed 0. The budget is what two cores afford: 12 tuning trials of 2
+  epochs at most and 8 runs of 10, about 104 ViT epochs (an epoch about a third of ResNet-20's
+  on the CPU). The full budget on a GPU: ``python -m benchmarks.sweeps --experiment
+  vit_cifar10_equal --epochs 100 --workers 1``, then ``python -m benchmarks.report --experiment
+  vit_cifar10_equal --epochs 100``."""
   gradual = _gradual(epochs)
   target = equal_targets(10)  # (0.9,)
   xrda = _xrda_targeted(epochs, target, target[0],
@@ -472,9 +477,12 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
       Method("xrda_2of4", "xRDA (log-l1), 2:4", dict(xrda.overrides, nm_pattern="2:4"),
              "l1_sparsity", 0.5, (0.5,), xrda.tune, tuned_as=xrda.id,
              note="the 2:4 prox (in each group of 4, the 2 largest soft-thresholded survive), "
-                  "asked for the pattern's own 50%, at xrda's tuned setting", seeds=(),
+                  "asked for the pattern's own 50% (λ near 0 then: dual averaging and a top-2 "
+                  "projection), at xrda's tuned setting", seeds=(),
              refine=False),
-      Method("gmp_2of4", "gradual pruning, 2:4", dict(gmp.overrides, nm_pattern="2:4"),
+      # Global: ERK would prune past the pattern where its layer densities fall below 50%.
+      Method("gmp_2of4", "gradual pruning, 2:4", dict(gmp.overrides, nm_pattern="2:4",
+                                                      pruning_scope="global"),
              "pruning_sparsity", 0.5, (0.5,), gmp.tune, tuned_as=gmp.id,
              note="2:4 from the first pruning step, at ERK pruning's tuned rate", seeds=(),
              refine=False),
@@ -495,7 +503,11 @@ def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
   against sparsity for xrda through the sparsity target and ERK gradual pruning, at the same
   kernel sparsities (2×, 5×, 10×, 20× on weights), seeds 1-2 at each; and xrda in head/neuron
   mode (``structure="groups"``) at 10× with xrda's tuned setting, for the heads and neurons it
-  removes. Tuned at the full budget (a run is minutes)."""
+  removes. Tuned at the full budget, on validation perplexity (``policy.validation_score``):
+  at most 41 runs of 2,000 steps on two cores. At 2 epochs the ramps run from the first step to
+  the end of the first epoch, for both methods alike. The longer budget on a GPU: ``python -m
+  benchmarks.sweeps --experiment lm_shakespeare_equal --epochs 20 --workers 1``, then ``python -m
+  benchmarks.report --experiment lm_shakespeare_equal --epochs 20``."""
   gradual = _gradual(epochs)
   targets = equal_targets(2, 5, 10, 20)  # 0.5, 0.8, 0.9, 0.95
   xrda = _xrda_targeted(epochs, targets, targets[2],

@@ -52,12 +52,20 @@ def tune_trials(method: Method) -> list[Trial]:
   return [Trial(method, "tune", method.reference, v, 0) for v in method.tune[1]]
 
 
+def validation_score(record: dict[str, Any]) -> float:
+  """Higher is better: the validation accuracy, or a language model's validation perplexity
+  negated (its accuracy is next-byte accuracy; perplexity is what it is judged by)."""
+  if "val_perplexity" in record:
+    return -record["val_perplexity"]
+  return record["val_accuracy"]
+
+
 def _scores(experiment: Experiment, trials: list[Trial]) -> dict[Any, float] | None:
-  """{setting: final validation accuracy (-inf: diverged)}; None until every trial finished."""
+  """{setting: final validation score (-inf: diverged)}; None until every trial finished."""
   records = [outcomes.final_record(experiment, t) for t in trials]
   if any(r is None for r in records):
     return None
-  return {t.setting: -math.inf if "diverged" in r else r["val_accuracy"]
+  return {t.setting: -math.inf if "diverged" in r else validation_score(r)
           for t, r in zip(trials, records)}
 
 
