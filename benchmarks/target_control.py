@@ -158,8 +158,8 @@ def report() -> str:
             f"{xs[0]:.2f}")
 
       reached = ", ".join(f"{r['l1_density']:.5f}" for r in runs)
-      solves = ", ".join(f"{1000 * r['l1_solves'] / r['step']:.1f}" for r in runs
-                         if "l1_solves" in r) or ("1000" if control == "exact" else "")
+      solves = "1000" if control == "exact" else ", ".join(  # (exact: every step)
+          f"{1000 * r['l1_solves'] / r['step']:.1f}" for r in runs if "l1_solves" in r)
       seeds = ", ".join(k.rsplit("_s", 1)[1] for k in keys)
       compression = statistics.mean(r["compression"] for r in runs)
       weights = statistics.mean(1 / r["l1_density"] for r in runs)  # the target counts kernels
