@@ -256,7 +256,8 @@ def _lenet300100(epochs: int = 200) -> Experiment:
       published=(("dense", 1.44, 1.0, "Tartaglione et al. (2020), table 2"),
                  ("Han pruning", 1.59, 12.0, "Han et al. (2015), table 1"),
                  ("Sparse VD", 1.92, 68.0, "Molchanov et al. (2017), table 1"),
-                 *LOBSTER_LENET300100))
+                 *LOBSTER_LENET300100),
+      edge_trial=True)
 
 
 def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
