@@ -27,28 +27,21 @@ SCOPES = ("global", "layer", "erk")
 _MAX_BITS = 0x7F7FFFFF  # the largest finite float32
 _BISECTIONS = 31  # ceil(log2(_MAX_BITS)): the exact k-th ratio
 _MAX_FACTOR = 4.0  # feedback moves λ by at most this factor an update
-
-
-class _Default(int):
-  """A default that knows it was not given (``solve_every=1000`` passed by hand is a plain int)."""
-  __repr__ = int.__repr__
-
-
-class _DefaultFloat(float):
-  __repr__ = float.__repr__
-
-
-SOLVE_EVERY = _Default(1000)  # default steps between exact solves (benchmarks/target_control.py)
-TOLERANCE = _DefaultFloat(0.25)  # default |log(density / target)| that calls a solve between
-GAIN = _DefaultFloat(0.5)  # default exponent of the feedback between solves
+SOLVE_EVERY = 1000  # default steps between exact solves (benchmarks/target_control.py)
+TOLERANCE = 0.25  # default |log(density / target)| that calls a solve between them
+GAIN = 0.5  # default exponent of the feedback between solves
 
 
 def control_given(scope: str, solve_every: Any, tolerance: Any, gain: Any) -> list[str]:
-  """The names of the target's control arguments given a value of their own (for a caller with
-  no target, where they would mean nothing)."""
-  defaults = {"solve_every": solve_every, "tolerance": tolerance, "gain": gain}
-  given = [k for k, v in defaults.items() if not isinstance(v, (_Default, _DefaultFloat))]
-  return (["scope"] if scope != "global" else []) + given
+  """The names of the target's control arguments set to other than their defaults (for a caller
+  with no target, where they would mean nothing). A value equal to its default passes: it cannot
+  be told from the default, which ``optax.inject_hyperparams`` hands over as a value."""
+  given = ["scope"] if scope != "global" else []
+  for name, value, default in (("solve_every", solve_every, SOLVE_EVERY),
+                               ("tolerance", tolerance, TOLERANCE), ("gain", gain, GAIN)):
+    if value is None or (_checks.is_concrete(value) and np.any(np.asarray(value) != default)):
+      given.append(name)
+  return given
 
 
 def say(names: list[str]) -> str:
