@@ -52,8 +52,9 @@ def dead_groups(record: dict[str, Any]) -> dict[str, list[int]]:
   ("blocks/0/heads" -> heads)."""
   out: dict[str, list[int]] = {}
   for name, counts in sorted(record["dead_groups"].items()):
-    dead, total = out.setdefault(name.rsplit("/", 1)[-1], [0, 0])
-    out[name.rsplit("/", 1)[-1]] = [dead + counts["zero"], total + counts["groups"]]
+    kind = name.rsplit("/", 1)[-1]
+    dead, total = out.get(kind, (0, 0))
+    out[kind] = [dead + counts["zero"], total + counts["groups"]]
   return out
 
 
@@ -205,7 +206,7 @@ def versus(methods: dict[str, Any], a: str, b: str, key: str = "test_error"
            ) -> list[tuple[Any, dict, dict, tuple]]:
   """Per target where methods ``a`` and ``b`` both have two seeds or more, in the targets'
   order: (target, a's point, b's point, verdict(a's, b's) on ``key``)."""
-  points = {key: {p["knob_value"]: p for p in methods[key].get("points", [])} for key in (a, b)}
+  points = {m: {p["knob_value"]: p for p in methods[m].get("points", [])} for m in (a, b)}
   pairs = [(value, points[a][value], points[b][value])
            for value in sorted(set(points[a]) & set(points[b]))]
   return [(value, pa, pb, found) for value, pa, pb in pairs

@@ -29,10 +29,7 @@ def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_ev
   _nm.check_spec(pattern, pattern_axes)  # refused here, in the caller's name
   nm = dict(pattern=pattern, pattern_axes=pattern_axes, _point=point)
   if sparsity is None:
-    given = _target.control_given(scope, solve_every, _target.TOLERANCE, _target.GAIN)
-    if given:
-      raise ValueError(f"{_checks.caller()}: {_target.say(given)} how a sparsity "
-                       "target is met; without sparsity= there is none.")
+    _target.check_no_control(scope, solve_every)
     if l1 is None:
       raise ValueError(f"{_checks.caller()}: give l1 (the l1 strength) or sparsity (the fraction "
                        "of zeros wanted, and the strength follows).")

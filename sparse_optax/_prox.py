@@ -284,9 +284,8 @@ def soft_threshold(
   elif initial_l1 is not None:
     raise ValueError(f"{_checks.caller()}: initial_l1 starts a sparsity target's control; give "
                      "sparsity= too, or put the strength in the threshold.")
-  elif given := _target.control_given(scope, solve_every, tolerance, gain):
-    raise ValueError(f"{_checks.caller()}: {_target.say(given)} how a sparsity target is "
-                     "met; without sparsity= there is none.")
+  else:
+    _target.check_no_control(scope, solve_every, tolerance, gain)
   n_m = _nm.check_spec(pattern, pattern_axes)
 
   def patterned(params, selected):

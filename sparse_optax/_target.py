@@ -32,21 +32,20 @@ TOLERANCE = 0.25  # default |log(density / target)| that calls a solve between t
 GAIN = 0.5  # default exponent of the feedback between solves
 
 
-def control_given(scope: str, solve_every: Any, tolerance: Any, gain: Any) -> list[str]:
-  """The names of the target's control arguments set to other than their defaults (for a caller
-  with no target, where they would mean nothing). A value equal to its default passes: it cannot
+def check_no_control(scope: str, solve_every: Any, tolerance: Any = TOLERANCE,
+                     gain: Any = GAIN) -> None:
+  """Refuses, by name, the target's control arguments set to other than their defaults where
+  there is no target (they would mean nothing). A value equal to its default passes: it cannot
   be told from the default, which ``optax.inject_hyperparams`` hands over as a value."""
   given = ["scope"] if scope != "global" else []
   for name, value, default in (("solve_every", solve_every, SOLVE_EVERY),
                                ("tolerance", tolerance, TOLERANCE), ("gain", gain, GAIN)):
     if value is None or (_checks.is_concrete(value) and np.any(np.asarray(value) != default)):
       given.append(name)
-  return given
-
-
-def say(names: list[str]) -> str:
-  """'scope says', 'scope and gain say'."""
-  return " and ".join(names) + (" says" if len(names) == 1 else " say")
+  if given:
+    raise ValueError(f"{_checks.caller()}: {' and '.join(given)} "
+                     f"{'says' if len(given) == 1 else 'say'} how a sparsity target is met; "
+                     "without sparsity= there is none.")
 
 
 class SparsityTargetState(NamedTuple):

@@ -427,6 +427,15 @@ def _resnet20_cifar10(epochs: int = 10, tuned_apart: bool = True) -> Experiment:
                      functools.partial(_resnet20_cifar10, tuned_apart=False))
 
 
+def _gmp_erk_seeded(gradual: dict[str, Any], targets: tuple[float, ...], reference: float,
+                    rates: tuple[float, ...]) -> Method:
+  """ERK gradual pruning at the equal-sparsity targets, its rate tuned over ``rates``, seeds 1-2
+  at every target."""
+  return Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
+                "pruning_sparsity", reference, targets, ("learning_rate", rates), seeds=(1, 2),
+                seeded_at=targets)
+
+
 def _resnet20_cifar10_equal(epochs: int = 20, tuned_apart: bool = True) -> Experiment:
   """ResNet-20 on CIFAR-10 at one declared target, 30× on weights: xrda through the sparsity
   target and ERK gradual pruning (the strongest baseline at 10 epochs), each tuned with four
@@ -438,9 +447,7 @@ def _resnet20_cifar10_equal(epochs: int = 20, tuned_apart: bool = True) -> Exper
                         (1, 2))[0]
   methods = (
       dataclasses.replace(xrda, overrides=dict(xrda.overrides, magnitude_timescale=12.37)),
-      Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
-             "pruning_sparsity", target[0], target, ("learning_rate", (0.025, 0.05, 0.1, 0.2)),
-             seeds=(1, 2), seeded_at=target),
+      _gmp_erk_seeded(gradual, target, target[0], (0.025, 0.05, 0.1, 0.2)),
   )
   experiment = Experiment(
       "resnet20_cifar10_equal" + ("" if epochs == 20 else f"_{epochs}ep"),
@@ -470,9 +477,7 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
                         (XRDA_LR_T[0], tuple((lr, t) for lr in (0.25, 0.5) for t in (12.37, 24.74))),
                         (1, 2))[0]
   xrda = dataclasses.replace(xrda, overrides=dict(xrda.overrides, magnitude_timescale=12.37))
-  gmp = Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
-               "pruning_sparsity", target[0], target, ("learning_rate", (0.025, 0.05, 0.1, 0.2)),
-               seeds=(1, 2), seeded_at=target)
+  gmp = _gmp_erk_seeded(gradual, target, target[0], (0.025, 0.05, 0.1, 0.2))
   methods = (
       xrda, gmp,
       Method("xrda_2of4", "xRDA (log-l1), 2:4", dict(xrda.overrides, nm_pattern="2:4"),
@@ -514,9 +519,7 @@ def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
   xrda = _xrda_targeted(epochs, targets, targets[2],
                         (XRDA_LR_T[0], tuple((lr, t) for lr in (0.125, 0.25) for t in (9.5, 19.0))),
                         (1, 2))[0]
-  gmp = Method("gmp_erk", "gradual pruning, ERK", dict(gradual, pruning_scope="erk"),
-               "pruning_sparsity", targets[2], targets, ("learning_rate", (0.05, 0.1, 0.2, 0.4)),
-               seeds=(1, 2), seeded_at=targets)
+  gmp = _gmp_erk_seeded(gradual, targets, targets[2], (0.05, 0.1, 0.2, 0.4))
   methods = (
       xrda, gmp,
       Method("xrda_groups", "xRDA (log-l1), heads and neurons", dict(xrda.overrides,
