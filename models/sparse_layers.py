@@ -143,17 +143,20 @@ def _module(model: nnx.Module, path: tuple[Any, ...]) -> Any:
   return model
 
 
+def _replace(model: nnx.Module, path: tuple[Any, ...], new: nnx.Module) -> None:
+  parent, key = _module(model, path[:-1]), path[-1]
+  if isinstance(key, int):
+    parent[key] = new
+  else:
+    setattr(parent, key, new)
+
+
 def store_sparse(model: nnx.Module, conv_mode: str) -> None:
   """Replaces, in place, each Linear and Conv of ``model`` whose kernel is smaller as a BCOO."""
   for path, module in list(nnx.iter_modules(model)):
     new = sparse_layer(module, conv_mode)
-    if new is None:
-      continue
-    parent, key = _module(model, path[:-1]), path[-1]
-    if isinstance(key, int):
-      parent[key] = new
-    else:
-      setattr(parent, key, new)
+    if new is not None:
+      _replace(model, tuple(path), new)
 
 
 # --------------------------------------------------------------------------- N:M kernels
@@ -260,10 +263,5 @@ def store_nm(model: nnx.Module, pattern: tuple[int, int],
     if tuple(path) not in axes_of:
       continue
     new = nm_layer(module, pattern, axes_of[tuple(path)])
-    if new is None:
-      continue
-    parent, key = _module(model, path[:-1]), path[-1]
-    if isinstance(key, int):
-      parent[key] = new
-    else:
-      setattr(parent, key, new)
+    if new is not None:
+      _replace(model, tuple(path), new)
