@@ -861,6 +861,27 @@ def test_one_knob_edge_trial(experiment, val, refined, first_val, edge):
   assert bool(sweeps.plan(experiment, [ablation])[0]) == (chosen is not None)
 
 
+def test_a_tuning_stage_trains_no_method_that_borrows_a_setting(experiment):
+  """An ablation trains at its lender's choice at the full budget: the stage names none of it,
+  and the full experiment names its reference (no tune trial trained it there)."""
+  import dataclasses
+  full = _toy_tuned_apart()
+  m = full.methods[0]
+  ablation = dataclasses.replace(m, id="a", tuned_as=m.id)
+  full = dataclasses.replace(full, methods=(m, ablation), tuning=dataclasses.replace(
+      full.tuning, methods=(full.tuning.methods[0], dataclasses.replace(
+          full.tuning.methods[0], id="a", tuned_as=m.id))))
+  stage = full.tuning
+  for trial in sweeps.plan(stage, list(stage.methods))[0]:
+    _finish(stage, trial, 0.9 + trial.setting / 10, 0.9, 10.0, epoch=1)
+  assert sweeps.plan(stage, list(stage.methods)) == ([], [])
+  assert sweeps.tuned_setting(full, ablation) == sweeps.tuned_setting(full, m) == 0.2
+  ready, _ = sweeps.plan(full, [ablation])
+  assert {(t.stage, t.knob_value, t.seed) for t in ready} == {
+      ("front", 0.5, 0), ("front", 0.9, 0), ("front", 0.99, 0), ("seed", 0.9, 1),
+      ("seed", 0.9, 2)}
+
+
 def test_a_tuning_stage_apart_names_the_edge_trial_its_experiment_waits_for():
   stage_of = {e: sweeps.EXPERIMENTS[e]() for e in sweeps.EXPERIMENTS}
   for experiment in stage_of.values():  # the runner plans the stage as an experiment of its own

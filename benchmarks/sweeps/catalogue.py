@@ -68,6 +68,9 @@ class Experiment:
   # the values tried gets one more trial a step beyond it (so that no choice rests on an edge
   # untried; with_tuning hands it to the tuning stage, which names the trials).
   edge_trial: bool = False
+  # A tuning stage (with_tuning's): it trains tune trials alone, nothing of a method that
+  # borrows another's setting.
+  stage: bool = False
 
 
 def tuning_stage(experiment: Experiment, method: Method) -> tuple[Experiment, Method]:
@@ -85,13 +88,15 @@ def with_tuning(experiment: Experiment, epochs: int, build) -> Experiment:
   stage = dataclasses.replace(
       stage, id=f"{experiment.id}_tuning", label=f"{stage.label} (tuning, {epochs} epochs)",
       methods=tuple(dataclasses.replace(m, front=(), seeds=()) for m in stage.methods),
-      published=(), edge_trial=experiment.edge_trial)
+      published=(), edge_trial=experiment.edge_trial, stage=True)
   return dataclasses.replace(experiment, tuning=stage)
 
 
 def front_values(experiment: Experiment, method: Method) -> list[Any]:
   """The knob values trained at seed 0 after the tuning: the front, less the reference when a
-  tune trial has trained it at this budget."""
+  tune trial has trained it at this budget; none in a tuning stage."""
+  if experiment.stage:
+    return []
   values = sorted({*method.front, method.reference}, key=method.front_order)
   if experiment.tuning is None and method.tuned_as is None:
     values = [v for v in values if v != method.reference]
