@@ -509,12 +509,28 @@ def _iterations_table(summary: dict[str, Any]) -> list[str]:
   return lines
 
 
+def _style(i: int) -> dict[str, Any]:
+  """The i-th method's colour, marker and line: ten colours, then the next marker and dash, so
+  that no two methods of an experiment look alike."""
+  return dict(color=f"C{i % 10}", marker="oDvP"[i // 10 % 4], ls=("-", "--", "-.", ":")[i // 10 % 4])
+
+
 def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
-  """Writes the fronts' plot to ``path``; returns its error axis' limits."""
+  """Writes the fronts' plot to ``path``, and beside it, where methods were seeded at equal
+  targets, their mean ± std there; returns the error axis' limits."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(10, 4.5))
+  seeded = {i: [p for p in entry.get("points", []) if p["seeds"]
+                and p.get("compression_weights_mean") is not None]
+            for i, entry in enumerate(summary["methods"].values())}
+  seeded = {i: points for i, points in seeded.items() if points}
+  if seeded:
+    fig, (ax, equal) = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True,
+                                    gridspec_kw=dict(width_ratios=(3, 2)))
+  else:
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    equal = None
   plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []
   # On weights only, as the published points count it; a front without per-layer counts (the
@@ -526,31 +542,34 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     key = counted[i] = "compression_weights" if on_weights else "compression"
     errors += [r["test_error"] for r in front]
     if front and entry["knob"] is None:  # dense: the level to beat, across the plot
-      ax.axhline(front[0]["test_error"], ls="--", lw=1, color=f"C{i % 10}",
-                 label=f"{entry['label']} (1×)")
+      for axis in (ax, equal) if equal is not None else (ax,):
+        axis.axhline(front[0]["test_error"], ls="--", lw=1, color=_style(i)["color"],
+                     label=None if axis is equal else f"{entry['label']} (1×)")
     elif front:
-      ax.plot([r[key] for r in front], [r["test_error"] for r in front], marker="o",
-              color=f"C{i % 10}", label=entry["label"] + ("" if on_weights
-                                                           else " (all parameters)"))
-      points = [p for p in entry.get("points", []) if p["seeds"] and (
-          p["compression_weights_mean" if on_weights else "compression_mean"] is not None)]
-      if points:  # the seeds' mean ± std at each target
-        ax.errorbar([p[f"{key}_mean"] for p in points], [p["test_error_mean"] for p in points],
-                    yerr=[p["test_error_std"] or 0.0 for p in points], fmt="s", mfc="none",
-                    capsize=3, color=f"C{i % 10}",
-                    label=f"{entry['label']}, seeds {', '.join(map(str, points[0]['seeds']))}: "
-                          "mean ± std")
-        errors += [p["test_error_mean"] for p in points]
+      ax.plot([r[key] for r in front], [r["test_error"] for r in front], **_style(i),
+              label=entry["label"] + ("" if on_weights else " (all parameters)"))
       for r in front if entry.get("trend") else ():
         ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r[key], r["test_error"]),
-                    fontsize=7, color=f"C{i % 10}", xytext=(4, -10), textcoords="offset points")
+                    fontsize=7, color=_style(i)["color"], xytext=(4, -10),
+                    textcoords="offset points")
+    if i in seeded:  # the seeds' mean ± std at each target, joined target to target
+      points = seeded[i]
+      style = _style(i)
+      equal.errorbar([p["compression_weights_mean"] for p in points],
+                     [p["test_error_mean"] for p in points],
+                     yerr=[p["test_error_std"] or 0.0 for p in points], capsize=3,
+                     color=style["color"], ls=style["ls"], marker="s", mfc="none",
+                     label=None if front else f"{entry['label']}, seeded")
+      errors += [p["test_error_mean"] for p in points]
   # Published points: numbered stars, the names in the legend (long labels beside the stars
   # overlapped wherever two points are close).
   for i, p in enumerate(summary["published"], start=1):
-    ax.scatter(p["compression"], p["error"], marker="*", s=110, color="black", zorder=3,
-               label=f"{i}: {p['method']}, {p['error']}% @ {p['compression']:g}× ({p['source']})")
-    ax.annotate(str(i), (p["compression"], p["error"]), fontsize=8, fontweight="bold",
-                xytext=(5, 4), textcoords="offset points")
+    for axis in (ax, equal) if equal is not None else (ax,):
+      axis.scatter(p["compression"], p["error"], marker="*", s=110, color="black", zorder=3,
+                   label=None if axis is equal else
+                   f"{i}: {p['method']}, {p['error']}% @ {p['compression']:g}× ({p['source']})")
+      axis.annotate(str(i), (p["compression"], p["error"]), fontsize=8, fontweight="bold",
+                    xytext=(5, 4), textcoords="offset points")
   ax.set_xscale("log")
   errors += [p["error"] for p in summary["published"]]
   # A point that failed (e.g. 69% error) would squash every other into the bottom of the plot:
@@ -566,9 +585,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     # Points within a third of each other on the log axis get their labels stacked, not overlaid.
     row = row + 1 if previous is not None and compression < 1.35 * previous else 0
     previous = compression
-    ax.scatter(compression, ceiling, marker="^", s=60, color=f"C{i % 10}", clip_on=False,
+    ax.scatter(compression, ceiling, marker="^", s=60, color=_style(i)["color"], clip_on=False,
                zorder=4)
-    ax.annotate(f"{error:.2f}%", (compression, ceiling), fontsize=7, color=f"C{i % 10}",
+    ax.annotate(f"{error:.2f}%", (compression, ceiling), fontsize=7, color=_style(i)["color"],
                 xytext=(-4, -12 - 9 * row), textcoords="offset points", ha="right")
   errors = [e for e in errors if e <= ceiling]
   steep = bool(errors) and min(errors) > 0 and max(errors) > 3 * min(errors)
@@ -588,9 +607,29 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     ax.xaxis.set_minor_formatter(plain)
   ax.set_xlabel("compression on weights only (the tables: over all parameters too), log scale")
   ax.set_ylabel("test error %" + (", log scale" if steep else ""))
-  ax.set_title(f"{summary['label']}, {summary['epochs']} epochs")
+  ax.set_title(f"{summary['label']}, {summary['epochs']} epochs" + (
+      ": fronts, seed 0" if equal is not None else ""))
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+  legend_axis = ax
+  if equal is not None:
+    equal.set_xscale("log")  # ticks at the targets, the panel spanning them alone
+    targets = sorted({round(c) if (c := p["compression_weights_mean"]) >= 10 else round(c, 1)
+                      for points in seeded.values() for p in points})
+    equal.set_xlim(targets[0] / 1.4, targets[-1] * 1.4)
+    equal.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(targets))
+    equal.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    equal.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+    seeds = sorted({s for points in seeded.values() for p in points for s in p["seeds"]})
+    equal.set_title(f"at equal sparsity: mean ± std over seeds {', '.join(map(str, seeds))}")
+    equal.set_xlabel("compression on weights only, log scale")
+    equal.grid(True, which="both", alpha=0.3)
+    legend_axis = equal
+  handles, labels = ax.get_legend_handles_labels()
+  if equal is not None:
+    more = equal.get_legend_handles_labels()
+    handles, labels = handles + more[0], labels + more[1]
+  legend_axis.legend(handles, labels, fontsize=6.5, loc="upper left",
+                     bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
   fig.tight_layout()
   fig.savefig(path, dpi=130)
   limits = ax.get_ylim()

@@ -630,6 +630,32 @@ def test_the_plot_keeps_a_failed_point_from_squashing_the_others(tmp_path):
   assert 1.9 <= report.plot(summary, tmp_path / "toy.png")[1] < 2.2  # no failure: no cap
 
 
+def test_the_plot_draws_seeded_points_beside_the_fronts_and_no_two_methods_alike(
+    tmp_path, monkeypatch):
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+
+  def point(c, mean, std):
+    return dict(knob_value=1 - 1 / c, seeds=[1, 2], compression_weights_mean=c,
+                test_error_mean=mean, test_error_std=std)
+
+  front = [dict(compression=10.0, compression_weights=10.0, test_error=1.4)]
+  methods = {f"m{i}": dict(label=f"M{i}", knob="s", front=front) for i in range(11)}
+  methods["m1"]["points"] = [point(10.0, 1.3, 0.05), point(50.0, 1.6, 0.1)]
+  summary = dict(label="Toy", epochs=2, published=[], methods=methods)
+  report.plot(summary, tmp_path / "toy.png")
+  fronts, equal = saved[-1].axes[:2]
+  [bars] = equal.containers
+  assert [tuple(x) for x in bars.lines[0].get_xydata()] == [(10.0, 1.3), (50.0, 1.6)]
+  assert [t.get_text() for t in equal.get_xticklabels()] == ["10×", "50×"]
+  styles = {(line.get_color(), line.get_marker(), line.get_linestyle()) for line in fronts.lines}
+  assert len(styles) == 11  # the eleventh method is not the first again
+  del methods["m1"]["points"]
+  report.plot(summary, tmp_path / "toy.png")
+  assert len(saved[-1].axes) == 1  # nothing seeded: the fronts alone
+
+
 def test_the_plot_labels_a_trend_by_its_knob_and_a_front_not(tmp_path, monkeypatch):
   import matplotlib.axes  # pylint: disable=g-import-not-at-top
   texts = []
