@@ -285,7 +285,9 @@ def _lenet5(epochs: int = 100, tuned_apart: bool = True) -> Experiment:
              "l1", 5e-6, (1.5e-6, 5e-6, 1.5e-5, 4e-5), XRDA_LRS_HIGH,
              note="λ fixed: the front of LeNet-300-100 (which reached 313× at 4e-5), for Sparse "
                   "VD's 280×"),
-      # LeNet-5's xrda diverges from lr 1.0 on (LENET5_XRDA_LRS): the grid one step lower.
+      # LeNet-5's xrda diverges from lr 1.0 on (LENET5_XRDA_LRS): the grid one step lower. Its
+      # seeds 1-3 at 280x, should tuning choose (0.5, 9.5), are target_control.py's "periodic"
+      # runs, the same config, copied into the trials' workdirs rather than trained again.
       *_xrda_targeted(epochs, LENET5_EQUAL, LENET5_EQUAL[-1], XRDA_LR_T_LENET5, SEEDS_3,
                       ablations_seeded=False),
       Method("sgd", "dense SGD", SGD, None, None, (), SGD_LRS_HIGH, seeds=()),
