@@ -261,7 +261,9 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   log-density since the last solve, or where its :math:`|\\log(d/d^*)|` exceeds
   ``tolerance`` at such a rotation: a guard against feedback's large excursions (an overshoot
   from a dense start). A solve also runs at step 0 (at ``solve_every`` when ``initial``
-  starts λ) and wherever a target rises from 0. ``candidates`` builds the values solved on
+  starts λ), wherever a target rises from 0, and where λ is 0 but leaves fewer zeros than the
+  target (feedback cannot move λ from 0); where λ = 0 leaves as many or more (an N:M
+  pattern's own zeros), it is the exact answer and nothing more runs. ``candidates`` builds the values solved on
   (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
   ``(n, m, axes)`` or None (see :func:`_zeros`).
   """
@@ -284,11 +286,18 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   if solve_every is not None:
     due = due | ((count > 0) & (count % solve_every == 0))
     tol = jnp.asarray(tolerance, jnp.float32)
-    strayed = sparse_wanted & (jnp.abs(log_error) > tol)
+    # (Zeros beyond the target at λ = 0 are the pattern's: no solve undoes them.)
+    strayed = sparse_wanted & (jnp.abs(log_error) > tol) & ((carried > 0) | (log_error > 0))
     moved = sparse_wanted & (jnp.abs(jnp.log(jnp.maximum(densities, 1.0 / n)
                                              / jnp.maximum(state.solved_for, 1.0 / n))) > tol)
     due = due | ((count > 0) & ((rotated & jnp.any(strayed)) | jnp.any(moved)))
-  due = due | jnp.any(sparse_wanted & (carried <= 0))
+  # Feedback cannot move λ from 0: a solve where a target rose from none since the last solve,
+  # or where λ = 0 leaves fewer zeros than wanted (once a rotation has recounted the params).
+  # Where λ = 0 already leaves enough (an N:M pattern's own zeros), none: it is the exact answer.
+  short = n * reached > n - jnp.floor((1.0 - densities) * n) + 0.5
+  stale = state.solved_for >= 1.0
+  due = due | jnp.any(sparse_wanted & (carried <= 0) & (
+      stale | (short & (count - state.solved_at >= CHUNKS))))
   lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities, patterns),
                      lambda: carried.astype(jnp.float32))
   return jnp.where(sparse_wanted, lam, 0.0), due
