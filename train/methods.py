@@ -145,8 +145,15 @@ def l1_target(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
 
 def penalised(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """``{"mask": ...}`` where the model names the leaves an l1 penalty or pruning may zero (the
-  Transformers: not their embeddings), else ``{}``: the library's default, ``ndim >= 2``."""
+  Transformers: not their embeddings), else ``{}``: the library's default, ``ndim >= 2``.
+  With ``config.nm_pattern``, the leaves the pattern cannot hold (``nm_pattern_axes``: a first
+  conv on 1 or 3 channels) are left out too, dense, as NVIDIA's ASP leaves them."""
   mask = models.penalty_mask(config.model)
+  if config.get("nm_pattern"):
+    axes = nm_pattern_axes(config.nm_pattern, mask)
+
+    def mask(params):  # pylint: disable=function-redefined
+      return jax.tree.map(lambda _, a: a is not None, params, axes(params))
   return {} if mask is None else {"mask": mask}
 
 
@@ -200,7 +207,7 @@ def nm_pattern(config: ml_collections.ConfigDict) -> dict[str, Any]:
   if config.nm_pattern is None:
     return {}
   return {"pattern": config.nm_pattern,
-          "pattern_axes": nm_pattern_axes(config.nm_pattern, penalised(config).get("mask"))}
+          "pattern_axes": nm_pattern_axes(config.nm_pattern, models.penalty_mask(config.model))}
 
 
 # --------------------------------------------------------------------------- the methods
