@@ -159,9 +159,9 @@ def xrda(
     ...              momentum_timescale=1.0)
     >>> params = {"w": jnp.array([[1.0, 0.01, -2.0]])}
     >>> loss = lambda p: jnp.sum((p["w"] - jnp.array([[1.0, 0.0, -2.0]])) ** 2)
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(n):
-    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   updates, state = update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"][0, 1]  # the small weight is exactly zero
     Array(0., dtype=float32)
@@ -171,9 +171,9 @@ def xrda(
     >>> tx = so.xrda(so.cosine_decay(0.5, n), so.cosine_averaging(n), sparsity=1 / 3,
     ...              momentum_timescale=1.0)
     >>> params = {"w": jnp.array([[1.0, 0.01, -2.0]])}
-    >>> state = tx.init(params)
+    >>> state, update = tx.init(params), jax.jit(tx.update)
     >>> for _ in range(n):
-    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   updates, state = update(jax.grad(loss)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
     >>> params["w"] == 0
     Array([[False,  True, False]], dtype=bool)
