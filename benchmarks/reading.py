@@ -134,16 +134,18 @@ def published(summary: Node, method: str, compression: float | None = None) -> N
 
 def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
   """Per target where methods ``a`` and ``b`` both have two seeds or more, in order: the
-  target, its compression on weights, each one's test error mean and std, a's minus b's, the
-  spread and the word for it (report.verdict: "leads", "trails" or "within the spread", a's
-  view). A method the summary lacks raises ReadingError."""
+  target, its compression on weights, each one's test error (a language model's test
+  perplexity: ``metric``) mean and std, a's minus b's, the spread and the word for it
+  (report.verdict: "leads", "trails" or "within the spread", a's view). A method the summary
+  lacks raises ReadingError."""
   from benchmarks import report  # pylint: disable=g-import-not-at-top
   methods = {key: _raw(summary.methods[key]) for key in (a, b)}
+  metric = report.metric(methods)
   return [{"value": value, "compression_weights": pa["compression_weights_mean"],
-           "a": pa["test_error_mean"], "a_std": pa["test_error_std"],
-           "b": pb["test_error_mean"], "b_std": pb["test_error_std"],
+           "metric": metric, "a": pa[f"{metric}_mean"], "a_std": pa[f"{metric}_std"],
+           "b": pb[f"{metric}_mean"], "b_std": pb[f"{metric}_std"],
            "gap": gap, "spread": spread, "word": word}
-          for value, pa, pb, (gap, spread, word) in report.versus(methods, a, b)]
+          for value, pa, pb, (gap, spread, word) in report.versus(methods, a, b, metric)]
 
 
 _TRIALS: dict[str, dict] = {}  # <experiment>.trials.json, read once per render

@@ -111,3 +111,16 @@ def test_the_equal_sparsity_verdicts_follow_the_archives_seeds():
   assert "xrda trails" in rendered.split(line)[1].split("\n- ")[0]
   point["test_error_std"] = None  # one seed: no verdict at 98%
   assert "98% of the weights zero" not in reading.render(archive=archive)
+
+
+def test_versus_compares_a_language_model_on_its_test_perplexity():
+  def point(mean, std):
+    return dict(knob_value=0.9, seeds=[1, 2], compression_weights_mean=10.0,
+                test_error_mean=60.0, test_error_std=0.1,
+                test_perplexity_mean=mean, test_perplexity_std=std)
+
+  summary = reading.Node({"methods": {"x": {"points": [point(5.0, 0.1)]},
+                                      "g": {"points": [point(5.6, 0.2)]}}}, "lm")
+  [v] = reading.versus(summary, "x", "g")
+  assert v["metric"] == "test_perplexity" and (v["a"], v["b"]) == (5.0, 5.6)
+  assert v["word"] == "leads" and abs(v["gap"] + 0.6) < 1e-9  # perplexity, not error, decides
