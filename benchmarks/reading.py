@@ -273,8 +273,9 @@ def _number(v: Any) -> float:
 
 
 def d(v: Any, digits: int = 2) -> str:
-  """``digits`` decimals: 1.80."""
-  return f"{_number(v):.{digits}f}"
+  """``digits`` decimals: 1.80 (0.00, not -0.00, for a difference that rounds to nothing)."""
+  text = f"{_number(v):.{digits}f}"
+  return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _sig(n: float, digits: int, zeros: bool = False) -> str:

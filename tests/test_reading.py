@@ -124,3 +124,7 @@ def test_versus_compares_a_language_model_on_its_test_perplexity():
   [v] = reading.versus(summary, "x", "g")
   assert v["metric"] == "test_perplexity" and (v["a"], v["b"]) == (5.0, 5.6)
   assert v["word"] == "leads" and abs(v["gap"] + 0.6) < 1e-9  # perplexity, not error, decides
+
+
+def test_a_difference_that_rounds_to_nothing_has_no_sign():
+  assert reading.d(-0.001) == "0.00" and reading.d(-0.006) == "-0.01" and reading.d(0.004) == "0.00"
