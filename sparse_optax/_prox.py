@@ -345,7 +345,8 @@ def soft_threshold(
       lam, solved = _target.strengths(
           state.target, state.count, densities, reached, solved_on, scales, groups,
           solve_every=solve_every, gain=gain, tolerance=tolerance, initial=initial,
-          patterns=[None if a is None else (*n_m, a) for a in axes])
+          patterns=[None if a is None else (*n_m, a) for a in axes],
+          pattern_zeros=_target.pattern_zeros(leaves, groups, axes, n_m))
       target = _target.SparsityTargetState(
           lam, reached, chunks, state.target.solves + solved.astype(jnp.int32),
           jnp.where(solved | (state.count == 0), densities, state.target.solved_for),

@@ -211,6 +211,20 @@ def _zeros(q: jax.Array, lam: jax.Array, pattern: Any) -> jax.Array:
   return (q.size - jnp.sum(jnp.minimum(alive, n))).astype(jnp.int32)
 
 
+def pattern_zeros(leaves: list[Any], grouping: Groups, axes: list[Any],
+                  n_m: tuple[int, int] | None) -> np.ndarray | None:
+  """(groups,) the zeros an N:M pattern leaves at λ = 0 (M − N of every M weights of each
+  patterned leaf; more where weights are exactly 0); None without a pattern."""
+  if n_m is None:
+    return None
+  n, m = n_m
+  zeros = np.zeros(len(grouping.sizes), np.float64)
+  for x, g, a in zip(leaves, grouping.of_leaf, axes):
+    if g is not None and a is not None:
+      zeros[g] += math.prod(x.shape) // m * (m - n)
+  return zeros
+
+
 def solve(candidates: list[Any], scales: list[Any], grouping: Groups, densities: jax.Array,
           patterns: list[Any] | None = None) -> jax.Array:
   """(groups,) float32: per group, the strength whose prox keeps at most ``densities``.
@@ -249,7 +263,8 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
               reached: jax.Array, candidates: Callable[[], list[Any]], scales: list[Any],
               grouping: Groups, *,
               solve_every: Any, gain: Any, tolerance: Any, initial: jax.Array | None,
-              patterns: list[Any] | None = None) -> tuple[jax.Array, jax.Array]:
+              patterns: list[Any] | None = None,
+              pattern_zeros: np.ndarray | None = None) -> tuple[jax.Array, jax.Array]:
   """(groups,) float32: this step's λ per group, solved exactly or moved by feedback; and
   whether it was solved (a bool).
 
@@ -261,14 +276,16 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
   log-density since the last solve, or where its :math:`|\\log(d/d^*)|` exceeds
   ``tolerance`` at such a rotation: a guard against feedback's large excursions (an overshoot
   from a dense start). A solve also runs at step 0 (at ``solve_every`` when ``initial``
-  starts λ), wherever a target rises from 0, and where λ is 0 but leaves fewer zeros than the
-  target (feedback cannot move λ from 0); where λ = 0 leaves as many or more (an N:M
-  pattern's own zeros), it is the exact answer and nothing more runs. ``candidates`` builds the values solved on
+  starts λ) and wherever λ is 0 (feedback cannot move it), except in a group whose N:M
+  pattern alone leaves the zeros wanted (``pattern_zeros``, per group: see
+  :func:`pattern_zeros`): λ = 0 is the exact answer there, and nothing more runs. ``candidates`` builds the values solved on
   (called in the solve's branch only); ``patterns``, per leaf, an N:M pattern's
   ``(n, m, axes)`` or None (see :func:`_zeros`).
   """
   sparse_wanted = densities < 1.0
   n = jnp.asarray(grouping.sizes, jnp.float32)
+  met = (jnp.zeros(n.shape, bool) if pattern_zeros is None else
+         jnp.floor((1.0 - densities) * n) <= jnp.asarray(pattern_zeros, jnp.float32))
   log_error = jnp.log(jnp.maximum(reached, 1.0 / n) / jnp.maximum(densities, 1.0 / n))
   factor = jnp.clip(jnp.exp(log_error * jnp.asarray(gain, jnp.float32)),
                     1.0 / _MAX_FACTOR, _MAX_FACTOR)
@@ -287,17 +304,13 @@ def strengths(state: SparsityTargetState, count: jax.Array, densities: jax.Array
     due = due | ((count > 0) & (count % solve_every == 0))
     tol = jnp.asarray(tolerance, jnp.float32)
     # (Zeros beyond the target at λ = 0 are the pattern's: no solve undoes them.)
-    strayed = sparse_wanted & (jnp.abs(log_error) > tol) & ((carried > 0) | (log_error > 0))
-    moved = sparse_wanted & (jnp.abs(jnp.log(jnp.maximum(densities, 1.0 / n)
+    strayed = sparse_wanted & (jnp.abs(log_error) > tol) & ~(met & (carried <= 0))
+    moved = sparse_wanted & ~met & (jnp.abs(jnp.log(jnp.maximum(densities, 1.0 / n)
                                              / jnp.maximum(state.solved_for, 1.0 / n))) > tol)
     due = due | ((count > 0) & ((rotated & jnp.any(strayed)) | jnp.any(moved)))
-  # Feedback cannot move λ from 0: a solve where a target rose from none since the last solve,
-  # or where λ = 0 leaves fewer zeros than wanted (once a rotation has recounted the params).
-  # Where λ = 0 already leaves enough (an N:M pattern's own zeros), none: it is the exact answer.
-  short = n * reached > n - jnp.floor((1.0 - densities) * n) + 0.5
-  stale = state.solved_for >= 1.0
-  due = due | jnp.any(sparse_wanted & (carried <= 0) & (
-      stale | (short & (count - state.solved_at >= CHUNKS))))
+  # Feedback cannot move λ from 0: a solve wherever λ is 0, except where an N:M pattern's own
+  # zeros meet the target, λ = 0 the exact answer for good.
+  due = due | jnp.any(sparse_wanted & (carried <= 0) & ~met)
   lam = jax.lax.cond(due, lambda: solve(candidates(), scales, grouping, densities, patterns),
                      lambda: carried.astype(jnp.float32))
   return jnp.where(sparse_wanted, lam, 0.0), due

@@ -213,31 +213,34 @@ def test_a_target_the_pattern_meets_is_solved_once_and_a_rising_one_when_it_pass
   move it, and no solve is needed until the target asks for more zeros than the pattern's."""
   params = {"w": jax.random.normal(jax.random.key(5), (32, 16))}  # 512 weights, 2:4 zeros 256
   grads = [jax.tree.map(lambda x, i=i: jax.random.normal(jax.random.key(i), x.shape), params)
-           for i in range(64)]
+           for i in range(96)]
 
-  def run(tx):
-    p, state, update = params, tx.init(params), jax.jit(tx.update)
-    for g in grads:
+  def run(tx, steps):
+    p, state, update, solves = params, tx.init(params), jax.jit(tx.update), []
+    for g in grads[:steps]:
       updates, state = update(g, state, p)
       p = optax.apply_updates(p, updates)
-    return np.asarray(p["w"]), so.target_state(state)
+      solves.append(int(so.target_state(state).solves))
+    return np.asarray(p["w"]), so.target_state(state), solves
 
   for tx in (so.soft_threshold(1.0, sparsity=0.3, solve_every=solve_every, pattern="2:4"),
              so.xrda(0.1, 0.5, sparsity=0.5, solve_every=solve_every, momentum_timescale=9.5,
                      pattern="2:4")):
-    w, target = run(tx)
+    w, target, _ = run(tx, 64)
     assert int(target.solves) == 1 and float(target.l1[0]) == 0.0  # step 0's solve alone
     assert int(np.sum(w == 0)) == 256 and so.nm_violations({"w": w}, "2:4") == {}
-  # A target rising through the pattern's 50%: solves once it passes, then reaches its end.
-  ramp = optax.linear_schedule(0.0, 0.75, 48)
-  w, target = run(so.xrda(0.1, 0.5, sparsity=ramp, solve_every=solve_every,
-                          momentum_timescale=9.5, pattern="2:4"))
-  assert 2 <= int(target.solves) <= 12 and float(target.l1[0]) > 0.0
-  assert so.nm_violations({"w": w}, "2:4") == {}
-  # Feedback alone overshoots a target that ends this soon (16 steps after the ramp; see
-  # soft_threshold); the periodic solve's guard brings it back.
+  # A target rising through the pattern's 50% to 75%: the next solve comes at the first step
+  # past 50%, then the control follows it.
+  ramp = optax.linear_schedule(0.0, 0.75, 32)
+  w, target, solves = run(so.xrda(0.1, 0.5, sparsity=ramp, solve_every=solve_every,
+                                  momentum_timescale=9.5, pattern="2:4"), 96)
+  second = solves.index(2)
+  assert float(ramp(second)) > 0.5 >= float(ramp(second - 1))
+  assert float(target.l1[0]) > 0.0 and so.nm_violations({"w": w}, "2:4") == {}
+  # Within the guard's tolerance; feedback alone overshoots a target this soon after its ramp
+  # (soft_threshold's docstring), which it undoes slowly.
   zeros = np.mean(w == 0)
-  assert (abs(zeros - 0.75) < 0.02) if solve_every else (0.75 <= zeros < 0.9)
+  assert (abs(np.log((1 - zeros) / 0.25)) < 0.25) if solve_every else (0.75 <= zeros < 0.9)
 
 
 def test_pruning_pattern_is_the_magnitude_mask_then_the_schedule_prunes_beyond_it():

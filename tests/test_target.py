@@ -322,3 +322,23 @@ def test_a_fixed_strength_keeps_the_state_structure_of_earlier_checkpoints():
   w = jnp.ones((2, 2))
   assert so.soft_threshold(0.1).init(w)._fields == ("count", "threshold")
   assert so.soft_threshold(1.0, sparsity=0.5).init(w)._fields == ("count", "threshold", "target")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: so.prox_sgd(0.1, sparsity=0.9, scope="layer", solve_every=None),
+    lambda: so.xrda(0.1, 0.5, sparsity=0.9, scope="layer", solve_every=None,
+                    momentum_timescale=9.5)])
+def test_a_group_solved_to_zero_by_its_zeros_is_solved_again_at_once(make):
+  """A leaf sparser than its target when solved (here all zeros) gets λ = 0; feedback cannot
+  move it, so the next step solves again, before the leaf trains dense (and, per layer,
+  without knocking the other group to λ = 0 in turn)."""
+  params = {"a": jax.random.normal(jax.random.key(0), (64, 32)), "b": jnp.zeros((8, 32))}
+  tx = make()
+  p, state, update = params, tx.init(params), jax.jit(tx.update)
+  for i in range(200):
+    grads = jax.tree.map(lambda x, i=i: jax.random.normal(jax.random.key(i), x.shape), p)
+    updates, state = update(grads, state, p)
+    p = optax.apply_updates(p, updates)
+  densities = [float(np.mean(np.asarray(v) != 0)) for v in p.values()]
+  assert all(0.05 < d < 0.15 for d in densities), densities
+  assert int(so.target_state(state).solves) <= 5
