@@ -531,6 +531,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   else:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     equal = None
+  panels = (ax,) if equal is None else (ax, equal)
   plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []
   # On weights only, as the published points count it; a front without per-layer counts (the
@@ -542,7 +543,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     key = counted[i] = "compression_weights" if on_weights else "compression"
     errors += [r["test_error"] for r in front]
     if front and entry["knob"] is None:  # dense: the level to beat, across the plot
-      for axis in (ax, equal) if equal is not None else (ax,):
+      for axis in panels:
         axis.axhline(front[0]["test_error"], ls="--", lw=1, color=_style(i)["color"],
                      label=None if axis is equal else f"{entry['label']} (1×)")
     elif front:
@@ -564,7 +565,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   # Published points: numbered stars, the names in the legend (long labels beside the stars
   # overlapped wherever two points are close).
   for i, p in enumerate(summary["published"], start=1):
-    for axis in (ax, equal) if equal is not None else (ax,):
+    for axis in panels:
       axis.scatter(p["compression"], p["error"], marker="*", s=110, color="black", zorder=3,
                    label=None if axis is equal else
                    f"{i}: {p['method']}, {p['error']}% @ {p['compression']:g}× ({p['source']})")

@@ -152,8 +152,9 @@ def penalised(config: ml_collections.ConfigDict) -> dict[str, Any]:
   if config.get("nm_pattern"):
     axes = nm_pattern_axes(config.nm_pattern, mask)
 
-    def mask(params):  # pylint: disable=function-redefined
+    def holds_pattern(params):
       return jax.tree.map(lambda _, a: a is not None, params, axes(params))
+    mask = holds_pattern
   return {} if mask is None else {"mask": mask}
 
 
