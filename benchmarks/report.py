@@ -517,7 +517,9 @@ def _style(i: int) -> dict[str, Any]:
 
 def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   """Writes the fronts' plot to ``path``, and beside it, where methods were seeded at equal
-  targets, their mean ± std there; returns the error axis' limits."""
+  targets, their mean ± std there; returns the error axis' limits. A language model's axis is
+  its test perplexity per byte (its records' error is next-byte error, not what it is judged
+  by)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -532,6 +534,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     equal = None
   panels = (ax,) if equal is None else (ax, equal)
+  text = any("test_perplexity" in r for e in summary["methods"].values()
+             for r in e.get("front", []))
+  y, unit = ("test_perplexity", "") if text else ("test_error", "%")
   plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []
   # On weights only, as the published points count it; a front without per-layer counts (the
@@ -541,27 +546,27 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     front = entry.get("front", [])
     on_weights = bool(front) and all(r.get("compression_weights") is not None for r in front)
     key = counted[i] = "compression_weights" if on_weights else "compression"
-    errors += [r["test_error"] for r in front]
+    errors += [r[y] for r in front]
     if front and entry["knob"] is None:  # dense: the level to beat, across the plot
       for axis in panels:
-        axis.axhline(front[0]["test_error"], ls="--", lw=1, color=_style(i)["color"],
+        axis.axhline(front[0][y], ls="--", lw=1, color=_style(i)["color"],
                      label=None if axis is equal else f"{entry['label']} (1×)")
     elif front:
-      ax.plot([r[key] for r in front], [r["test_error"] for r in front], **_style(i),
+      ax.plot([r[key] for r in front], [r[y] for r in front], **_style(i),
               label=entry["label"] + ("" if on_weights else " (all parameters)"))
       for r in front if entry.get("trend") else ():
-        ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r[key], r["test_error"]),
+        ax.annotate(f"{entry['knob']} {r['knob_value']:g}", (r[key], r[y]),
                     fontsize=7, color=_style(i)["color"], xytext=(4, -10),
                     textcoords="offset points")
     if i in seeded:  # the seeds' mean ± std at each target, joined target to target
       points = seeded[i]
       style = _style(i)
       equal.errorbar([p["compression_weights_mean"] for p in points],
-                     [p["test_error_mean"] for p in points],
-                     yerr=[p["test_error_std"] or 0.0 for p in points], capsize=3,
+                     [p[f"{y}_mean"] for p in points],
+                     yerr=[p[f"{y}_std"] or 0.0 for p in points], capsize=3,
                      color=style["color"], ls=style["ls"], marker="s", mfc="none",
                      label=None if front else f"{entry['label']}, seeded")
-      errors += [p["test_error_mean"] for p in points]
+      errors += [p[f"{y}_mean"] for p in points]
   # Published points: numbered stars, the names in the legend (long labels beside the stars
   # overlapped wherever two points are close).
   for i, p in enumerate(summary["published"], start=1):
@@ -578,9 +583,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
   ceiling = 4 * statistics.median(errors) if errors else math.inf
   if not any(e > ceiling for e in errors):
     ceiling = math.inf
-  above = sorted((r[counted[i]], r["test_error"], i)
+  above = sorted((r[counted[i]], r[y], i)
                  for i, entry in enumerate(summary["methods"].values())
-                 for r in entry.get("front", []) if r["test_error"] > ceiling)
+                 for r in entry.get("front", []) if r[y] > ceiling)
   row, previous = 0, None
   for compression, error, i in above:
     # Points within a third of each other on the log axis get their labels stacked, not overlaid.
@@ -588,7 +593,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     previous = compression
     ax.scatter(compression, ceiling, marker="^", s=60, color=_style(i)["color"], clip_on=False,
                zorder=4)
-    ax.annotate(f"{error:.2f}%", (compression, ceiling), fontsize=7, color=_style(i)["color"],
+    ax.annotate(f"{error:.2f}{unit}", (compression, ceiling), fontsize=7, color=_style(i)["color"],
                 xytext=(-4, -12 - 9 * row), textcoords="offset points", ha="right")
   errors = [e for e in errors if e <= ceiling]
   steep = bool(errors) and min(errors) > 0 and max(errors) > 3 * min(errors)
@@ -607,7 +612,7 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
   ax.set_xlabel("compression on weights only (the tables: over all parameters too), log scale")
-  ax.set_ylabel("test error %" + (", log scale" if steep else ""))
+  ax.set_ylabel(("test perplexity per byte" if text else "test error %") + (", log scale" if steep else ""))
   ax.set_title(f"{summary['label']}, {summary['epochs']} epochs" + (
       ": fronts, seed 0" if equal is not None else ""))
   ax.grid(True, which="both", alpha=0.3)

@@ -656,6 +656,28 @@ def test_the_plot_draws_seeded_points_beside_the_fronts_and_no_two_methods_alike
   assert len(saved[-1].axes) == 1  # nothing seeded: the fronts alone
 
 
+def test_a_language_models_plot_is_on_its_perplexity_not_its_next_byte_error(
+    tmp_path, monkeypatch):
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  saved = []
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+  front = [dict(compression=c, compression_weights=c, test_error=e, test_perplexity=p)
+           for c, e, p in ((2.0, 48.0, 4.1), (10.0, 52.0, 4.6))]
+  point = dict(knob_value=0.9, seeds=[1, 2], compression_weights_mean=10.0, test_error_mean=52.5,
+               test_error_std=0.4, test_perplexity_mean=4.65, test_perplexity_std=0.05)
+  summary = dict(label="LM", epochs=2, published=[], methods={
+      "dense": dict(label="dense", knob=None, front=[dict(compression=1.0, test_error=45.0,
+                                                          test_perplexity=3.9)]),
+      "m": dict(label="M", knob="s", front=front, points=[point])})
+  low, high = report.plot(summary, tmp_path / "lm.png")
+  fronts, equal = saved[-1].axes[:2]
+  assert [tuple(xy) for xy in fronts.lines[-1].get_xydata()] == [(2.0, 4.1), (10.0, 4.6)]
+  [bars] = equal.containers
+  assert [tuple(xy) for xy in bars.lines[0].get_xydata()] == [(10.0, 4.65)]
+  assert fronts.lines[0].get_ydata()[0] == 3.9  # dense, across the plot
+  assert "perplexity" in fronts.get_ylabel() and low < 3.9 and 4.7 < high < 10
+
+
 def test_the_plot_labels_a_trend_by_its_knob_and_a_front_not(tmp_path, monkeypatch):
   import matplotlib.axes  # pylint: disable=g-import-not-at-top
   texts = []
