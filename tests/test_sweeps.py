@@ -751,7 +751,8 @@ def test_a_setting_whose_full_budget_run_diverged_gives_way_to_the_next_best(exp
   assert reference.id in summary["diverged"]
 
 
-def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(experiment):
+def test_the_runner_runs_seed_by_seed_and_a_full_budget_run_before_other_tune_trials(
+    experiment):
   full = _toy_tuned_apart()
   stage = full.tuning
   first, second = stage.methods
@@ -762,11 +763,28 @@ def test_the_runner_starts_a_full_budget_run_before_other_methods_tune_trials(ex
            (later.tuning, list(later.tuning.methods)), (later, list(later.methods))]
   sweep = _sweep(queue)
   ready, _ = sweep.plan()
-  assert [(e.id, t.method.id) for e, t in ready] == [("toy4", first.id)] * 5 + [
-      ("toy4_tuning", second.id)] * 2 + [("toy8_tuning", first.id), ("toy8_tuning", first.id),
-                                         ("toy8_tuning", second.id), ("toy8_tuning", second.id)]
+  # The first method's seed-0 front, the second's tune trials (seed 0, shorter), then seeds 1-2.
+  assert [(e.id, t.method.id, t.seed) for e, t in ready] == [("toy4", first.id, 0)] * 3 + [
+      ("toy4_tuning", second.id, 0)] * 2 + [("toy4", first.id, 1), ("toy4", first.id, 2)] + [
+          ("toy8_tuning", first.id, 0), ("toy8_tuning", first.id, 0),
+          ("toy8_tuning", second.id, 0), ("toy8_tuning", second.id, 0)]
   picked = sweep.pick()
   assert picked[0].id == "toy4" and picked[1].method.id == first.id
+
+
+def test_the_runner_trains_the_compared_methods_seed_by_seed_and_ablations_last(experiment):
+  import dataclasses
+  m = experiment.methods[0]
+  methods = (m, dataclasses.replace(m, id="n"), dataclasses.replace(m, id="a", tuned_as="m"))
+  toy = dataclasses.replace(experiment, methods=methods)
+  for method in methods[:2]:
+    for trial in sweeps.tune_trials(method):
+      _finish(toy, trial, val=0.9, test=0.9, compression=10.0)
+  ready, _ = _sweep([(toy, list(methods))]).plan()
+  order = [(t.method.id, t.seed) for _, t in ready]
+  # m and n each get seed 1 before either gets seed 2; the ablation after both.
+  assert order == [("m", 0)] * 2 + [("n", 0)] * 2 + [("m", 1), ("n", 1), ("m", 2), ("n", 2)] + [
+      ("a", 0)] * 3 + [("a", 1), ("a", 2)]
 
 
 def test_the_readmes_headline_table_is_the_one_the_report_writes_from_the_archive():

@@ -6,7 +6,7 @@ import argparse
 
 import optuna
 
-from benchmarks.sweeps import engine, policy
+from benchmarks.sweeps import engine
 from benchmarks.sweeps.catalogue import EXPERIMENTS, Experiment, Method
 
 
@@ -24,15 +24,12 @@ def queue_of(names: list[str], methods: list[str], epochs: int | None
 
 
 def print_plan(queue: list[tuple[Experiment, list[Method]]]) -> None:
-  left = 0
-  for experiment, methods in queue:
-    ready, waiting = policy.plan(experiment, methods)
-    for t in ready:
-      print("ready  ", experiment.id, t.id)
-    for t in waiting:
-      print("waiting", experiment.id, t.id)
-    left += len(ready) + len(waiting)
-  if not left:
+  """The trials that can run, in the order the workers take them, then those that wait."""
+  ready, waiting = engine.schedule(queue)
+  for state, pairs in (("ready  ", ready), ("waiting", waiting)):
+    for experiment, t in pairs:
+      print(state, experiment.id, t.id)
+  if not ready and not waiting:
     print(engine.FINISHED)
 
 

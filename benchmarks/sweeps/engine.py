@@ -183,6 +183,29 @@ class Stopped(Exception):
   """The worker was asked to stop (a signal, or another worker's error)."""
 
 
+def schedule(queue: Queue) -> tuple[list[tuple[Experiment, Trial]], list[tuple[Experiment, Trial]]]:
+  """(the trials that can run, in the order the workers take them; those that wait for their
+  tuning). Experiments in the queue's order (a tuning stage with its experiment); within one, the
+  methods tuned on their own before those that borrow a setting (ablations), then seed by
+  seed, and within a seed the longest first (stable). So a sweep cut short leaves the compared
+  methods with as many seeds each, not one method with all of its seeds and the other with
+  none; and a seed-0 run at the full budget that one method's tuning unlocked starts before
+  the other methods' short tune trials, so that the experiment does not end on long runs."""
+  ready, waiting = [], []
+  for experiment, methods in queue:
+    now, later = policy.plan(experiment, methods)
+    ready += [(experiment, t) for t in now]
+    waiting += [(experiment, t) for t in later]
+  order: dict[str, int] = {}
+  for experiment, _ in queue:
+    order.setdefault(experiment.id, len(order))
+    if experiment.tuning is not None:
+      order[experiment.tuning.id] = order[experiment.id]
+  ready.sort(key=lambda pair: (order[pair[0].id], pair[1].method.tuned_as is not None,
+                               pair[1].seed, -pair[0].overrides["num_epochs"]))
+  return ready, waiting
+
+
 # -------------------------------------------------------------------------------- workers
 
 
@@ -219,22 +242,10 @@ class Sweep:
     return held
 
   def plan(self) -> tuple[list[tuple[Experiment, Trial]], int]:
-    """(the trials that can run, in the order to run them; how many wait for their tuning).
-    Experiments in the queue's order (a tuning stage with its experiment), within one the
-    longest first (stable): a full-budget run that one method's tuning unlocked starts before
-    the other methods' short tune trials, so that the experiment does not end on long runs."""
-    ready, waiting = [], 0
-    for experiment, methods in self.queue:
-      now, later = policy.plan(experiment, methods)
-      ready += [(experiment, t) for t in now]
-      waiting += len(later)
-    order: dict[str, int] = {}
-    for experiment, _ in self.queue:
-      order.setdefault(experiment.id, len(order))
-      if experiment.tuning is not None:
-        order[experiment.tuning.id] = order[experiment.id]
-    ready.sort(key=lambda pair: (order[pair[0].id], -pair[0].overrides["num_epochs"]))
-    return ready, waiting
+    """(the trials that can run, in the order to run them; how many wait for their tuning):
+    ``schedule(self.queue)``."""
+    ready, waiting = schedule(self.queue)
+    return ready, len(waiting)
 
   def pick(self) -> tuple[Experiment, Trial] | str:
     """Enqueues the first trial that can run and that no worker holds, and returns it; else
