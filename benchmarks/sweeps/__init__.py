@@ -15,7 +15,8 @@ Stages per method, in order, each trial its own workdir under runs/sweeps/<exper
   3. seeds: the reference point with the tuned setting, seeds 1 and 2 (or the method's seeds,
             and at its `seeded_at` values too, where methods are compared at equal sparsity).
 A method may tune several knobs together (a grid), or borrow another's tuned setting
-(`tuned_as`: an ablation changes one thing).
+(`tuned_as`: an ablation changes one thing). The workers take what can run seed by seed across
+the methods tuned on their own, ablations after them (``engine.schedule``; `--plan` prints it).
 The tuned setting is the tune trial with the highest final validation accuracy; the test set is
 never read to choose. Rerunning resumes: finished trials are skipped and cut ones resume from
 their checkpoints (each workdir records the commit that started it). `benchmarks/report.py`
