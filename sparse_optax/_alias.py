@@ -22,22 +22,22 @@ def _weights_or_uniform(weights: _types.Weighting | None, mask: _types.Mask | No
 
 
 def _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every,
-          pattern=None, pattern_axes=None, point=False):
+          pattern=None, pattern_axes=None, point=False, erk_shapes=None):
   """The soft-threshold step of a fixed strength ``l1``, or of the one a target asks for;
   with an N:M ``pattern``, its prox. ``point``: the updates it gets are the dual average
   itself (see :func:`dual_averaging`'s ``_point``)."""
   _nm.check_spec(pattern, pattern_axes)  # refused here, in the caller's name
-  nm = dict(pattern=pattern, pattern_axes=pattern_axes, _point=point)
+  extra = dict(pattern=pattern, pattern_axes=pattern_axes, _point=point, erk_shapes=erk_shapes)
   if sparsity is None:
     _target.check_no_control(scope, solve_every)
     if l1 is None:
       raise ValueError(f"{_checks.caller()}: give l1 (the l1 strength) or sparsity (the fraction "
                        "of zeros wanted, and the strength follows).")
     return soft_threshold(accumulated_threshold(l1, learning_rate, averaging, weights), mask,
-                          **nm)
+                          **extra)
   return soft_threshold(accumulated_threshold(1.0, learning_rate, averaging, weights), mask,
                         sparsity=sparsity, scope=scope, solve_every=solve_every, initial_l1=l1,
-                        **nm)
+                        **extra)
 
 
 @_checks.names_errors
@@ -61,6 +61,7 @@ def xrda(
     accumulator_dtype: Any | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
+    erk_shapes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""xRDA with momentum and adaptive log-l1 (Siegel, Chen & Xu, 2020), as the authors ran it.
 
@@ -148,6 +149,9 @@ def xrda(
       target counts the pattern's zeros too.
     pattern_axes: where each leaf's input dimension lies, see :func:`soft_threshold`
       (default: ``kernel_layout``'s: axis 0 of a 2-D kernel, the I axis of a 4-D conv).
+    erk_shapes: with ``scope="erk"``, the shape ERK reads each leaf as, e.g.
+      ``(in, heads * head_dim)`` for an attention kernel stored ``(in, heads, head_dim)``
+      (see :func:`layer_densities`); default its own.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -211,7 +215,7 @@ def xrda(
       optax.scale_by_learning_rate(learning_rate),
       dual_averaging(averaging, _point=True),
       _prox(l1, learning_rate, averaging, weights, mask, sparsity, scope, solve_every, pattern,
-            pattern_axes, point=True),
+            pattern_axes, point=True, erk_shapes=erk_shapes),
   )
 
 
@@ -228,6 +232,7 @@ def rda(
     mask: _types.Mask | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
+    erk_shapes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Xiao's regularized dual averaging around the initial point (He et al., 2020).
 
@@ -255,6 +260,7 @@ def rda(
     mask: the leaves with l1 (default: ``ndim >= 2``), as in :func:`xrda`.
     pattern: an N:M pattern for the prox, as in :func:`xrda`.
     pattern_axes: see :func:`xrda`.
+    erk_shapes: see :func:`xrda`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -279,7 +285,7 @@ def rda(
       optax.scale_by_learning_rate(step),
       dual_averaging(alpha, center="initial", _point=True),
       _prox(l1, step, alpha, _weights_or_uniform(weights, mask), mask, sparsity, scope,
-            solve_every, pattern, pattern_axes, point=True),
+            solve_every, pattern, pattern_axes, point=True, erk_shapes=erk_shapes),
   )
 
 
@@ -298,6 +304,7 @@ def prox_sgd(
     mask: _types.Mask | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
+    erk_shapes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Proximal SGD: an ``optax.sgd`` step, then soft-thresholding by :math:`\lambda s_n w`.
 
@@ -323,6 +330,7 @@ def prox_sgd(
     pattern: an N:M pattern for the prox, as in :func:`xrda`; with ``l1=0``, each step keeps
       the N largest :math:`|\theta + u|` of every group.
     pattern_axes: see :func:`xrda`.
+    erk_shapes: see :func:`xrda`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` that needs ``params``.
@@ -341,5 +349,5 @@ def prox_sgd(
       optax.add_decayed_weights(weight_decay),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
       _prox(l1, learning_rate, 0.0, _weights_or_uniform(weights, mask), mask, sparsity, scope,
-            solve_every, pattern, pattern_axes),
+            solve_every, pattern, pattern_axes, erk_shapes=erk_shapes),
   )

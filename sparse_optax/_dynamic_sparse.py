@@ -7,9 +7,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sparse_optax import _checks
+from sparse_optax import _tree
 from sparse_optax import _types
 
 DISTRIBUTIONS = ("uniform", "erk")
@@ -44,13 +46,69 @@ def erk_densities(shapes: list[tuple[int, ...]], density: Any,
   return list(jnp.where(full, 1.0, jnp.clip(eps * raw, 0.0, 1.0)))
 
 
+def _is_shape(x: Any) -> bool:
+  return x is None or (isinstance(x, tuple) and all(
+      isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in x))
+
+
+def erk_shapes_of(erk_shapes: Any, params: Any) -> list[tuple[int, ...]]:
+  """Per flattened leaf, the shape ERK reads it as: its own, or the one ``erk_shapes`` gives
+  (checked to be the leaf's size)."""
+  paths_leaves = jax.tree_util.tree_leaves_with_path(params)
+  own = [tuple(np.shape(x)) for _, x in paths_leaves]
+  if erk_shapes is None or not own:
+    return own
+  tree = erk_shapes(params) if callable(erk_shapes) else erk_shapes
+  given, structure = jax.tree.flatten(tree, is_leaf=_is_shape)
+  if structure.num_leaves != len(own) or not all(_is_shape(g) for g in given) or (
+      jax.tree.structure(jax.tree.map(lambda _: 0, tree, is_leaf=_is_shape))
+      != jax.tree.structure(jax.tree.map(lambda _: 0, params))):
+    raise ValueError(f"{_checks.caller()}: erk_shapes must have the params' structure with a "
+                     f"tuple of ints (or None) per leaf:\n  erk_shapes: {tree!r}\n  params: "
+                     f"{jax.tree.structure(params)}")
+  out = []
+  for (path, _), shape, view in zip(paths_leaves, own, given):
+    if view is not None and math.prod(view) != math.prod(shape):
+      raise ValueError(f"{_checks.caller()}: erk_shapes gives leaf {_tree.leaf_name(path)!r} of "
+                       f"shape {shape} the shape {tuple(view)}, of another size "
+                       f"({math.prod(view)} against {math.prod(shape)}): it must be a reshape.")
+    out.append(shape if view is None else tuple(int(d) for d in view))
+  return out
+
+
+def check_erk_shapes(erk_shapes: Any, erk: bool, needs: str) -> None:
+  """Refuses ``erk_shapes`` where no ERK spread reads them."""
+  if erk_shapes is not None and not erk:
+    raise ValueError(f"{_checks.caller()}: erk_shapes says how ERK reads each leaf, and only "
+                     f"{needs} reads them.")
+
+
 def layer_densities(params: Any, sparsity: Any, distribution: str, selected: Any,
-                    dense: Any | None = None) -> Any:
+                    dense: Any | None = None, erk_shapes: Any = None) -> Any:
   """A tree with each selected leaf's density (``1 - sparsity`` spread by ``distribution``).
 
   ``"uniform"``: every selected leaf at ``1 - sparsity`` but those in ``dense`` (a tree of
   bools; None: none), at 1 (RigL's uniform: the overall density ends a little above the
   target). ``"erk"``: see :func:`erk_densities`. Unselected leaves get 1.
+
+  ``erk_shapes`` are the shapes ERK reads the leaves as (its sum of dimensions over their
+  product): a tree of tuples with the params' structure (None: the leaf's own shape) or a
+  callable ``params -> tree``, each the size of its leaf. Evci et al. count a dense layer's
+  fan-in and fan-out, so an attention kernel stored ``(in, heads, head_dim)`` (Flax's
+  ``MultiHeadAttention``) is ``(in, heads * head_dim)`` to them, not three dimensions; its
+  output kernel ``(heads, head_dim, out)`` is ``(heads * head_dim, out)``. Default: each leaf's
+  own shape (as jaxpruner reads it).
+
+  Example:
+    >>> import jax.numpy as jnp, sparse_optax as so
+    >>> params = {"query": jnp.ones((64, 4, 16)), "mlp": jnp.ones((64, 256))}
+    >>> sel = {"query": True, "mlp": True}
+    >>> {k: round(float(d), 3) for k, d in so.layer_densities(params, 0.9, "erk", sel).items()}
+    {'mlp': 0.099, 'query': 0.104}
+    >>> as_matrix = {"query": (64, 64), "mlp": None}
+    >>> {k: round(float(d), 3) for k, d in so.layer_densities(
+    ...     params, 0.9, "erk", sel, erk_shapes=as_matrix).items()}
+    {'mlp': 0.089, 'query': 0.143}
   """
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"distribution must be one of {DISTRIBUTIONS}; got {distribution!r}.")
@@ -64,7 +122,8 @@ def layer_densities(params: Any, sparsity: Any, distribution: str, selected: Any
     for i in idx:
       out[i] = jnp.ones([], jnp.float32) if den[i] else target
   elif idx:
-    erk = erk_densities([tuple(leaves[i].shape) for i in idx], target, [den[i] for i in idx])
+    shapes = erk_shapes_of(erk_shapes, params)
+    erk = erk_densities([shapes[i] for i in idx], target, [den[i] for i in idx])
     for i, d in zip(idx, erk):
       out[i] = d
   return jax.tree.unflatten(treedef, out)
@@ -114,7 +173,7 @@ def _restart_grown(state: Any, params: optax.Params, grown: optax.Params) -> Any
 def _dynamic_sparse(
     grow: str, inner: optax.GradientTransformation, sparsity: Any, *,
     update_frequency: int, end_step: int, drop_fraction: Any, distribution: str,
-    dense: _types.Mask | None, mask: _types.Mask | None, seed: int,
+    dense: _types.Mask | None, mask: _types.Mask | None, seed: int, erk_shapes: Any,
 ) -> optax.GradientTransformationExtraArgs:
   _checks.check_hparam("sparsity", sparsity, at_most_one=True, allow_schedule=False)
   _checks.check_hparam("drop_fraction", drop_fraction, at_most_one=True, allow_schedule=False)
@@ -124,13 +183,15 @@ def _dynamic_sparse(
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"{_checks.caller()}: distribution must be one of {DISTRIBUTIONS}; got "
                      f"{distribution!r}.")
+  check_erk_shapes(erk_shapes, distribution == "erk", 'distribution="erk"')
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
     _checks.check_float_params(params)
     selected = _checks.resolve_mask(mask, params)
     kept_dense = None if dense is None else _checks.resolve_mask(dense, params)
-    densities = layer_densities(params, sparsity, distribution, selected, kept_dense)
+    densities = layer_densities(params, sparsity, distribution, selected, kept_dense,
+                                erk_shapes)
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
     keep = [_random_mask(k, x.shape, d) if s else jnp.ones(x.shape, bool)
@@ -201,6 +262,8 @@ _DOC_ARGS = """
       model, so pass it (the training loop takes it from the model). Default: none.
     mask: the leaves that are sparse; default: leaves with ``ndim >= 2``.
     seed: the random initial mask (and SET's growth).
+    erk_shapes: with ``distribution="erk"``, the shape ERK reads each leaf as (see
+      :func:`layer_densities`); default its own.
 
   There is no N:M mode: the mask keeps a fixed count per layer, not per group of M, and growth
   by gradient or at random would break a pattern; :func:`prune_by_magnitude` and the l1 methods
@@ -230,6 +293,7 @@ def rigl(
     dense: _types.Mask | None = None,
     mask: _types.Mask | None = None,
     seed: int = 0,
+    erk_shapes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""RigL (Evci et al. 2020): a fixed number of active weights per layer, moved during training.
 
@@ -251,7 +315,7 @@ def rigl(
   return _dynamic_sparse("gradient", inner, sparsity,
                          update_frequency=update_frequency, end_step=end_step,
                          drop_fraction=drop_fraction, distribution=distribution, dense=dense,
-                         mask=mask, seed=seed)
+                         mask=mask, seed=seed, erk_shapes=erk_shapes)
 
 
 @_checks.names_errors
@@ -266,6 +330,7 @@ def set_(
     dense: _types.Mask | None = None,
     mask: _types.Mask | None = None,
     seed: int = 0,
+    erk_shapes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SET (Mocanu et al. 2018): as :func:`rigl`, but grown weights are chosen at random.
 
@@ -278,7 +343,7 @@ def set_(
   return _dynamic_sparse("random", inner, sparsity,
                          update_frequency=update_frequency, end_step=end_step,
                          drop_fraction=drop_fraction, distribution=distribution, dense=dense,
-                         mask=mask, seed=seed)
+                         mask=mask, seed=seed, erk_shapes=erk_shapes)
 
 
 rigl.__doc__ += _DOC_ARGS

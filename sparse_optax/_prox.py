@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from sparse_optax import _checks
+from sparse_optax import _dynamic_sparse
 from sparse_optax import _nm
 from sparse_optax import _reweighting
 from sparse_optax import _target
@@ -151,6 +152,7 @@ def soft_threshold(
     initial_l1: float | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
+    erk_shapes: Any = None,
     _point: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Soft-threshold proximal step, the prox of :math:`\sum_i t_i |\theta_i|`.
@@ -235,6 +237,8 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
+    erk_shapes: with ``scope="erk"``, the shape ERK reads each leaf as (see
+      :func:`layer_densities`); default its own.
     solve_every: steps between exact solves (an int, 1000 by default; 1: every
       step; ``None``: at the start only, then feedback alone).
     tolerance: how far, in log-density, the target may move or the count stray
@@ -287,6 +291,8 @@ def soft_threshold(
   else:
     _target.check_no_control(scope, solve_every, tolerance, gain)
   n_m = _nm.check_spec(pattern, pattern_axes)
+  _dynamic_sparse.check_erk_shapes(erk_shapes, targeted and scope == "erk",
+                                   'a sparsity target with scope="erk"')
 
   def patterned(params, selected):
     """Per flattened leaf: its pattern's input axes, None without one."""
@@ -308,6 +314,8 @@ def soft_threshold(
     patterned(params, selected)  # its errors at init, not at the first step
     inner = threshold.init(params) if is_weighting else ()
     if targeted:
+      if scope == "erk":
+        _dynamic_sparse.erk_shapes_of(erk_shapes, params)  # its errors at init
       return SoftThresholdTargetState(jnp.zeros([], jnp.int32), inner, _target.init(
           jax.tree.leaves(params), grouping(params, selected)))
     return SoftThresholdState(jnp.zeros([], jnp.int32), inner)
@@ -337,8 +345,9 @@ def soft_threshold(
           (lambda: flat_updates) if _point else
           (lambda: [p + u for p, u in zip(leaves, flat_updates)]))
       scales = treedef.flatten_up_to(t)
-      densities = _target.target_densities(_tree.value_at(sparsity, state.count), scope,
-                                           leaves, groups)
+      densities = _target.target_densities(
+          _tree.value_at(sparsity, state.count), scope, leaves, groups,
+          _dynamic_sparse.erk_shapes_of(erk_shapes, params) if scope == "erk" else None)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
                                              state.count)

@@ -72,6 +72,7 @@ def prune_by_magnitude(
     mask: _types.Mask | None = None,
     pattern: tuple[int, int] | str | None = None,
     pattern_axes: Any = None,
+    erk_shapes: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Magnitude pruning with a mask that only shrinks; pruned weights stay exactly zero.
 
@@ -106,6 +107,8 @@ def prune_by_magnitude(
       ``ndim >= 2`` (not biases or normalisation scales).
     pattern: ``(N, M)`` or ``"N:M"``, at most N non-zeros per group of M (default: none).
     pattern_axes: each leaf's input axes for the pattern, see :func:`soft_threshold`.
+    erk_shapes: with ``scope="erk"``, the shape ERK reads each leaf as (see
+      :func:`layer_densities`); default its own.
 
   The step counts are ints; they may be traced (``optax.inject_hyperparams``),
   in which case they are checked where they are used, not here.
@@ -124,6 +127,7 @@ def prune_by_magnitude(
   _checks.check_hparam("sparsity", sparsity, at_most_one=True)
   if scope not in SCOPES:
     raise ValueError(f"scope must be one of {SCOPES}; got {scope!r}.")
+  _dynamic_sparse.check_erk_shapes(erk_shapes, scope == "erk", 'scope="erk"')
   _checks.check_step("begin_step", begin_step)
   _checks.check_step("frequency", frequency, minimum=1)
   if end_step is not None:
@@ -140,6 +144,8 @@ def prune_by_magnitude(
   def init_fn(params):
     _checks.check_float_params(params)
     patterned(params, _checks.resolve_mask(mask, params))  # its errors at init
+    if scope == "erk":
+      _dynamic_sparse.erk_shapes_of(erk_shapes, params)
     # Each param's shape even outside the mask: the state shards like the params.
     return PruneByMagnitudeState(jnp.zeros([], jnp.int32),
                                  jax.tree.map(lambda x: jnp.ones(x.shape, bool), params))
@@ -165,7 +171,7 @@ def prune_by_magnitude(
 
     if scope == "erk":
       fractions = jax.tree.map(lambda d: 1.0 - d, _dynamic_sparse.layer_densities(
-          params, s, "erk", selected))
+          params, s, "erk", selected, erk_shapes=erk_shapes))
     else:
       fractions = jax.tree.map(lambda _: s, params)
 

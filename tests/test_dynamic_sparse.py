@@ -177,6 +177,80 @@ def test_gradual_pruning_with_erk_reaches_the_erk_layer_sparsities():
     assert kept == math.prod(shape) - math.floor((1 - want[i]) * math.prod(shape)), i
 
 
+# An attention block as Flax stores it: query (in, heads, head_dim), out (heads, head_dim, out),
+# and an MLP matrix; ERK reads the attention kernels as the (fan-in, fan-out) matrices they are.
+ATTENTION = {"query": (32, 4, 8), "out": (4, 8, 32), "mlp": (32, 128)}
+AS_MATRICES = {"query": (32, 32), "out": (32, 32), "mlp": None}
+
+
+def _attention(seed=0):
+  keys = jax.random.split(jax.random.key(seed), len(ATTENTION))
+  return {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, ATTENTION.items())}
+
+
+def test_erk_reads_each_leaf_as_its_erk_shape():
+  params = _attention()
+  selected = jax.tree.map(lambda _: True, params)
+  views = [AS_MATRICES[k] or ATTENTION[k] for k in params]
+  got = so.layer_densities(params, 0.9, "erk", selected, erk_shapes=AS_MATRICES)
+  np.testing.assert_allclose([float(got[k]) for k in params], numpy_erk(views, 0.1), rtol=1e-5)
+  own = so.layer_densities(params, 0.9, "erk", selected)  # three dimensions: a sparser query
+  np.testing.assert_allclose([float(own[k]) for k in params],
+                             numpy_erk(list(ATTENTION.values()), 0.1), rtol=1e-5)
+  assert float(got["query"]) > 1.2 * float(own["query"])
+  callable_view = so.layer_densities(params, 0.9, "erk", selected,
+                                     erk_shapes=lambda p: AS_MATRICES)
+  assert all(float(callable_view[k]) == float(got[k]) for k in params)
+
+
+def test_pruning_and_rigl_with_erk_shapes_keep_what_the_matrices_would():
+  params = _attention(1)
+  flat = {k: v.reshape(AS_MATRICES[k] or v.shape) for k, v in params.items()}
+  want = numpy_erk([AS_MATRICES[k] or ATTENTION[k] for k in params], 0.1)
+
+  def pruned(tree, **kwargs):
+    tx = so.prune_by_magnitude(0.9, scope="erk", **kwargs)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, tree), tx.init(tree), tree)
+    return optax.apply_updates(tree, updates)
+
+  viewed, reshaped = pruned(params, erk_shapes=AS_MATRICES), pruned(flat)
+  for i, k in enumerate(params):  # the same weights survive as in the reshaped matrices
+    np.testing.assert_array_equal(np.asarray(viewed[k]).reshape(-1),
+                                  np.asarray(reshaped[k]).reshape(-1))
+    size = params[k].size
+    assert int(jnp.count_nonzero(viewed[k])) == size - math.floor((1 - want[i]) * size), k
+  tx = so.rigl(optax.sgd(0.1), 0.9, end_step=10, distribution="erk", erk_shapes=AS_MATRICES)
+  keep = tx.init(params).keep
+  for i, k in enumerate(params):
+    assert int(keep[k].sum()) == round(want[i] * params[k].size), k
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: so.prune_by_magnitude(0.5, erk_shapes=AS_MATRICES), 'only scope="erk"'),
+    (lambda: so.rigl(optax.sgd(0.1), 0.5, end_step=5, erk_shapes=AS_MATRICES),
+     'only distribution="erk"'),
+    (lambda: so.soft_threshold(0.1, erk_shapes=AS_MATRICES),
+     'only a sparsity target with scope="erk"'),
+    (lambda: so.xrda(0.1, 0.5, sparsity=0.5, momentum_timescale=9.5, erk_shapes=AS_MATRICES),
+     'only a sparsity target with scope="erk"'),
+])
+def test_erk_shapes_where_nothing_reads_them_is_an_error(build, match):
+  with pytest.raises(ValueError, match=match):
+    build()
+
+
+@pytest.mark.parametrize("shapes, match", [
+    (dict(AS_MATRICES, query=(32, 31)), r"leaf 'query' of shape \(32, 4, 8\) the shape \(32, 31\)"),
+    ({"query": (32, 32)}, "the params' structure"),
+    (dict(AS_MATRICES, mlp=[32, 128]), "the params' structure"),
+])
+def test_erk_shapes_of_another_size_or_structure_are_refused_at_init(shapes, match):
+  params = _attention()
+  tx = so.prune_by_magnitude(0.5, scope="erk", erk_shapes=shapes)
+  with pytest.raises(ValueError, match=match):
+    tx.init(params)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(sparsity=1.5), ValueError, "sparsity"),
     (dict(sparsity="0.9"), TypeError, "sparsity"),

@@ -163,6 +163,18 @@ def test_erk_scope_gives_each_leaf_its_erk_share():
     assert kept == p[k].size - math.floor((1 - float(d)) * p[k].size), k
 
 
+def test_erk_scope_reads_each_leaf_as_its_erk_shape():
+  params = _params()  # "a" (6, 5) read as (30, 1): ERK gives it less than as a matrix
+  views = {"a": (30, 1), "b": None, "bias": None}
+  p = _jax_run(_xrda(sparsity=0.6, scope="erk", solve_every=1, erk_shapes=views), params)[-1][0]
+  want = so.erk_densities([(30, 1), params["b"].shape], 0.4)
+  assert float(want[0]) != pytest.approx(float(so.erk_densities(
+      [params["a"].shape, params["b"].shape], 0.4)[0]), rel=0.05)
+  for k, d in zip(("a", "b"), want):
+    kept = int(jnp.count_nonzero(p[k]))
+    assert kept == p[k].size - math.floor((1 - float(d)) * p[k].size), k
+
+
 def _regression(seed=0):
   """y = X w* with a 10%-dense w* (256 x 64): the l1 methods should find about its support."""
   k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)

@@ -164,6 +164,45 @@ def test_the_optimizer_zeroes_kernels_but_not_embeddings(extra):
   assert zeros(new["blocks"][1]["mlp"]["fc1"]["kernel"]) >= 0.89
 
 
+@pytest.mark.parametrize("extra", [
+    dict(optimizer="sgd", pruning="once", pruning_sparsity=0.9, pruning_scope="erk"),
+    dict(optimizer="rigl", dst_sparsity=0.9, dst_distribution="erk")])
+def test_erk_in_the_loop_reads_attention_kernels_as_matrices(extra):
+  # ERK counts a dense layer's fan-in and fan-out (Evci et al., 2020): a query kernel
+  # (in, heads, head_dim) is the (in, heads * head_dim) matrix, the output kernel
+  # (heads, head_dim, out) the (heads * head_dim, out) one.
+  import sparse_optax as so
+  from train import methods
+  from train.configs import default
+  config = default.get_config()
+  config.model = "lm_tiny"
+  for key, value in extra.items():
+    config[key] = value
+  params = nnx.to_pure_dict(nnx.state(
+      models.get_model("lm_tiny", 256, input_shape=(16,), rngs=nnx.Rngs(0)), nnx.Param))
+  views = methods.attention_as_matrices(params)
+  attn = params["blocks"][0]["attn"]
+  assert views["blocks"][0]["attn"]["query"]["kernel"] == (
+      attn["query"]["kernel"].shape[0], attn["query"]["kernel"][0].size)
+  assert views["blocks"][0]["attn"]["out"]["kernel"] == (
+      attn["out"]["kernel"][..., 0].size, attn["out"]["kernel"].shape[-1])
+  assert views["blocks"][0]["mlp"]["fc1"]["kernel"] is None and views["pos_embed"] is None
+  mask = models.penalty_mask("lm_tiny")(params)
+  want = so.layer_densities(params, 0.9, "erk", mask, erk_shapes=views)
+  tx = methods.create_optimizer(config, total_steps=10, steps_per_epoch=10)
+  updates, state = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  new = jax.tree.map(lambda p, u: p + u, params, updates)
+  for path in (("blocks", 0, "attn", "query"), ("blocks", 1, "attn", "out"),
+               ("blocks", 0, "mlp", "fc1"), ("head",)):
+    kernel, density = new, want
+    for k in path + ("kernel",):
+      kernel, density = kernel[k], density[k]
+    assert float(jnp.mean(kernel != 0)) == pytest.approx(float(density), abs=2 / kernel.size)
+  as_own = so.layer_densities(params, 0.9, "erk", mask)  # what three dimensions would give
+  assert float(want["blocks"][0]["attn"]["query"]["kernel"]) > 1.1 * float(
+      as_own["blocks"][0]["attn"]["query"]["kernel"])
+
+
 def test_vit_costs_about_what_resnet20_does():
   from benchmarks import model_flops
   resnet, _ = model_flops.forward_flops("resnet20", (32, 32, 3), batch=2)

@@ -15,6 +15,7 @@ magnitude pruning (``config.pruning``), appended by :func:`create_optimizer`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -140,7 +141,28 @@ def l1_target(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
   else:
     sparsity = lambda n: jnp.where(n >= begin, config.l1_sparsity, 0.0)  # noqa: E731
   return {"sparsity": sparsity, "scope": config.l1_sparsity_scope,
-          "solve_every": config.l1_solve_every or None, **penalised(config)}
+          "solve_every": config.l1_solve_every or None, **penalised(config),
+          **erk_shapes(config.l1_sparsity_scope)}
+
+
+def attention_as_matrices(params: Any) -> Any:
+  """Per leaf, the shape ERK reads it as (``sparse_optax.layer_densities``): an attention
+  kernel (``ATTENTION_INPUTS``) as the matrix it is, (fan-in, fan-out), as Evci et al. count a
+  dense layer; None (its own shape) for every other leaf."""
+  def leaf(path, x):
+    keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != 3 or len(keys) < 2 or keys[-2] not in ATTENTION_INPUTS:
+      return None
+    found = ATTENTION_INPUTS[keys[-2]]
+    fan_in = math.prod(shape[a] for a in ((found,) if isinstance(found, int) else found))
+    return (fan_in, math.prod(shape) // fan_in)
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def erk_shapes(scope: str) -> dict[str, Any]:
+  """``{"erk_shapes": attention_as_matrices}`` where ``scope`` (or distribution) is ERK."""
+  return {"erk_shapes": attention_as_matrices} if scope == "erk" else {}
 
 
 def penalised(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -330,7 +352,8 @@ def _dynamic_sparse(factory):
                    end_step=int(config.dst_end_fraction * run.total_steps),
                    drop_fraction=config.dst_drop_fraction,
                    distribution=config.dst_distribution, dense=dense, seed=config.seed,
-                   **penalised(config))  # a Transformer's embeddings stay dense
+                   **penalised(config),  # a Transformer's embeddings stay dense
+                   **erk_shapes(config.dst_distribution))
   return build
 
 
@@ -368,7 +391,8 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
       frequency = config.pruning_frequency
     tx = optax.chain(tx, so.prune_by_magnitude(sparsity, begin_step=begin, end_step=end,
                                                frequency=frequency, scope=config.pruning_scope,
-                                               **penalised(config), **nm_pattern(config)))
+                                               **penalised(config), **nm_pattern(config),
+                                               **erk_shapes(config.pruning_scope)))
   return tx
 
 
