@@ -531,6 +531,9 @@ def _expected_optimizer(c, total, per_epoch):
       "prox_sgd": so.prox_sgd(lr, c.l1, momentum=c.momentum, nesterov=c.nesterov,
                               weight_decay=c.weight_decay),
       "sgd": sgd,
+      # Decoupled decay on the kernels alone (here the conv's), not the bias or BatchNorm.
+      "adamw": optax.adamw(lr, weight_decay=c.weight_decay, mask={
+          "conv": {"kernel": True, "bias": False}, "bn": {"scale": False}}),
       "affine_scaling": optax.chain(
           optax.add_decayed_weights(c.weight_decay),
           so.scale_by_affine_scaling(c.affine_method, tau=c.affine_tau, p=c.affine_p,

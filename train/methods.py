@@ -294,6 +294,19 @@ def _prox_sgd(config, run):
 register("sgd")(_sgd)
 
 
+def _kernels(params: Any) -> Any:
+  return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
+
+
+@register("adamw")
+def _adamw(config, run):
+  """AdamW (Loshchilov & Hutter, 2019), the Transformers' usual dense optimizer: Adam's
+  β = (0.9, 0.999) and decoupled weight decay ``config.weight_decay`` (times the step size) on
+  the kernels and embeddings, not on biases and norms."""
+  return optax.adamw(learning_rate(config, run), weight_decay=config.weight_decay,
+                     mask=_kernels)
+
+
 @register("affine_scaling")
 def _affine_scaling(config, run):
   """Re-weighted l1/l2 or FOCUSS (Fedorov & Rao, 2018): SGD on q with θ = q ⊙ ω; with ``affine_greedy``

@@ -33,11 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128  # global, over all devices and hosts
   config.eval_batch_size = 1000
 
-  # Optimizer: "xrda", "rda", "prox_sgd", "sgd" (dense baseline), "affine_scaling",
-  # "lobster", "rigl" or "set"; see train/methods.py.
+  # Optimizer: "xrda", "rda", "prox_sgd", "sgd" (dense baseline), "adamw" (the Transformers'
+  # dense baseline), "affine_scaling", "lobster", "rigl" or "set"; see train/methods.py.
   config.optimizer = "xrda"
   config.num_epochs = 5
-  config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd)
+  config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd, adamw)
   config.lr_schedule = "cosine"  # "cosine": s = s_0 (1 + cos(π (n+1)/N)) / 2; or "constant"
   config.averaging = "cosine"  # xrda α_n: "cosine" α = (1 − cos(π (n+1)/N)) / 2, "zero", "one"
   config.l1 = 1e-6  # λ (xrda, rda, prox_sgd); not used when l1_sparsity is set
@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   # MLP neurons, each a group tied across its leaves).
   config.structure = "unstructured"
   config.accumulator_dtype = "float32"  # xrda's moving averages v, r: "float32" or "bfloat16"
-  config.weight_decay = 5e-4  # coupled L2 on every parameter
+  config.weight_decay = 5e-4  # coupled L2 on every parameter (adamw: decoupled, on kernels)
   config.momentum = 0.9  # sgd, prox_sgd (0: none)
   config.nesterov = False  # sgd, prox_sgd
   config.rda_gamma = 1.0  # γ (rda): step 1/(γ sqrt n)
