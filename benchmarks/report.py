@@ -534,8 +534,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     equal = None
   panels = (ax,) if equal is None else (ax, equal)
-  text = any("test_perplexity" in r for e in summary["methods"].values()
-             for r in e.get("front", []))
+  text = (metric(summary["methods"]) == "test_perplexity"
+          or any("test_perplexity" in r for e in summary["methods"].values()
+                 for r in e.get("front", [])))
   y, unit = ("test_perplexity", "") if text else ("test_error", "%")
   plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []

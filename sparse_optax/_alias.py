@@ -149,7 +149,7 @@ def xrda(
       target counts the pattern's zeros too.
     pattern_axes: where each leaf's input dimension lies, see :func:`soft_threshold`
       (default: ``kernel_layout``'s: axis 0 of a 2-D kernel, the I axis of a 4-D conv).
-    erk_shapes: with ``scope="erk"``, the shape ERK reads each leaf as, e.g.
+    erk_shapes: with a sparsity target and ``scope="erk"``, the shape ERK reads each leaf as, e.g.
       ``(in, heads * head_dim)`` for an attention kernel stored ``(in, heads, head_dim)``
       (see :func:`layer_densities`); default its own.
 

@@ -47,7 +47,7 @@ def erk_densities(shapes: list[tuple[int, ...]], density: Any,
 
 
 def _is_shape(x: Any) -> bool:
-  return x is None or (isinstance(x, tuple) and all(
+  return x is None or (type(x) is tuple and all(  # (not a NamedTuple such as optax.MaskedNode)
       isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in x))
 
 
@@ -59,13 +59,18 @@ def erk_shapes_of(erk_shapes: Any, params: Any) -> list[tuple[int, ...]]:
   if erk_shapes is None or not own:
     return own
   tree = erk_shapes(params) if callable(erk_shapes) else erk_shapes
-  given, structure = jax.tree.flatten(tree, is_leaf=_is_shape)
-  if structure.num_leaves != len(own) or not all(_is_shape(g) for g in given) or (
-      jax.tree.structure(jax.tree.map(lambda _: 0, tree, is_leaf=_is_shape))
-      != jax.tree.structure(jax.tree.map(lambda _: 0, params))):
+  if any(isinstance(x, (jax.Array, jax.core.Tracer)) for x in jax.tree.leaves(tree)):
+    raise TypeError(f"{_checks.caller()}: erk_shapes holds arrays; under "
+                    "optax.inject_hyperparams, name it in static_args=('erk_shapes',).")
+  try:
+    given = jax.tree.structure(params).flatten_up_to(tree)
+  except (ValueError, TypeError) as e:
+    given = e
+  if isinstance(given, Exception) or not all(_is_shape(g) for g in given):
     raise ValueError(f"{_checks.caller()}: erk_shapes must have the params' structure with a "
-                     f"tuple of ints (or None) per leaf:\n  erk_shapes: {tree!r}\n  params: "
-                     f"{jax.tree.structure(params)}")
+                     f"tuple of ints (or None) per leaf (under optax.inject_hyperparams a "
+                     f"callable is taken for a schedule: name it in static_args):\n  erk_shapes: "
+                     f"{tree!r}\n  params: {jax.tree.structure(params)}")
   out = []
   for (path, _), shape, view in zip(paths_leaves, own, given):
     if view is not None and math.prod(view) != math.prod(shape):
@@ -97,7 +102,8 @@ def layer_densities(params: Any, sparsity: Any, distribution: str, selected: Any
   fan-in and fan-out, so an attention kernel stored ``(in, heads, head_dim)`` (Flax's
   ``MultiHeadAttention``) is ``(in, heads * head_dim)`` to them, not three dimensions; its
   output kernel ``(heads, head_dim, out)`` is ``(heads * head_dim, out)``. Default: each leaf's
-  own shape (as jaxpruner reads it).
+  own shape (as jaxpruner reads it). Under ``optax.inject_hyperparams``, name ``erk_shapes`` in
+  ``static_args`` (a callable would be taken for a schedule).
 
   Example:
     >>> import jax.numpy as jnp, sparse_optax as so

@@ -237,7 +237,7 @@ def soft_threshold(
       masked leaves, so that the weights decide how sparse each leaf gets),
       ``"layer"`` (each leaf at :math:`S_n`, its own :math:`\lambda`) or
       ``"erk"`` (each leaf at its :func:`erk_densities` share).
-    erk_shapes: with ``scope="erk"``, the shape ERK reads each leaf as (see
+    erk_shapes: with a sparsity target and ``scope="erk"``, the shape ERK reads each leaf as (see
       :func:`layer_densities`); default its own.
     solve_every: steps between exact solves (an int, 1000 by default; 1: every
       step; ``None``: at the start only, then feedback alone).

@@ -225,6 +225,36 @@ def test_pruning_and_rigl_with_erk_shapes_keep_what_the_matrices_would():
     assert int(keep[k].sum()) == round(want[i] * params[k].size), k
 
 
+def _as_matrices(params):
+  """AS_MATRICES by mapping over the params, as a user would: None nodes stay None."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: AS_MATRICES.get(path[0].key), params)
+
+
+def test_erk_shapes_under_masked_none_leaves_and_inject_hyperparams():
+  params = _attention(2)
+
+  def run(tx, tree):
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, tree), tx.init(tree), tree)
+    return optax.apply_updates(tree, updates)
+
+  plain = run(so.prune_by_magnitude(0.9, scope="erk", erk_shapes=AS_MATRICES), params)
+  # A bias outside optax.masked's mask (a MaskedNode inside) and a None leaf are skipped alike.
+  with_bias = dict(params, bias=jnp.ones(32), empty=None)
+  masked = optax.masked(so.prune_by_magnitude(0.9, scope="erk", erk_shapes=_as_matrices),
+                        lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
+  got = run(masked, with_bias)
+  injected = run(optax.inject_hyperparams(so.prune_by_magnitude, static_args=("erk_shapes",))(
+      0.9, scope="erk", erk_shapes=_as_matrices), params)
+  for k in params:
+    np.testing.assert_array_equal(got[k], plain[k])
+    np.testing.assert_array_equal(injected[k], plain[k])
+  # Not named static: the callable is taken for a schedule and called on the step count.
+  with pytest.raises((ValueError, TypeError), match="static_args"):
+    run(optax.inject_hyperparams(so.prune_by_magnitude)(
+        0.9, scope="erk", erk_shapes=lambda p: jax.tree.map(jnp.shape, p)), params)
+
+
 @pytest.mark.parametrize("build, match", [
     (lambda: so.prune_by_magnitude(0.5, erk_shapes=AS_MATRICES), 'only scope="erk"'),
     (lambda: so.rigl(optax.sgd(0.1), 0.5, end_step=5, erk_shapes=AS_MATRICES),

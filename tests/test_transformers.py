@@ -166,7 +166,8 @@ def test_the_optimizer_zeroes_kernels_but_not_embeddings(extra):
 
 @pytest.mark.parametrize("extra", [
     dict(optimizer="sgd", pruning="once", pruning_sparsity=0.9, pruning_scope="erk"),
-    dict(optimizer="rigl", dst_sparsity=0.9, dst_distribution="erk")])
+    dict(optimizer="rigl", dst_sparsity=0.9, dst_distribution="erk"),
+    dict(optimizer="xrda", l1_sparsity=0.9, l1_sparsity_scope="erk", l1_solve_every=1)])
 def test_erk_in_the_loop_reads_attention_kernels_as_matrices(extra):
   # ERK counts a dense layer's fan-in and fan-out (Evci et al., 2020): a query kernel
   # (in, heads, head_dim) is the (in, heads * head_dim) matrix, the output kernel
@@ -187,6 +188,11 @@ def test_erk_in_the_loop_reads_attention_kernels_as_matrices(extra):
   assert views["blocks"][0]["attn"]["out"]["kernel"] == (
       attn["out"]["kernel"][..., 0].size, attn["out"]["kernel"].shape[-1])
   assert views["blocks"][0]["mlp"]["fc1"]["kernel"] is None and views["pos_embed"] is None
+  state = nnx.state(models.get_model("lm_tiny", 256, input_shape=(16,), rngs=nnx.Rngs(0)),
+                    nnx.Param)  # the same views on an nnx.State, whose paths end in .value
+  assert jax.tree.leaves(methods.attention_as_matrices(state), is_leaf=lambda x: x is None
+                         or isinstance(x, tuple)) == jax.tree.leaves(
+                             views, is_leaf=lambda x: x is None or isinstance(x, tuple))
   mask = models.penalty_mask("lm_tiny")(params)
   want = so.layer_densities(params, 0.9, "erk", mask, erk_shapes=views)
   tx = methods.create_optimizer(config, total_steps=10, steps_per_epoch=10)

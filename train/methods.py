@@ -150,7 +150,9 @@ def attention_as_matrices(params: Any) -> Any:
   kernel (``ATTENTION_INPUTS``) as the matrix it is, (fan-in, fan-out), as Evci et al. count a
   dense layer; None (its own shape) for every other leaf."""
   def leaf(path, x):
-    keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+    # (an nnx.State's paths end in the Variable's .value: not a key of the module tree)
+    keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path
+            if not isinstance(k, jax.tree_util.GetAttrKey)]
     shape = tuple(getattr(x, "shape", ()))
     if len(shape) != 3 or len(keys) < 2 or keys[-2] not in ATTENTION_INPUTS:
       return None

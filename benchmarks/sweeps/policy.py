@@ -175,7 +175,7 @@ def plan(experiment: Experiment, methods: list[Method]) -> tuple[list[Trial], li
   """(trials that can run now, trials that wait for their method's tuning). A tuning stage apart
   (``experiment.tuning``) is planned on its own: the runner queues it first."""
   ready, waiting = [], []
-  for method in methods:  # in order: a method's front runs before the next method's tuning
+  for method in methods:  # (the runner's order: engine.schedule)
     if experiment.tuning is None:
       ready += all_tune_trials(experiment, method)
     best = tuned_setting(experiment, method)

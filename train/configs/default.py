@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   # MLP neurons, each a group tied across its leaves).
   config.structure = "unstructured"
   config.accumulator_dtype = "float32"  # xrda's moving averages v, r: "float32" or "bfloat16"
-  config.weight_decay = 5e-4  # coupled L2 on every parameter (adamw: decoupled, on kernels)
+  config.weight_decay = 5e-4  # coupled L2 on every parameter (adamw: decoupled, on kernels
+  # and embeddings)
   config.momentum = 0.9  # sgd, prox_sgd (0: none)
   config.nesterov = False  # sgd, prox_sgd
   config.rda_gamma = 1.0  # γ (rda): step 1/(γ sqrt n)

@@ -1,4 +1,5 @@
-r"""Dense baseline of ``lm_shakespeare_xrda_cpu``: SGD with momentum, same epochs.
+r"""Dense baseline of ``lm_shakespeare_xrda_cpu``: SGD with momentum, same epochs (the sweep
+``lm_shakespeare_equal`` compares with AdamW, ``config.optimizer="adamw"``, instead).
 
   python -m train.main --config=train/configs/lm_shakespeare_sgd_cpu.py --workdir=runs/lm_shakespeare_sgd_cpu
 """
