@@ -153,8 +153,11 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
             diverged += [r["trial"] for r in rows if r and "diverged" in r]
             entry["seed_rows"] += trained(rows)
           seed0 = next((r for r in entry["front"] if r["knob_value"] == value), None)
-          entry["points"].append({"knob_value": value, **_stats(trained(rows)),
-                                  "seed0_test_error": seed0 and seed0["test_error"]})
+          point = {"knob_value": value, **_stats(trained(rows)),
+                   "seed0_test_error": seed0 and seed0["test_error"]}
+          if seed0 and "test_perplexity" in seed0:  # a language model's
+            point["seed0_test_perplexity"] = seed0["test_perplexity"]
+          entry["points"].append(point)
     methods[method.id] = entry
   return {"experiment": experiment.id, "label": experiment.label,
           "epochs": experiment.overrides["num_epochs"],
@@ -202,6 +205,15 @@ def metric(methods: dict[str, Any]) -> str:
           else "test_error")
 
 
+def judged_by(summary: dict[str, Any]) -> tuple[str, str, int]:
+  """(record key, column name, decimals) that a summary's tables and plot show: a language
+  model's test perplexity per byte (its records' error is next-byte error, not what it is judged
+  by), else the test error in %."""
+  text = metric(summary["methods"]) == "test_perplexity" or any(
+      "test_perplexity" in r for e in summary["methods"].values() for r in e.get("front", []))
+  return ("test_perplexity", "test perplexity", 3) if text else ("test_error", "test error %", 2)
+
+
 def versus(methods: dict[str, Any], a: str, b: str, key: str = "test_error"
            ) -> list[tuple[Any, dict, dict, tuple]]:
   """Per target where methods ``a`` and ``b`` both have two seeds or more, in the targets'
@@ -222,33 +234,37 @@ def equal_sparsity(summary: dict[str, Any]) -> list[str]:
     return []
   first = next(iter(seeded))
   values = sorted({p["knob_value"] for e in seeded.values() for p in e["points"]})
+  test, _, places = judged_by(summary)
+  text = test == "test_perplexity"
+  val = "val_perplexity" if text else "val_error"
   lines = ["", "## At equal sparsity", "",
            "Every method trained to the same fraction of zero weights (kernel sparsity, the knob "
            "below; compression on weights = 1 / (1 − sparsity)). Seeded methods: mean ± std over "
            "the seeds listed, which exclude the tuning seed 0 (its figure beside them); the others "
            "at seed 0. A difference is called a gap only when it exceeds the spread, the sum of "
            "the two stds.", "",
-           "| sparsity | method | seeds | test error % | (seed 0) | val error % | compression × "
-           "| compression × (weights) |", "|---|---|---|---|---|---|---|---|"]
+           ("| sparsity | method | seeds | test perplexity | (seed 0) | val perplexity "
+            if text else "| sparsity | method | seeds | test error % | (seed 0) | val error % ")
+           + "| compression × | compression × (weights) |", "|---|---|---|---|---|---|---|---|"]
   verdicts = []
   for value in values:
     for key, entry in summary["methods"].items():
       point = next((p for p in entry.get("points", []) if p["knob_value"] == value), None)
       if point is not None and point["seeds"]:
-        seed0 = point["seed0_test_error"]
+        seed0 = point.get(f"seed0_{test}")
         lines.append(
             f"| {value} | {entry['label']} | {', '.join(map(str, point['seeds']))} | "
-            f"{_pm(point['test_error_mean'], point['test_error_std'])} | "
-            f"{'–' if seed0 is None else f'{seed0:.2f}'} | "
-            f"{_pm(point['val_error_mean'], point['val_error_std'])} | "
+            f"{_pm(point.get(f'{test}_mean'), point.get(f'{test}_std'), places)} | "
+            f"{'–' if seed0 is None else f'{seed0:.{places}f}'} | "
+            f"{_pm(point.get(f'{val}_mean'), point.get(f'{val}_std'), places)} | "
             f"{_pm(point['compression_mean'], None, 1)} | "
             f"{_pm(point['compression_weights_mean'], None, 1)} |")
         continue
       row = next((r for r in entry.get("front", []) if r["knob_value"] == value), None)
       if row is not None and entry["knob"] is not None:  # (a seeded point without seeds yet too)
         weights = row.get("compression_weights")
-        lines.append(f"| {value} | {entry['label']} | 0 | {row['test_error']:.2f} | | "
-                     f"{row['val_error']:.2f} | {_x(row['compression'])} | "
+        lines.append(f"| {value} | {entry['label']} | 0 | {row[test]:.{places}f} | | "
+                     f"{row[val]:.{places}f} | {_x(row['compression'])} | "
                      f"{'–' if weights is None else _x(weights)} |")
   by = metric(seeded)
   unit = "%" if by == "test_error" else " test perplexity"
@@ -353,6 +369,7 @@ def _edge_trial(summary: dict[str, Any]) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
+  key, column, places = judged_by(summary)
   lines = [f"# {summary['label']}, {summary['epochs']} epochs", "",
            "Each method's setting was chosen on the validation split "
            f"(`{summary.get('validation_split')}`) "
@@ -360,12 +377,12 @@ def markdown(summary: dict[str, Any]) -> str:
            + ": its grid, "
            "then one more trial a step beyond the grid's edge if the best was on it, else "
            "between the best and its better neighbour" + _edge_trial(summary)
-           + _tuned_at(summary) + ". The test error "
+           + _tuned_at(summary) + f". The {column.removesuffix(' %')} "
            "is reported, never used to choose. Compression is counted both ways: over all "
            "parameters (all / non-zeros) and over weights only (conv and linear kernels, as "
            "the published points count it; biases and batch-norm terms left out).", "",
            "## Reference points (mean ± std over the seeds listed)", "",
-           "| method | knob | tuned | seeds | test error % | compression × | "
+           f"| method | knob | tuned | seeds | {column} | compression × | "
            "compression × (weights) |",
            "|---|---|---|---|---|---|---|"]
   for entry in summary["methods"].values():
@@ -376,17 +393,17 @@ def markdown(summary: dict[str, Any]) -> str:
     lines.append(
         f"| {entry['label']} | {knob} | "
         f"{_tuned(tuned)} | {seeds} | "
-        f"{_pm(ref.get('test_error_mean'), ref.get('test_error_std'))} | "
+        f"{_pm(ref.get(f'{key}_mean'), ref.get(f'{key}_std'), places)} | "
         f"{_pm(ref.get('compression_mean'), ref.get('compression_std'), 1)} | "
         f"{_pm(ref.get('compression_weights_mean'), ref.get('compression_weights_std'), 1)} |")
   lines += ["", "## Fronts (seed 0)", "",
-            "| method | knob | compression × | compression × (weights) | test error % |",
+            f"| method | knob | compression × | compression × (weights) | {column} |",
             "|---|---|---|---|---|"]
   for entry in summary["methods"].values():
     for r in entry.get("front", []):
       weights = r.get("compression_weights")
       lines.append(f"| {entry['label']} | {r['knob_value']} | {_x(r['compression'])} | "
-                   f"{'–' if weights is None else _x(weights)} | {r['test_error']:.2f} |")
+                   f"{'–' if weights is None else _x(weights)} | {r[key]:.{places}f} |")
   commands = [(e, r) for e in summary["methods"].values()
               for r in e.get("front", []) + e.get("seed_rows", []) if "command" in r]
   if commands:  # each row's own training (the sweep runs them all)
@@ -534,10 +551,9 @@ def plot(summary: dict[str, Any], path: Path) -> tuple[float, float]:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     equal = None
   panels = (ax,) if equal is None else (ax, equal)
-  text = (metric(summary["methods"]) == "test_perplexity"
-          or any("test_perplexity" in r for e in summary["methods"].values()
-                 for r in e.get("front", [])))
-  y, unit = ("test_perplexity", "") if text else ("test_error", "%")
+  y = judged_by(summary)[0]
+  text = y == "test_perplexity"
+  unit = "" if text else "%"
   plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 1.5, not 1.5×10^0
   errors = []
   # On weights only, as the published points count it; a front without per-layer counts (the

@@ -1050,6 +1050,9 @@ def test_a_language_model_s_perplexity_and_dead_groups_are_tabled_per_point(expe
   assert point["val_perplexity_std"] == pytest.approx(2 ** 0.5)
   text = report.markdown(summary)
   assert "## Perplexity and dead groups" in text
+  # Its reference and front tables are on perplexity too, not the next-byte error.
+  assert "| seeds | test perplexity |" in text and "(weights) | test perplexity |" in text
+  assert "test error %" not in text
   table = text.split("## Perplexity and dead groups")[1]
   row = next(line for line in table.splitlines() if line.startswith("| method M | 0.9 |"))
   # seed 0 (the tune trial at 0.9, lr 0.2): 4.0; the seeds 4 ± 1.414; heads 1 of 8, neurons 10
@@ -1067,9 +1070,13 @@ def test_a_language_model_is_compared_by_perplexity_and_kept_out_of_the_error_he
              "gmp_erk": {"label": "G", "knob": "pruning_sparsity", "points": [point(3.5, 50.0)]}}
   summary = {"experiment": "lm", "label": "LM", "methods": methods}
   assert report.metric(methods) == "test_perplexity"
-  [line] = [x for x in report.equal_sparsity(summary) if x.startswith("- 0.9")]
+  table = report.equal_sparsity(summary)
+  [line] = [x for x in table if x.startswith("- 0.9")]
   assert line == ("- 0.9: X against G: 3.00 ± 0.01 test perplexity against 3.50 ± 0.01 test "
                   "perplexity (difference -0.50, spread 0.02): leads")
+  # The table too is on perplexity, not on the next-byte error.
+  assert any("| test perplexity | (seed 0) | val perplexity |" in x for x in table)
+  assert "| 0.9 | X | 1, 2 | 3.000 ± 0.010 | – | – | 10.0 | 10.0 |" in table
   assert report.equal_headline([summary]) == ""
   for p in (methods["xrda_target"]["points"][0], methods["gmp_erk"]["points"][0]):
     p["test_perplexity_mean"] = None  # an image model: by test error, into the headline
