@@ -196,7 +196,7 @@ def test_erk_in_the_loop_reads_attention_kernels_as_matrices(extra):
   mask = models.penalty_mask("lm_tiny")(params)
   want = so.layer_densities(params, 0.9, "erk", mask, erk_shapes=views)
   tx = methods.create_optimizer(config, total_steps=10, steps_per_epoch=10)
-  updates, state = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   new = jax.tree.map(lambda p, u: p + u, params, updates)
   for path in (("blocks", 0, "attn", "query"), ("blocks", 1, "attn", "out"),
                ("blocks", 0, "mlp", "fc1"), ("head",)):
