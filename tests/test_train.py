@@ -550,6 +550,28 @@ def _expected_optimizer(c, total, per_epoch):
   }[c.optimizer]
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_warmup_rises_linearly_then_the_schedule_spans_the_steps_left(schedule):
+  from train import methods
+  config = default.get_config()
+  config.optimizer, config.learning_rate, config.lr_schedule = "adamw", 0.002, schedule
+  total, warm = 110, 10
+  no_warmup = 0.002 * ((1 + np.cos(np.pi * 6 / total)) / 2 if schedule == "cosine" else 1)
+  assert methods.learning_rate_at(config, 5, total) == pytest.approx(no_warmup)
+  config.warmup_steps = warm
+  got = [methods.learning_rate_at(config, n, total) for n in (0, 5, 10, 60, 109)]
+  after = {"cosine": lambda n: 0.002 * (1 + np.cos(np.pi * (n + 1) / 100)) / 2,
+           "constant": lambda n: 0.002}[schedule]
+  np.testing.assert_allclose(got, [0.0, 0.001, after(0), after(50), after(99)], rtol=1e-5,
+                             atol=1e-9)
+  config.warmup_steps = total
+  with pytest.raises(ValueError, match="warmup_steps"):
+    methods.learning_rate_at(config, 0, total)
+  config.warmup_steps = -1
+  with pytest.raises(ValueError, match="warmup_steps must be an int >= 0"):
+    train.validate_config(config)
+
+
 @pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
 def test_create_optimizer_builds_what_the_config_names(optimizer):
   config = default.get_config()

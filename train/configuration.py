@@ -102,6 +102,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field} must lie in [0, 1]; got {config[field]}.")
   if config.dst_update_steps < 1:
     raise ValueError(f"config.dst_update_steps must be >= 1; got {config.dst_update_steps}.")
+  if not isinstance(config.warmup_steps, int) or config.warmup_steps < 0:
+    raise ValueError(f"config.warmup_steps must be an int >= 0 (0: no warmup); got "
+                     f"{config.warmup_steps!r}.")
   if config.checkpoint_every_steps < 0:
     raise ValueError("config.checkpoint_every_steps must be >= 0 (0: at epoch ends only); got "
                      f"{config.checkpoint_every_steps}.")

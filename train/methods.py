@@ -92,9 +92,20 @@ def get_method(name: str) -> Method:
 
 
 def learning_rate(config: ml_collections.ConfigDict, run: Run) -> optax.ScalarOrSchedule:
+  """``config.lr_schedule`` from ``config.learning_rate``; with ``config.warmup_steps`` W, a
+  linear rise from 0 over the first W steps, then the schedule over the steps left."""
+  warmup = config.warmup_steps
+  if warmup and warmup >= run.total_steps:
+    raise ValueError(f"config.warmup_steps ({warmup}) must be below the run's {run.total_steps} "
+                     "steps.")
   if config.lr_schedule == "cosine":
-    return so.cosine_decay(config.learning_rate, run.total_steps)
-  return config.learning_rate
+    after = so.cosine_decay(config.learning_rate, run.total_steps - warmup)
+  else:
+    after = optax.constant_schedule(config.learning_rate)
+  if not warmup:
+    return after if config.lr_schedule == "cosine" else config.learning_rate
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, config.learning_rate, warmup), after], [warmup])
 
 
 def _averaging(config: ml_collections.ConfigDict, run: Run) -> optax.ScalarOrSchedule:

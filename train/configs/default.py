@@ -39,6 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 5
   config.learning_rate = 0.5  # s_0 (xrda, prox_sgd, sgd, adamw)
   config.lr_schedule = "cosine"  # "cosine": s = s_0 (1 + cos(π (n+1)/N)) / 2; or "constant"
+  # Steps of linear warmup from 0 before lr_schedule (which then spans the steps left); 0: none.
+  config.warmup_steps = 0
   config.averaging = "cosine"  # xrda α_n: "cosine" α = (1 − cos(π (n+1)/N)) / 2, "zero", "one"
   config.l1 = 1e-6  # λ (xrda, rda, prox_sgd); not used when l1_sparsity is set
   # Or ask xrda, rda, prox_sgd for a sparsity: the fraction of the l1-penalised weights that are
