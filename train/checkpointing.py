@@ -34,7 +34,7 @@ RESUMABLE_CHANGES = frozenset({
 ADDED_FIELDS = {"affine_greedy": False, "affine_leafwise": False, "affine_iterations": None,
                 "l1_sparsity": None, "l1_sparsity_begin_epoch": 0, "l1_sparsity_end_epoch": 0,
                 "l1_sparsity_scope": "global", "l1_solve_every": 1, "init_from": None,
-                "nm_pattern": None}
+                "nm_pattern": None, "warmup_steps": 0}
 
 
 # Fields that only act when another is set: where that one is unset in both configs, a
