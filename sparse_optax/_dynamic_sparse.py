@@ -64,9 +64,9 @@ def erk_shapes_of(erk_shapes: Any, params: Any) -> list[tuple[int, ...]]:
                     "optax.inject_hyperparams, name it in static_args=('erk_shapes',).")
   try:
     given = jax.tree.structure(params).flatten_up_to(tree)
-  except (ValueError, TypeError) as e:
-    given = e
-  if isinstance(given, Exception) or not all(_is_shape(g) for g in given):
+  except (ValueError, TypeError):
+    given = None
+  if given is None or not all(_is_shape(g) for g in given):
     raise ValueError(f"{_checks.caller()}: erk_shapes must have the params' structure with a "
                      f"tuple of ints (or None) per leaf (under optax.inject_hyperparams a "
                      f"callable is taken for a schedule: name it in static_args):\n  erk_shapes: "

@@ -346,8 +346,8 @@ def soft_threshold(
           (lambda: [p + u for p, u in zip(leaves, flat_updates)]))
       scales = treedef.flatten_up_to(t)
       densities = _target.target_densities(
-          _tree.value_at(sparsity, state.count), scope, leaves, groups,
-          _dynamic_sparse.erk_shapes_of(erk_shapes, params) if scope == "erk" else None)
+          _tree.value_at(sparsity, state.count), scope,
+          _dynamic_sparse.erk_shapes_of(erk_shapes, params), groups)
       initial = None if initial_l1 is None else jnp.asarray(initial_l1, jnp.float32)
       reached, chunks = _target.densities_of(leaves, groups, state.target.chunk_nonzeros,
                                              state.count)

@@ -122,17 +122,14 @@ def init(params: list[Any], grouping: Groups) -> SparsityTargetState:
                              jnp.zeros([], jnp.int32))
 
 
-def target_densities(sparsity_value: jax.Array, scope: str, leaves: list[Any],
-                     grouping: Groups, erk_shapes: list[tuple[int, ...]] | None = None
-                     ) -> jax.Array:
-  """(groups,) float32: the fraction each group should keep non-zero (under ERK, each leaf
-  read as its ``erk_shapes`` entry, default its own shape)."""
+def target_densities(sparsity_value: jax.Array, scope: str, shapes: list[tuple[int, ...]],
+                     grouping: Groups) -> jax.Array:
+  """(groups,) float32: the fraction each group should keep non-zero; under ERK each leaf read
+  as its entry of ``shapes`` (per flattened leaf: ``_dynamic_sparse.erk_shapes_of``)."""
   s = jnp.clip(jnp.asarray(sparsity_value, jnp.float32), 0.0, 1.0)
   if scope != "erk":
     return jnp.full((len(grouping.sizes),), 1.0 - s)
-  if erk_shapes is None:
-    erk_shapes = [tuple(np.shape(x)) for x in leaves]
-  shapes = [v for v, g in zip(erk_shapes, grouping.of_leaf) if g is not None]
+  shapes = [v for v, g in zip(shapes, grouping.of_leaf) if g is not None]
   if not shapes:
     return jnp.zeros((0,), jnp.float32)
   return jnp.stack(_dynamic_sparse.erk_densities(shapes, 1.0 - s)).astype(jnp.float32)

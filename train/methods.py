@@ -98,12 +98,12 @@ def learning_rate(config: ml_collections.ConfigDict, run: Run) -> optax.ScalarOr
   if warmup and warmup >= run.total_steps:
     raise ValueError(f"config.warmup_steps ({warmup}) must be below the run's {run.total_steps} "
                      "steps.")
-  if config.lr_schedule == "cosine":
-    after = so.cosine_decay(config.learning_rate, run.total_steps - warmup)
-  else:
-    after = optax.constant_schedule(config.learning_rate)
+  cosine = config.lr_schedule == "cosine"
   if not warmup:
-    return after if config.lr_schedule == "cosine" else config.learning_rate
+    return so.cosine_decay(config.learning_rate, run.total_steps) if cosine else (
+        config.learning_rate)
+  after = (so.cosine_decay(config.learning_rate, run.total_steps - warmup) if cosine
+           else optax.constant_schedule(config.learning_rate))
   return optax.join_schedules(
       [optax.linear_schedule(0.0, config.learning_rate, warmup), after], [warmup])
 
@@ -167,8 +167,7 @@ def attention_as_matrices(params: Any) -> Any:
     shape = tuple(getattr(x, "shape", ()))
     if len(shape) != 3 or len(keys) < 2 or keys[-2] not in ATTENTION_INPUTS:
       return None
-    found = ATTENTION_INPUTS[keys[-2]]
-    fan_in = math.prod(shape[a] for a in ((found,) if isinstance(found, int) else found))
+    fan_in = _input_size(shape, ATTENTION_INPUTS[keys[-2]])
     return (fan_in, math.prod(shape) // fan_in)
   return jax.tree_util.tree_map_with_path(leaf, params)
 
@@ -191,6 +190,11 @@ def penalised(config: ml_collections.ConfigDict) -> dict[str, Any]:
       return jax.tree.map(lambda _, a: a is not None, params, axes(params))
     mask = holds_pattern
   return {} if mask is None else {"mask": mask}
+
+
+def _input_size(shape: tuple[int, ...], axes: int | tuple[int, ...]) -> int:
+  """A kernel's fan-in: the product of its input ``axes``."""
+  return math.prod(shape[a] for a in ((axes,) if isinstance(axes, int) else axes))
 
 
 NM_EXCLUDED = ("embedding",)  # lookup tables: a row is read, not multiplied, so no pattern
@@ -228,10 +232,7 @@ def nm_pattern_axes(pattern: str, mask: Callable[[Any], Any] | None = None
         found = 0 if len(shape) == 2 else 2
       else:
         return None
-      size = 1
-      for a in (found,) if isinstance(found, int) else found:
-        size *= shape[a]
-      return found if size % m == 0 else None
+      return found if _input_size(shape, found) % m == 0 else None
     return jax.tree_util.tree_map_with_path(leaf, params, selected)
 
   return axes

@@ -144,16 +144,6 @@ class Trial:
 # Kernel sparsities for ~10×, ~30×, ~90×, ~280× compression of LeNet-300-100 (biases dense).
 TARGETS = (0.9, 0.97, 0.99, 0.998)
 SGD = dict(optimizer="sgd", momentum=0.9, weight_decay=5e-4, lr_schedule="cosine", l1=0.0)
-# The Transformers' baselines train with the field's optimizer for Transformers: AdamW, decoupled
-# decay (GPT-2's 0.1 on the LM, DeiT's 0.05 on the ViT), 100 steps of warmup then cosine (the
-# LM's 2,000 steps: 5%; the ViT's 2 tuning epochs: 14%), rates tuned like SGD's.
-ADAMW = dict(optimizer="adamw", lr_schedule="cosine", l1=0.0, warmup_steps=100)
-
-
-def _with_adamw(gradual: dict[str, Any], weight_decay: float) -> dict[str, Any]:
-  """Gradual pruning's schedule with AdamW in place of SGD (its momentum dropped)."""
-  return {**{k: v for k, v in gradual.items() if k != "momentum"}, **ADAMW,
-          "weight_decay": weight_decay}
 # LeNet-300-100 chose the largest of three rates (0.02, 0.05, 0.1; xrda 0.25, 0.5, 1.0) for xrda
 # and dense SGD: every method there gets a fourth, larger one; later experiments centre their
 # three on those choices.
@@ -172,6 +162,18 @@ def _gradual(epochs: int) -> dict[str, Any]:
   return dict(SGD, pruning="gradual",
               pruning_begin_epoch=min(max(1, epochs // 20), epochs // 2 - 1),
               pruning_end_epoch=epochs // 2, pruning_frequency=100)
+
+
+# The Transformers' baselines train with the field's optimizer for Transformers: AdamW, decoupled
+# decay (GPT-2's 0.1 on the LM, DeiT's 0.05 on the ViT), 100 steps of warmup then cosine (the
+# LM's 2,000 steps: 5%; the ViT's 2 tuning epochs: 14%), rates tuned like SGD's.
+ADAMW = dict(optimizer="adamw", lr_schedule="cosine", l1=0.0, warmup_steps=100)
+
+
+def _with_adamw(gradual: dict[str, Any], weight_decay: float) -> dict[str, Any]:
+  """Gradual pruning's schedule with AdamW in place of SGD (its momentum dropped)."""
+  return {**{k: v for k, v in gradual.items() if k != "momentum"}, **ADAMW,
+          "weight_decay": weight_decay}
 
 
 def equal_targets(*compressions: float) -> tuple[float, ...]:
