@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 
 import pytest
 
@@ -402,6 +403,63 @@ def test_a_signal_to_the_runner_stops_each_training_once_and_exits(experiment, m
   assert sorted(signals) == sorted((t, signal.SIGTERM) for t in launched)  # one SIGTERM each
   assert signal.getsignal(signal.SIGTERM) == before
   assert not sweeps.finished(experiment, sweeps.tune_trials(experiment.methods[0])[0])
+
+
+def test_workers_whose_sources_change_stop_their_trainings_and_start_again(
+    experiment, monkeypatch, quick, capsys):
+  import signal
+  signals, launched = [], []
+  sources = ["before"]
+  monkeypatch.setattr(sweeps.engine, "sources_fingerprint", lambda: sources[0])
+  monkeypatch.setattr(sweeps.engine, "SOURCES_CHECK_S", 0.0)
+
+  class Running:  # a training that runs until it is told to stop
+    returncode = None
+
+    def __init__(self, trial):
+      self.trial = trial
+
+    def poll(self):
+      sources[0] = "after"  # a checkout of a newer commit while it trains
+      return self.returncode
+
+    def send_signal(self, signum):
+      signals.append((self.trial.id, signum))
+      self.returncode = 128 + signum
+
+  def launch(exp, trial, cores):
+    launched.append(trial.id)
+    return Running(trial)
+
+  monkeypatch.setattr(sweeps.engine, "launch", launch)
+  with pytest.raises(sweeps.engine.SourcesChanged):
+    _sweep([(experiment, list(experiment.methods))], workers=1).run()
+  assert len(launched) == 1 and signals == [(launched[0], signal.SIGTERM)]
+  assert "changed since the workers started" in capsys.readouterr().out
+
+  execs = []  # the command line starts itself again, with the same arguments
+  monkeypatch.setattr(sweeps.engine.Sweep, "run", lambda self: (_ for _ in ()).throw(
+      sweeps.engine.SourcesChanged("changed")))
+  monkeypatch.setattr(sweeps.cli.os, "execv", lambda path, args: execs.append((path, args)))
+  argv = ["--experiment", experiment.id, "--workers", "1", "--storage", "sqlite://"]
+  monkeypatch.setattr(sweeps.cli, "EXPERIMENTS", {experiment.id: lambda: experiment})
+  sweeps.main(argv)
+  assert execs == [(sys.executable, [sys.executable, "-m", "benchmarks.sweeps", *argv])]
+
+
+def test_the_sources_fingerprint_sees_an_edited_file_and_nothing_else(tmp_path, monkeypatch):
+  import optuna
+  (tmp_path / "catalogue.py").write_text("LR = 0.1\n")
+  (tmp_path / "notes.txt").write_text("not a source\n")
+  monkeypatch.setattr(sweeps.engine, "SOURCES", tmp_path)
+  monkeypatch.setattr(sweeps.engine, "SOURCES_CHECK_S", 0.0)
+  sweep = sweeps.Sweep([], optuna.storages.InMemoryStorage())
+  (tmp_path / "notes.txt").write_text("edited\n")
+  sweep.check_sources()
+  assert not sweep.sources_changed and not sweep.stopping
+  (tmp_path / "catalogue.py").write_text("LR = 0.2\n")
+  sweep.check_sources()
+  assert sweep.sources_changed and sweep.stopping
 
 
 class _Stubborn:

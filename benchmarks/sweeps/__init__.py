@@ -19,7 +19,9 @@ A method may tune several knobs together (a grid), or borrow another's tuned set
 the methods tuned on their own, ablations after them (``engine.schedule``; `--plan` prints it).
 The tuned setting is the tune trial with the highest final validation accuracy; the test set is
 never read to choose. Rerunning resumes: finished trials are skipped and cut ones resume from
-their checkpoints (each workdir records the commit that started it). `benchmarks/report.py`
+their checkpoints (each workdir records the commit that started it); workers whose package
+changes under them (a checkout) stop their trainings and start again under the new definitions.
+`benchmarks/report.py`
 turns the finished trials into tables and plots.
 
 Rooms: ``catalogue`` (the experiments as data), ``outcomes`` (each trial's records: workdir,

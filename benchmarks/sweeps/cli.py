@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import optuna
 
@@ -69,4 +71,9 @@ def main(argv: list[str] | None = None) -> None:
   url = args.storage or engine.default_storage()
   optuna.logging.set_verbosity(optuna.logging.WARNING)  # the workers print one line a trial
   print(f"storage {url}; watch it with `optuna-dashboard {url}`", flush=True)
-  engine.Sweep(queue, engine.storage(url, args.heartbeat_s, args.grace_s), args.workers).run()
+  try:
+    engine.Sweep(queue, engine.storage(url, args.heartbeat_s, args.grace_s), args.workers).run()
+  except engine.SourcesChanged as e:
+    print(f"restarting: {e}", flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "benchmarks.sweeps",
+                              *(sys.argv[1:] if argv is None else argv)])

@@ -16,6 +16,12 @@ worker enqueues it again and resumes it from the workdir's checkpoint (a shared 
 ``gs://`` workdir, when the workers are on several machines). A training started by a worker
 gets SIGTERM if the worker dies (it checkpoints and exits), and a worker waits for a workdir's
 training lock before training there.
+
+A worker builds each trial's definition from the catalogue it imported. When the sweep's own
+sources (this package) change under it, say a checkout of a newer commit, its trainings are
+stopped as by a signal (they checkpoint) and ``python -m benchmarks.sweeps`` starts itself again
+under the new definitions; a trial whose definition changed is then refused by its workdir's
+config check rather than finished under the old one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import math
 import os
 import signal
@@ -48,11 +55,25 @@ STOP_GRACE_S = 600  # for a training's checkpoint; then (or at a second signal) 
 POLL_S = 5.0  # how often an idle worker looks for work that another worker's trial unlocked
 HEARTBEAT_S = 60
 GRACE_S = 300  # a running trial without a heartbeat this long is taken for dead
+SOURCES = Path(__file__).parent  # the definitions a worker runs by
+SOURCES_CHECK_S = 10.0
 
 # Heartbeats and failing stale trials are marked experimental since Optuna 2.9; they are what
 # lets another worker take a dead worker's trial up.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
                         module=r"optuna|benchmarks\.sweeps")
+
+
+class SourcesChanged(Exception):
+  """The sweep's sources changed since the workers started; their trainings have stopped."""
+
+
+def sources_fingerprint() -> str:
+  """The sweep package's sources as a worker would import them now."""
+  digest = hashlib.sha256()
+  for path in sorted(SOURCES.glob("*.py")):
+    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+  return digest.hexdigest()
 
 
 def default_storage() -> str:
@@ -226,10 +247,24 @@ class Sweep:
     self.signals: list[int] = []
     self.error: BaseException | None = None
     self.lock = threading.RLock()
+    self.sources = sources_fingerprint()
+    self.sources_changed = False
+    self._sources_checked = time.monotonic()
 
   @property
   def stopping(self) -> bool:
-    return bool(self.signals) or self.error is not None
+    return bool(self.signals) or self.error is not None or self.sources_changed
+
+  def check_sources(self) -> None:
+    """(At most every ``SOURCES_CHECK_S``.) Stops the workers if the sources changed."""
+    with self.lock:
+      if self.sources_changed or time.monotonic() - self._sources_checked < SOURCES_CHECK_S:
+        return
+      self._sources_checked = time.monotonic()
+      if sources_fingerprint() != self.sources:
+        _log(f"{SOURCES} changed since the workers started: stopping their trainings "
+             "(they checkpoint) to resume under the new definitions")
+        self.sources_changed = True
 
   # -- what to run
 
@@ -335,6 +370,7 @@ class Sweep:
     _log(f"{k}: started")
     signalled, deadline, seen = False, math.inf, 0
     while proc.poll() is None:
+      self.check_sources()
       if self.stopping and not signalled:
         proc.send_signal(signal.SIGTERM)  # it checkpoints and exits
         signalled, deadline, seen = True, time.monotonic() + STOP_GRACE_S, len(self.signals)
@@ -349,7 +385,10 @@ class Sweep:
 
   def work(self, cores: set[int] | None) -> str:
     """One worker: trains what the plan offers until nothing is left; returns why it ended."""
-    while not self.stopping:
+    while True:
+      self.check_sources()
+      if self.stopping:
+        return "stopped"
       picked = self.pick()
       if picked in ("finished", "blocked"):
         return picked
@@ -397,6 +436,8 @@ class Sweep:
     if self.signals:
       print("stopped: rerun the same command to resume", flush=True)
       raise SystemExit(128 + self.signals[0])
+    if self.sources_changed:
+      raise SourcesChanged(f"{SOURCES} changed since the workers started")
     if "blocked" in endings:
       print(f"stopped: {len(self.failed)} failed, the trials that wait on them left", flush=True)
     else:
