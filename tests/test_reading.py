@@ -128,3 +128,51 @@ def test_versus_compares_a_language_model_on_its_test_perplexity():
 
 def test_a_difference_that_rounds_to_nothing_has_no_sign():
   assert reading.d(-0.001) == "0.00" and reading.d(-0.006) == "-0.01" and reading.d(0.004) == "0.00"
+
+
+def _finished_transformers(archive: dict[str, dict]) -> None:
+  """The Transformer sweeps as they will stand once every run has finished (seed 0 fronts,
+  seeds 1-2 at each target, the dense and head/neuron runs), from the LM's xrda front."""
+  lm = archive["lm_shakespeare_equal"]["methods"]
+  xrda_front = lm["xrda_target"]["front"]
+
+  def row(base, ppl, **extra):
+    return dict(base, test_perplexity=ppl, val_perplexity=ppl, **extra)
+
+  def points(offset):
+    return [dict(knob_value=r["knob_value"], seeds=[1, 2], test_perplexity_mean=r[
+        "test_perplexity"] + offset, test_perplexity_std=0.05, test_error_mean=60.0,
+        test_error_std=0.1, compression_weights_mean=r["compression_weights"])
+        for r in xrda_front]
+
+  lm["gmp_erk"].update(front=[row(r, 7.5 + i / 10) for i, r in enumerate(xrda_front)],
+                       points=points(-3.0))
+  lm["gmp_erk"]["tuned"]["chosen"] = 0.0005
+  lm["xrda_target"]["points"] = points(0.0)
+  lm["adamw"].update(front=[row(xrda_front[0], 7.2)])
+  groups = row(xrda_front[2], 11.1, dead_groups={"heads": [3, 16], "neurons": [900, 2048]})
+  lm["xrda_groups"].update(front=[groups])
+  vit = {"label": "ViT", "epochs": 10, "tune_epochs": 2, "methods": {}}
+  for key, error in (("xrda_target", 40.0), ("gmp_erk", 35.0), ("xrda_2of4", 38.0),
+                     ("gmp_2of4", 36.0)):
+    vit["methods"][key] = {"front": [{"knob_value": 0.9, "test_error": error,
+                                      "compression_weights": 10.0}],
+                           "points": [dict(knob_value=0.9, seeds=[1, 2],
+                                           test_error_mean=error, test_error_std=0.5,
+                                           compression_weights_mean=10.0)]}
+  archive["vit_cifar10_equal"] = vit
+
+
+def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
+  # The runs land over several sessions: the template must render at every stage, the last
+  # included, and then say what the archive says.
+  archive = _archive()
+  _finished_transformers(archive)
+  text = reading.render(archive=archive)
+  section = text.split("## Transformers")[1].split("## At the papers")[0]
+  assert "xrda trails (3.00, spread 0.10)" in section  # each target's seeds, on perplexity
+  assert "| dense (AdamW) | | 7.20 |" in section
+  assert "3 of 16 heads and\n900 of 2048 neurons whole" in section
+  assert "what separates the two is how far each optimizer gets" in section.replace("\n", " ")
+  assert "xrda trails (5.00 points, spread 1.00)" in section  # the ViT, on test error
+  assert "At 2:4 (seed 0): xrda 38.00% against gradual pruning's 36.00%." in section
