@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 import sys
 
 import pytest
@@ -410,6 +411,7 @@ def test_workers_whose_sources_change_stop_their_trainings_and_start_again(
   import signal
   signals, launched = [], []
   sources = ["before"]
+  monkeypatch.setattr(sweeps.engine, "IMPORTED", "before")
   monkeypatch.setattr(sweeps.engine, "sources_fingerprint", lambda: sources[0])
   monkeypatch.setattr(sweeps.engine, "SOURCES_CHECK_S", 0.0)
 
@@ -437,29 +439,120 @@ def test_workers_whose_sources_change_stop_their_trainings_and_start_again(
   assert len(launched) == 1 and signals == [(launched[0], signal.SIGTERM)]
   assert "changed since the workers started" in capsys.readouterr().out
 
-  execs = []  # the command line starts itself again, with the same arguments
-  monkeypatch.setattr(sweeps.engine.Sweep, "run", lambda self: (_ for _ in ()).throw(
-      sweeps.engine.SourcesChanged("changed")))
-  monkeypatch.setattr(sweeps.cli.os, "execv", lambda path, args: execs.append((path, args)))
-  argv = ["--experiment", experiment.id, "--workers", "1", "--storage", "sqlite://"]
-  monkeypatch.setattr(sweeps.cli, "EXPERIMENTS", {experiment.id: lambda: experiment})
-  sweeps.main(argv)
-  assert execs == [(sys.executable, [sys.executable, "-m", "benchmarks.sweeps", *argv])]
+
+def test_no_trial_starts_under_definitions_that_changed_since_the_last_look(
+    experiment, monkeypatch, quick):
+  import optuna
+  sources, launched = ["before"], []
+  monkeypatch.setattr(sweeps.engine, "IMPORTED", "before")
+  monkeypatch.setattr(sweeps.engine, "sources_fingerprint", lambda: sources[0])
+  monkeypatch.setattr(sweeps.engine, "SOURCES_CHECK_S", 1e9)  # no look while trainings run
+
+  class Finished:
+    returncode = 0
+
+    def __init__(self, trial):
+      self.trial = trial
+
+    def poll(self):
+      sources[0] = "after"  # changed while it trained, unseen until the next pick
+      _finish(experiment, self.trial, val=0.9, test=0.9, compression=10.0)
+      return 0
+
+  def launch(exp, trial, cores):
+    launched.append(trial.id)
+    return Finished(trial)
+
+  monkeypatch.setattr(sweeps.engine, "launch", launch)
+  sweep = _sweep([(experiment, list(experiment.methods))])
+  with pytest.raises(sweeps.engine.SourcesChanged):
+    sweep.run()
+  assert len(launched) == 1  # the look before the next pick saw it: nothing enqueued either
+  assert len(sweep.studies[experiment.id].get_trials()) == 1
+
+  # Changed between another worker's pick and its launch: nothing launches, and the trial is
+  # taken up again by the restarted runner.
+  sources[0], launched[:] = "before", []
+  monkeypatch.setattr(sweeps.engine, "IMPORTED", "before")
+  again = sweeps.Sweep(sweep.queue, sweep.storage)
+  real_pick = again.pick
+
+  def pick():
+    picked = real_pick()
+    sources[0] = "after"
+    return picked
+
+  again.pick = pick
+  with pytest.raises(sweeps.engine.SourcesChanged):
+    again.run()
+  assert launched == []
+  stopped = again.studies[experiment.id].get_trials()[-1]
+  assert stopped.state == optuna.trial.TrialState.FAIL and "outcome" not in stopped.user_attrs
+  monkeypatch.setattr(sweeps.engine, "IMPORTED", "after")
+  restarted = sweeps.Sweep(sweep.queue, sweep.storage)
+  monkeypatch.setattr(restarted, "work", lambda cores: "finished")
+  assert restarted.pick()[1].id == stopped.user_attrs["trial"]
 
 
-def test_the_sources_fingerprint_sees_an_edited_file_and_nothing_else(tmp_path, monkeypatch):
+def test_the_sources_fingerprint_sees_an_edited_or_removed_file_and_nothing_else(
+    tmp_path, monkeypatch):
   import optuna
   (tmp_path / "catalogue.py").write_text("LR = 0.1\n")
+  (tmp_path / "policy.py").write_text("\n")
   (tmp_path / "notes.txt").write_text("not a source\n")
   monkeypatch.setattr(sweeps.engine, "SOURCES", tmp_path)
-  monkeypatch.setattr(sweeps.engine, "SOURCES_CHECK_S", 0.0)
+  monkeypatch.setattr(sweeps.engine, "IMPORTED", sweeps.engine.sources_fingerprint())
   sweep = sweeps.Sweep([], optuna.storages.InMemoryStorage())
   (tmp_path / "notes.txt").write_text("edited\n")
-  sweep.check_sources()
+  sweep.check_sources(now=True)
   assert not sweep.sources_changed and not sweep.stopping
   (tmp_path / "catalogue.py").write_text("LR = 0.2\n")
-  sweep.check_sources()
+  sweep.check_sources()  # (looked a moment ago: not yet)
+  assert not sweep.sources_changed
+  sweep.check_sources(now=True)
   assert sweep.sources_changed and sweep.stopping
+  before = sweeps.engine.sources_fingerprint()
+  (tmp_path / "policy.py").unlink()
+  (tmp_path / "policy.py").symlink_to(tmp_path / "gone")  # listed, unreadable: mid-checkout
+  assert sweeps.engine.sources_fingerprint() != before
+
+
+def test_the_runner_starts_again_once_the_changed_sources_settle_and_plan(monkeypatch, capsys):
+  fingerprints = iter(["a", "b",  # changing still
+                       "b", "b",  # settled, but the plan fails (a broken edit)
+                       "b", "c",  # waiting for the next change
+                       "c", "c"])  # settled, and it plans
+  monkeypatch.setattr(sweeps.engine, "sources_fingerprint", lambda: next(fingerprints))
+  monkeypatch.setattr(sweeps.cli.time, "sleep", lambda _: None)
+  plans, execs = [], []
+
+  def run(command, **kwargs):
+    plans.append(command)
+    return subprocess.CompletedProcess(command, len(plans) == 1 and 1 or 0, "",
+                                       "SyntaxError: invalid syntax")
+
+  class Executed(Exception):
+    pass
+
+  def execv(path, args):
+    execs.append((path, args))
+    raise Executed
+
+  monkeypatch.setattr(sweeps.cli.subprocess, "run", run)
+  monkeypatch.setattr(sweeps.cli.os, "execv", execv)
+  command = [sys.executable, "-m", "benchmarks.sweeps", "--experiment", "x", "--workers", "1"]
+  with pytest.raises(Executed):
+    sweeps.cli.restart(command)
+  assert plans == [command + ["--plan"]] * 2 and execs == [(sys.executable, command)]
+  assert "SyntaxError" in capsys.readouterr().out
+
+  restarts = []  # the command line hands its own arguments over
+  monkeypatch.setattr(sweeps.engine.Sweep, "run", lambda self: (_ for _ in ()).throw(
+      sweeps.engine.SourcesChanged("changed")))
+  monkeypatch.setattr(sweeps.cli, "restart", restarts.append)
+  argv = ["--experiment", "lenet300100_mnist", "--workers", "1", "--storage", "sqlite://"]
+  sweeps.main(argv)
+  assert restarts == [[sys.executable, "-m", "benchmarks.sweeps", *argv]]
 
 
 class _Stubborn:

@@ -192,7 +192,8 @@ LENET5_EQUAL = equal_targets(10, 111, 230, 280)  # 0.9, 0.99099, 0.99565, 0.9964
 XRDA_LR_T = (("learning_rate", "momentum_timescale"),
              tuple((lr, t) for lr in (1.0, 2.0) for t in (9.5, 19.0)))
 XRDA_LR_T_LENET5 = (XRDA_LR_T[0], tuple((lr, t) for lr in (0.25, 0.5) for t in (9.5, 19.0)))
-# ResNet-20's 10-epoch run and the LM chose xrda's rate 1.0 on their grids' upper edges.
+# ResNet-20's 10-epoch run and the LM chose xrda's rate 1.0, beyond their grids (0.1-0.5,
+# 0.125-0.25): a grid that reaches it, the refining and edge trials beyond.
 XRDA_LR_T_CIFAR = (XRDA_LR_T[0], tuple((lr, t) for lr in (0.5, 1.0) for t in (12.37, 24.74)))
 
 
@@ -461,8 +462,8 @@ def _resnet20_cifar10_equal(epochs: int = 20, tuned_apart: bool = True) -> Exper
   """ResNet-20 on CIFAR-10 at one declared target, 30× on weights: xrda through the sparsity
   target and ERK gradual pruning (the strongest baseline at 10 epochs), each tuned with four
   trials and a refining one at a quarter of the budget, then two seeds besides the tuning seed.
-  The grids hold the 10-epoch run's choices inside them (xrda 1.0, on that grid's edge;
-  pruning 0.2)."""
+  The grids reach the 10-epoch run's choices: xrda's tops out at the 1.0 it chose beyond its
+  grid (the refining and edge trials go further), pruning's holds 0.2 inside."""
   gradual = _gradual(epochs)
   target = equal_targets(30)  # (0.96667,)
   xrda = _xrda_targeted(epochs, target, target[0],
@@ -492,8 +493,8 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
   beyond either end), tuned as
   resnet20_cifar10_equal at a quarter of the budget, seeds 1-2 besides; and both at 2:4 (at most
   2 non-zeros in every 4 weights along a kernel's input, the pattern sparse tensor cores take)
-  with their tuned settings, seed 0. xrda's rates (0.5, 1.0) are centred where ResNet-20 and the
-  LM chose theirs (1.0, on each grid's edge). The budget is what two cores afford: 12 tuning trials of 2
+  with their tuned settings, seed 0. xrda's rates (0.5, 1.0) reach the 1.0 that ResNet-20 and the
+  LM chose beyond their grids (the refining and edge trials go further). The budget is what two cores afford: 12 tuning trials of 2
   epochs at most and 8 runs of 10, about 104 ViT epochs (an epoch about a third of ResNet-20's
   on the CPU). The full budget on a GPU: ``python -m benchmarks.sweeps --experiment
   vit_cifar10_equal --epochs 100 --workers 1``, then ``python -m benchmarks.report --experiment

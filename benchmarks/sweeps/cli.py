@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 
 import optuna
 
@@ -74,6 +76,29 @@ def main(argv: list[str] | None = None) -> None:
   try:
     engine.Sweep(queue, engine.storage(url, args.heartbeat_s, args.grace_s), args.workers).run()
   except engine.SourcesChanged as e:
-    print(f"restarting: {e}", flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "benchmarks.sweeps",
-                              *(sys.argv[1:] if argv is None else argv)])
+    command = ([sys.executable, *sys.orig_argv[1:]] if argv is None
+               else [sys.executable, "-m", "benchmarks.sweeps", *argv])
+    print(f"{e}: restarting once they settle and plan", flush=True)
+    restart(command)
+
+
+SETTLE_S = 5.0
+
+
+def restart(command: list[str]) -> None:
+  """Runs ``command`` (this runner's own) in place of this process once the sources have stood
+  still for ``SETTLE_S`` and plan (``--plan`` exits 0): a checkout half-way, or an edit that
+  does not import, is waited out rather than run into."""
+  while True:
+    seen = engine.sources_fingerprint()
+    time.sleep(SETTLE_S)
+    if engine.sources_fingerprint() != seen:
+      continue
+    check = subprocess.run([*command, "--plan"], capture_output=True, text=True, check=False)
+    if check.returncode == 0:
+      os.execv(command[0], command)
+    print(f"the changed sources do not plan (exit {check.returncode}: "
+          f"{(check.stderr.strip().splitlines() or [''])[-1]}); waiting for a change",
+          flush=True)
+    while engine.sources_fingerprint() == seen:
+      time.sleep(SETTLE_S)

@@ -20,8 +20,8 @@ training lock before training there.
 A worker builds each trial's definition from the catalogue it imported. When the sweep's own
 sources (this package) change under it, say a checkout of a newer commit, its trainings are
 stopped as by a signal (they checkpoint) and ``python -m benchmarks.sweeps`` starts itself again
-under the new definitions; a trial whose definition changed is then refused by its workdir's
-config check rather than finished under the old one.
+under the new definitions, once the sources have settled and plan; a trial whose definition
+changed is then refused by its workdir's config check rather than finished under the old one.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ POLL_S = 5.0  # how often an idle worker looks for work that another worker's tr
 HEARTBEAT_S = 60
 GRACE_S = 300  # a running trial without a heartbeat this long is taken for dead
 SOURCES = Path(__file__).parent  # the definitions a worker runs by
-SOURCES_CHECK_S = 10.0
+SOURCES_CHECK_S = 10.0  # between looks while trainings run; a worker looks before each trial
 
 # Heartbeats and failing stale trials are marked experimental since Optuna 2.9; they are what
 # lets another worker take a dead worker's trial up.
@@ -72,8 +72,15 @@ def sources_fingerprint() -> str:
   """The sweep package's sources as a worker would import them now."""
   digest = hashlib.sha256()
   for path in sorted(SOURCES.glob("*.py")):
-    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    try:
+      text = path.read_bytes()
+    except OSError:  # (removed between the listing and the read: a checkout under way)
+      text = b"\0missing"
+    digest.update(path.name.encode() + b"\0" + text + b"\0")
   return digest.hexdigest()
+
+
+IMPORTED = sources_fingerprint()  # what this process's definitions were read from
 
 
 def default_storage() -> str:
@@ -247,21 +254,24 @@ class Sweep:
     self.signals: list[int] = []
     self.error: BaseException | None = None
     self.lock = threading.RLock()
-    self.sources = sources_fingerprint()
+    self.sources = IMPORTED
     self.sources_changed = False
     self._sources_checked = time.monotonic()
+    self._sources_lock = threading.Lock()  # (not self.lock: a pick holds that one for long)
 
   @property
   def stopping(self) -> bool:
     return bool(self.signals) or self.error is not None or self.sources_changed
 
-  def check_sources(self) -> None:
-    """(At most every ``SOURCES_CHECK_S``.) Stops the workers if the sources changed."""
-    with self.lock:
-      if self.sources_changed or time.monotonic() - self._sources_checked < SOURCES_CHECK_S:
-        return
+  def check_sources(self, now: bool = False) -> None:
+    """Stops the workers if the sources changed; at most every ``SOURCES_CHECK_S`` unless
+    ``now`` (before a trial is picked or launched)."""
+    if self.sources_changed or (
+        not now and time.monotonic() - self._sources_checked < SOURCES_CHECK_S):
+      return
+    with self._sources_lock:
       self._sources_checked = time.monotonic()
-      if sources_fingerprint() != self.sources:
+      if not self.sources_changed and sources_fingerprint() != self.sources:
         _log(f"{SOURCES} changed since the workers started: stopping their trainings "
              "(they checkpoint) to resume under the new definitions")
         self.sources_changed = True
@@ -364,6 +374,9 @@ class Sweep:
       if self.stopping:
         raise Stopped(k)
       time.sleep(0.5)
+    self.check_sources(now=True)  # (another worker may have seen a change since the pick)
+    if self.stopping:
+      raise Stopped(k)
     proc = launch(experiment, trial, cores)
     with self.lock:
       self.running[k] = proc
@@ -386,7 +399,7 @@ class Sweep:
   def work(self, cores: set[int] | None) -> str:
     """One worker: trains what the plan offers until nothing is left; returns why it ended."""
     while True:
-      self.check_sources()
+      self.check_sources(now=True)
       if self.stopping:
         return "stopped"
       picked = self.pick()
