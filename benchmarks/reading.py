@@ -33,6 +33,8 @@ from typing import Any
 
 import jinja2
 
+from benchmarks import comparison
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 TEMPLATE = RESULTS / "reading.template.md"
@@ -111,10 +113,9 @@ def front(method: Node, knob_value: Any) -> Node:
 
 
 def at(method: Node, compression: float, counted: str = "compression") -> float:
-  """The method's front read at ``compression`` (report.error_at: linear in log compression
+  """The method's front read at ``compression`` (comparison.error_at: linear in log compression
   between its neighbouring points; ``counted="compression_weights"`` on weights only)."""
-  from benchmarks import report  # pylint: disable=g-import-not-at-top
-  e = report.error_at(_raw(method)["front"], float(compression), counted)
+  e = comparison.error_at(_raw(method)["front"], float(compression), counted)
   if e is None:
     raise ReadingError(f"{_path(method)}.front: nothing to read at {compression}× ({counted}): "
                        "outside the front or next to a failed point")
@@ -136,16 +137,15 @@ def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
   """Per target where methods ``a`` and ``b`` both have two seeds or more, in order: the
   target, its compression on weights, each one's test error (a language model's test
   perplexity: ``metric``) mean and std, a's minus b's, the spread and the word for it
-  (report.verdict: "leads", "trails" or "within the spread", a's view). A method the summary
+  (comparison.verdict: "leads", "trails" or "within the spread", a's view). A method the summary
   lacks raises ReadingError."""
-  from benchmarks import report  # pylint: disable=g-import-not-at-top
   methods = {key: _raw(summary.methods[key]) for key in (a, b)}
-  metric = report.metric(methods)
+  metric = comparison.metric(methods)
   return [{"value": value, "compression_weights": pa["compression_weights_mean"],
            "metric": metric, "a": pa[f"{metric}_mean"], "a_std": pa[f"{metric}_std"],
            "b": pb[f"{metric}_mean"], "b_std": pb[f"{metric}_std"],
            "gap": gap, "spread": spread, "word": word}
-          for value, pa, pb, (gap, spread, word) in report.versus(methods, a, b, metric)]
+          for value, pa, pb, (gap, spread, word) in comparison.versus(methods, a, b, metric)]
 
 
 _TRIALS: dict[str, dict] = {}  # <experiment>.trials.json, read once per render
@@ -296,8 +296,7 @@ def g(v: Any, digits: int = 3) -> str:
 
 def x(v: Any) -> str:
   """A compression as the report's tables write it: three significant digits."""
-  from benchmarks import report  # pylint: disable=g-import-not-at-top
-  return report._x(_number(v))  # pylint: disable=protected-access
+  return comparison.x(_number(v))
 
 
 def pct(v: Any, digits: int = 2, zeros: bool = True) -> str:

@@ -23,7 +23,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks import sweeps
+from benchmarks import reading, sweeps
+from benchmarks.comparison import FAILED_FACTOR, error_at, judged_by, metric, versus
+from benchmarks.comparison import x as _x
 
 RESULTS = sweeps.outcomes.ARCHIVE
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -183,48 +185,6 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
   return out
 
 
-def verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_error"
-            ) -> tuple[float, float, str] | None:
-  """(a's mean test error − b's, the spread, "leads", "trails" or "within the spread"): a gap
-  is called one only when it exceeds the spread, the sum of the two seed stds (their one-std
-  bands do not overlap). None without two seeds each. ``key``: another error's
-  ``<key>_mean`` and ``<key>_std``."""
-  if a.get(f"{key}_std") is None or b.get(f"{key}_std") is None:
-    return None
-  gap = a[f"{key}_mean"] - b[f"{key}_mean"]
-  spread = a[f"{key}_std"] + b[f"{key}_std"]
-  return gap, spread, ("within the spread" if abs(gap) <= spread else
-                       "leads" if gap < 0 else "trails")
-
-
-def metric(methods: dict[str, Any]) -> str:
-  """What seeded points are compared by: a language model's test perplexity, else the test
-  error."""
-  return ("test_perplexity" if any(p.get("test_perplexity_mean") is not None
-                                   for e in methods.values() for p in e.get("points", []))
-          else "test_error")
-
-
-def judged_by(summary: dict[str, Any]) -> tuple[str, str, int]:
-  """(record key, column name, decimals) that a summary's tables and plot show: a language
-  model's test perplexity per byte (its records' error is next-byte error, not what it is judged
-  by), else the test error in %."""
-  text = metric(summary["methods"]) == "test_perplexity" or any(
-      "test_perplexity" in r for e in summary["methods"].values() for r in e.get("front", []))
-  return ("test_perplexity", "test perplexity", 3) if text else ("test_error", "test error %", 2)
-
-
-def versus(methods: dict[str, Any], a: str, b: str, key: str = "test_error"
-           ) -> list[tuple[Any, dict, dict, tuple]]:
-  """Per target where methods ``a`` and ``b`` both have two seeds or more, in the targets'
-  order: (target, a's point, b's point, verdict(a's, b's) on ``key``)."""
-  points = {m: {p["knob_value"]: p for p in methods[m].get("points", [])} for m in (a, b)}
-  pairs = [(value, points[a][value], points[b][value])
-           for value in sorted(set(points[a]) & set(points[b]))]
-  return [(value, pa, pb, found) for value, pa, pb in pairs
-          if (found := verdict(pa, pb, key)) is not None]
-
-
 def equal_sparsity(summary: dict[str, Any]) -> list[str]:
   """Per target: every method trained to it, the seeded ones as mean ± std over their seeds
   (not the tuning seed), the others at seed 0; then the first seeded method against each other
@@ -278,38 +238,6 @@ def equal_sparsity(summary: dict[str, Any]) -> list[str]:
                       f"{_pm(b[f'{by}_mean'], b[f'{by}_std'])}{unit} "
                       f"(difference {gap:+.2f}, spread {spread:.2f}): {word}")
   return lines + ([""] + verdicts if verdicts else [])
-
-
-# A front point with over this many times its front's best error failed (e.g. 69% where the
-# front's best is 1.3%): a straight line to it is no trade-off to read a published point on.
-FAILED_FACTOR = 10.0
-
-
-def failed(front: list[dict[str, Any]], row: dict[str, Any]) -> bool:
-  return row["test_error"] > FAILED_FACTOR * min(r["test_error"] for r in front)
-
-
-def error_at(front: list[dict[str, Any]], compression: float,
-             counted: str = "compression") -> float | None:
-  """The front's test error at ``compression``, linear in log compression between its two
-  neighbouring points (None outside the front, no extrapolation, and next to a failed point);
-  ``counted``: the rows' compression key (``"compression_weights"``: on weights only)."""
-  rows = sorted((r for r in front if r.get(counted) is not None),
-                key=lambda r: (r[counted], r["test_error"]))
-  for r0, r1 in zip(rows, rows[1:]):
-    (c0, e0), (c1, e1) = ((r[counted], r["test_error"]) for r in (r0, r1))
-    if c0 <= compression <= c1:
-      if failed(front, r0) or failed(front, r1):
-        return None
-      w = 0.0 if c1 == c0 else math.log(compression / c0) / math.log(c1 / c0)
-      return e0 + w * (e1 - e0)
-  return next((r["test_error"] for r in rows
-               if r[counted] == compression and not failed(front, r)), None)
-
-
-def _x(compression: float) -> str:
-  """Three significant digits: 1.16× and 313× alike (one decimal hid 1.03 against 1.16)."""
-  return f"{compression:.3g}"
 
 
 def _pm(mean, std, digits=2) -> str:
@@ -817,7 +745,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {RESULTS.parent / 'RESULTS.md'}")
     if write_readme():
       print(f"wrote {README.name}'s headline table")
-    from benchmarks import reading  # here: the reading renders through this module's error_at
     if reading.write():
       print(f"wrote {reading.OUTPUT.relative_to(reading.REPO)}")
     return

@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from benchmarks import comparison
 from train import run_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,9 +110,8 @@ def _summary(experiment: str) -> dict:
 
 def lambda_front_error(experiment: str, compression: float) -> float | None:
   """The test error of xrda's λ-front (seed 0) at ``compression`` on weights only."""
-  from benchmarks import report as sweep_report  # pylint: disable=g-import-not-at-top
-  return sweep_report.error_at(_summary(experiment)["methods"]["xrda"]["front"], compression,
-                               "compression_weights")
+  return comparison.error_at(_summary(experiment)["methods"]["xrda"]["front"], compression,
+                             "compression_weights")
 
 
 def _references() -> dict[str, dict]:
@@ -120,7 +120,6 @@ def _references() -> dict[str, dict]:
 
 
 def report() -> str:
-  from benchmarks import report as sweep_report  # pylint: disable=g-import-not-at-top
   archive = json.loads(ARCHIVE.read_text()) if ARCHIVE.exists() else {}  # earlier runs kept
   for experiment, control, seed in trials():
     record = finished(experiment, control, seed)
@@ -177,7 +176,7 @@ def report() -> str:
       if len(val["exact"]) > 1 and len(val[control]) > 1:
         (m0, s0), (m1, s1) = ((statistics.mean(v), statistics.stdev(v))
                               for v in (val["exact"], val[control]))
-        gap, spread, word = sweep_report.verdict(
+        gap, spread, word = comparison.verdict(
             {"val_error_mean": m0, "val_error_std": s0},
             {"val_error_mean": m1, "val_error_std": s1}, key="val_error")
         word = {"leads": "exact better", "trails": f"{control} better"}.get(word, word)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import report, sweeps
+from benchmarks import comparison, report, sweeps
 
 
 def _experiment():
@@ -252,17 +252,17 @@ def test_affine_scalings_iterations_are_archived_and_reported_with_their_kurtosi
 
 def test_error_at_a_compression_interpolates_in_log_compression_only_inside_the_front():
   front = [dict(compression=10.0, test_error=1.0), dict(compression=1000.0, test_error=3.0)]
-  assert report.error_at(front, 100.0) == pytest.approx(2.0)
-  assert report.error_at(front, 10.0) == pytest.approx(1.0)
-  assert report.error_at(front, 5.0) is None and report.error_at(front, 2000.0) is None
+  assert comparison.error_at(front, 100.0) == pytest.approx(2.0)
+  assert comparison.error_at(front, 10.0) == pytest.approx(1.0)
+  assert comparison.error_at(front, 5.0) is None and comparison.error_at(front, 2000.0) is None
 
 
 def test_error_at_does_not_read_across_a_failed_point():
   front = [dict(compression=c, test_error=e) for c, e in ((10.0, 1.3), (90.0, 2.3), (300.0, 69.1))]
-  assert report.error_at(front, 50.0) == pytest.approx(1.3 + math.log(5) / math.log(9))
-  assert report.error_at(front, 115.0) is None and report.error_at(front, 300.0) is None
+  assert comparison.error_at(front, 50.0) == pytest.approx(1.3 + math.log(5) / math.log(9))
+  assert comparison.error_at(front, 115.0) is None and comparison.error_at(front, 300.0) is None
   front[2]["test_error"] = 12.0  # under 10× the best (1.3%): a steep front, not a failure
-  assert report.error_at(front, 300.0) == pytest.approx(12.0)
+  assert comparison.error_at(front, 300.0) == pytest.approx(12.0)
 
 
 @pytest.mark.parametrize("name", sorted(sweeps.EXPERIMENTS))
@@ -971,10 +971,10 @@ def test_compression_is_counted_on_weights_too_and_published_points_read_that_co
   assert report.weights_compression({"compression": 2.0}) is None  # no per-layer counts logged
   front = [dict(compression=c, compression_weights=2 * c, test_error=e)
            for c, e in ((2.0, 1.0), (10.0, 2.0), (100.0, 3.0))]
-  assert report.error_at(front, 20.0, "compression_weights") == pytest.approx(2.0)
-  assert report.error_at(front, 20.0) == pytest.approx(2.0 + math.log(2) / math.log(10))
+  assert comparison.error_at(front, 20.0, "compression_weights") == pytest.approx(2.0)
+  assert comparison.error_at(front, 20.0) == pytest.approx(2.0 + math.log(2) / math.log(10))
   front[1]["compression_weights"] = None  # a point without the count is left out, not guessed
-  assert report.error_at(front, 20.0, "compression_weights") == pytest.approx(
+  assert comparison.error_at(front, 20.0, "compression_weights") == pytest.approx(
       1.0 + math.log(5) / math.log(50) * 2.0)
 
 
@@ -1158,7 +1158,7 @@ def test_report_compares_seeded_methods_target_by_target_against_their_spread(ex
   assert points[0.5]["seeds"] == [1, 2, 3] and points[0.5]["seed0_test_error"] == pytest.approx(4)
   assert points[0.5]["test_error_mean"] == pytest.approx(6)
   assert points[0.5]["test_error_std"] == pytest.approx(1)
-  assert report.verdict(summary["methods"]["x"]["points"][0], points[0.5])[2] == "leads"
+  assert comparison.verdict(summary["methods"]["x"]["points"][0], points[0.5])[2] == "leads"
   text = report.markdown(summary)
   assert "- 0.5: two knobs against baseline: 2.00 ± 1.00% against 6.00 ± 1.00% " \
          "(difference -4.00, spread 2.00): leads" in text
@@ -1166,7 +1166,7 @@ def test_report_compares_seeded_methods_target_by_target_against_their_spread(ex
          "(difference -0.10, spread 0.20): within the spread" in text
   assert "| 0.5 | baseline | 1, 2, 3 | 6.00 ± 1.00 | 4.00 |" in text
   with_b_trailing = dict(points[0.5], test_error_mean=0.5, test_error_std=0.1)
-  assert report.verdict(points[0.9], with_b_trailing)[2] == "trails"
+  assert comparison.verdict(points[0.9], with_b_trailing)[2] == "trails"
 
 
 def test_a_grid_over_several_knobs_says_which_knob_its_choice_is_on_the_edge_of():
@@ -1220,7 +1220,7 @@ def test_a_language_model_is_compared_by_perplexity_and_kept_out_of_the_error_he
   methods = {"xrda_target": {"label": "X", "knob": "l1_sparsity", "points": [point(3.0, 60.0)]},
              "gmp_erk": {"label": "G", "knob": "pruning_sparsity", "points": [point(3.5, 50.0)]}}
   summary = {"experiment": "lm", "label": "LM", "methods": methods}
-  assert report.metric(methods) == "test_perplexity"
+  assert comparison.metric(methods) == "test_perplexity"
   table = report.equal_sparsity(summary)
   [line] = [x for x in table if x.startswith("- 0.9")]
   assert line == ("- 0.9: X against G: 3.00 ± 0.01 test perplexity against 3.50 ± 0.01 test "
@@ -1231,4 +1231,4 @@ def test_a_language_model_is_compared_by_perplexity_and_kept_out_of_the_error_he
   assert report.equal_headline([summary]) == ""
   for p in (methods["xrda_target"]["points"][0], methods["gmp_erk"]["points"][0]):
     p["test_perplexity_mean"] = None  # an image model: by test error, into the headline
-  assert report.metric(methods) == "test_error" and "trails" in report.equal_headline([summary])
+  assert comparison.metric(methods) == "test_error" and "trails" in report.equal_headline([summary])

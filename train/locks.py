@@ -11,7 +11,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from train import run_folder
+
+
+def is_remote(workdir: str | os.PathLike) -> bool:
+  """A bucket (``gs://``, ``s3://``…) rather than a local path."""
+  return "://" in os.fspath(workdir)
 
 
 def training_lock(workdir: str | os.PathLike, process_index: int = 0) -> Path:
@@ -22,7 +26,7 @@ def training_lock(workdir: str | os.PathLike, process_index: int = 0) -> Path:
   bucket workdir is the job that owns it: one job per workdir (a cluster manager's job, or one
   sweep trial, whose workers hold it through their shared storage)."""
   name = f".running.process{process_index}"
-  if not run_folder.is_remote(workdir):
+  if not is_remote(workdir):
     return Path(workdir) / name
   digest = hashlib.sha256(os.fspath(workdir).encode()).hexdigest()[:16]
   return Path(tempfile.gettempdir()) / "sparse_optax_locks" / digest / name

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from etils import epath
 
+from train.locks import is_remote  # (there: the locks import nothing else of train/)
+
 if TYPE_CHECKING:
   import ml_collections
   from flax import nnx
@@ -37,11 +39,6 @@ CHECKPOINTS = "checkpoints"
 EXPORT = "export"
 
 PathLike = str | os.PathLike
-
-
-def is_remote(workdir: PathLike) -> bool:
-  """A bucket (``gs://``, ``s3://``…) rather than a local path."""
-  return "://" in os.fspath(workdir)
 
 
 def path(workdir: PathLike) -> epath.Path:
