@@ -165,7 +165,8 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
           "epochs": experiment.overrides["num_epochs"],
           "tune_epochs": (experiment.tuning or experiment).overrides["num_epochs"],
           "validation_split": experiment.overrides.get("validation_split"),
-          **({"edge_trial": True} if experiment.edge_trial else {}), "methods": methods,
+          **({"edge_trial": int(experiment.edge_trial)} if experiment.edge_trial else {}),
+          "methods": methods,
           "published": [dict(zip(("method", "error", "compression", "source"), p))
                         for p in experiment.published],
           "missing": missing, "diverged": sorted(set(diverged))}
@@ -290,10 +291,14 @@ def _tuned_at(summary: dict[str, Any]) -> str:
 
 
 def _edge_trial(summary: dict[str, Any]) -> str:
-  if not summary.get("edge_trial"):
+  rounds = int(summary.get("edge_trial", 0))
+  if not rounds:
     return ""
-  return ("; and where the best of those still lay on an edge of the values tried, one more a "
-          "step beyond it")
+  if rounds == 1:
+    return ("; and where the best of those still lay on an edge of the values tried, one more a "
+            "step beyond it")
+  return ("; and while the best of those still lay on an edge of the values tried, one more a "
+          f"step beyond it, up to {rounds}")
 
 
 def markdown(summary: dict[str, Any]) -> str:

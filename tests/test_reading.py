@@ -134,7 +134,13 @@ def _finished_transformers(archive: dict[str, dict]) -> None:
   """The Transformer sweeps as they will stand once every run has finished (seed 0 fronts,
   seeds 1-2 at each target, the dense and head/neuron runs), from the LM's xrda front."""
   lm = archive["lm_shakespeare_equal"]["methods"]
-  xrda_front = lm["xrda_target"]["front"]
+  xrda_front = [dict(knob_value=v, compression_weights=c, compression=c * 0.7, test_error=60.0,
+                     val_error=60.0, test_perplexity=p, val_perplexity=p,
+                     dead_groups={"heads": [0, 16], "neurons": [n, 2048]})
+                for v, c, p, n in ((0.5, 2.0, 10.34, 0), (0.8, 5.03, 10.54, 0),
+                                   (0.9, 10.0, 10.92, 44), (0.95, 20.1, 10.83, 659))]
+  lm["xrda_target"]["front"] = xrda_front
+  lm["xrda_target"]["tuned"]["chosen"] = max(r["setting"] for r in lm["xrda_target"]["tune"])
 
   def row(base, ppl, **extra):
     return dict(base, test_perplexity=ppl, val_perplexity=ppl, **extra)
@@ -208,7 +214,12 @@ def test_the_transformers_reading_renders_while_their_sweeps_are_under_way():
   archive["vit_cifar10_equal"]["methods"] = {
       k: {"tune": []} for k in ("xrda_target", "gmp_erk", "xrda_2of4", "gmp_2of4")}
   section = _transformers(archive)
-  assert "(gradual pruning's sweep is under way)" in section
+  assert "(the sweep is under way: gradual pruning still training)" in section
   assert "| 10× | 10.92 | 7.70 |" in section and "| 2× | 10.34 | – |" in section
   assert "dense (AdamW)" not in section and "heads and\n" not in section
   assert "xrda trails" not in section and "At 2:4" not in section
+  del lm["methods"]["xrda_target"]["front"]  # its tuning reopened (a further edge trial)
+  lm["missing"].append("xrda_target/l1_sparsity=0.9_learning_rate=2.0_seed=0")
+  section = _transformers(archive)
+  assert "| 10× | – | 7.70 |" in section and "moves by" not in section
+  assert "xrda and gradual pruning still training" in section

@@ -1099,6 +1099,27 @@ def test_a_tuning_stage_trains_no_method_that_borrows_a_setting(experiment):
       ("seed", 0.9, 2)}
 
 
+@pytest.mark.parametrize("after_grid, chosen", [
+    ({4.0: 0.94, 8.0: 0.95, 16.0: 0.94}, 8.0),  # the refining trial, two edge trials: turned
+    ({4.0: 0.94, 8.0: 0.95, 16.0: 0.96, 32.0: 0.97}, 32.0),  # three edge trials spent: it stands
+])
+def test_several_edge_trials_step_on_while_the_choice_stays_on_an_edge(experiment, after_grid,
+                                                                       chosen):
+  import dataclasses
+  m = sweeps.Method("r", "refined", dict(optimizer="sgd"), "pruning_sparsity", 0.9, (0.5, 0.9),
+                    ("learning_rate", (0.25, 0.5, 1.0, 2.0)))
+  experiment = dataclasses.replace(experiment, methods=(m,), edge_trial=3)
+  for trial, v in zip(sweeps.tune_trials(m), (0.90, 0.91, 0.92, 0.93)):
+    _finish(experiment, trial, v, 0.9, 10.0)
+  for expected, v in after_grid.items():
+    trial = sweeps.refine_trials(experiment, m)[-1]
+    assert trial.setting == expected and sweeps.tuned_setting(experiment, m) is None
+    _finish(experiment, trial, v, 0.9, 10.0)
+  assert [t.setting for t in sweeps.refine_trials(experiment, m)] == list(after_grid)
+  assert sweeps.tuned_setting(experiment, m) == chosen
+  assert "one more a step beyond it, up to 3" in report.markdown(report.summarize(experiment))
+
+
 def test_a_tuning_stage_apart_names_the_edge_trial_its_experiment_waits_for():
   stage_of = {e: sweeps.EXPERIMENTS[e]() for e in sweeps.EXPERIMENTS}
   for experiment in stage_of.values():  # the runner plans the stage as an experiment of its own

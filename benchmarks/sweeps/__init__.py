@@ -7,8 +7,8 @@ swept to a front, and seeds at its reference point, run by Optuna workers on one
 
 Stages per method, in order, each trial its own workdir under runs/sweeps/<experiment>/:
   1. tune:  the method's `tune` grid at its `reference` knob value, seed 0, and one refining
-            trial (and a second beyond the edge where `edge_trial` and the choice is still on
-            one); where training is dear (LeNet-5, CIFAR-10) at a shorter budget, the same for
+            trial (and, with `edge_trial`, more beyond the edge while the choice is still on
+            one, up to that many); where training is dear (LeNet-5, CIFAR-10) at a shorter budget, the same for
             every method, in runs/sweeps/<experiment>_tuning/ (a successive-halving stage);
   2. front: every `front` knob value with the tuned setting, seed 0 (the reference too when it
             was tuned at the shorter budget);

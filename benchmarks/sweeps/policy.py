@@ -73,15 +73,16 @@ def refine_trials(experiment: Experiment, method: Method) -> list[Trial]:
   """The tuning trials after the grid, for every method alike: one a step beyond the grid's edge
   when the grid's best is on it, else halfway (geometrically) between the best and its better
   neighbour; with ``experiment.edge_trial``, one more a step beyond the edge of the values tried
-  where the best of the grid and that trial still lies on one. Each is named once the trials
-  before it have finished; none when every grid value diverged or the method does not refine."""
+  where the best of the trials so far still lies on one, up to ``edge_trial`` of them. Each is
+  named once the trials before it have finished; none when every grid value diverged or the
+  method does not refine."""
   experiment, method = tuning_stage(experiment, method)  # (with_tuning hands it the flag)
-  rounds = 2 if experiment.edge_trial else 1
+  rounds = 1 + int(experiment.edge_trial)
   if not method.refine:
     return []
   several = isinstance(method.tune[0], tuple)
   trials: list[Trial] = []
-  for edge_only in (False, True)[:rounds]:
+  for edge_only in [False] + [True] * (rounds - 1):
     scores = _scores(experiment, tune_trials(method) + trials)
     if scores is None or len(scores) < 2 or max(scores.values()) == -math.inf:
       break
