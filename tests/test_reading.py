@@ -182,7 +182,7 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   _finished_transformers(archive)
   section = _transformers(archive)
   assert "xrda trails (3.00, spread 0.10)" in section  # each target's seeds, on perplexity
-  assert "| dense (AdamW) | | 7.20 |" in section
+  assert "| dense (AdamW, at pruning's rate) | | 7.20 |" in section
   assert "3 of 16 heads and\n900 of 2048 neurons whole" in section
   assert "what separates the two is how far each optimizer gets" in section.replace("\n", " ")
   assert "under way" not in section
