@@ -129,7 +129,8 @@ def summarize(experiment: sweeps.Experiment) -> dict[str, Any]:
       diverged += [sweeps.Trial(method, "front", method.reference, v, 0).id for v in passed]
     if best is not None:
       values = sorted({*method.front, method.reference}, key=method.front_order)
-      first = "front" if apart else "tune"  # the stage that trained the reference at seed 0
+      # The stage that trained the reference at seed 0 (a borrower has no tune trials).
+      first = "front" if apart or method.tuned_as else "tune"
       front = [sweeps.Trial(method, first if v == method.reference else "front", v, best, 0)
                for v in values]
       seeds = [sweeps.Trial(method, first, method.reference, best, 0)] + [

@@ -191,6 +191,9 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "what separates the two is how far each optimizer gets" in section.replace("\n", " ")
   assert "under way" not in section
   assert "is the largest that trains: 2.0 diverged" in section  # the step above it diverged
+  above = archive["lm_shakespeare_equal"]["methods"]["xrda_target"]["tune"][-1]
+  del above["diverged"]  # trained, and worse: the choice is inside what was tried
+  assert "largest that trains" not in _transformers(archive)
   assert "xrda trails (5.00 points, spread 1.00)" in section  # the ViT, on test error
   assert "At 2:4 (seed 0): xrda 38.00% against gradual pruning's 36.00%." in section
   short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]

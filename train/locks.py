@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-
 def is_remote(workdir: str | os.PathLike) -> bool:
   """A bucket (``gs://``, ``s3://``…) rather than a local path."""
   return "://" in os.fspath(workdir)

@@ -547,7 +547,7 @@ def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
   kernel sparsities (2×, 5×, 10×, 20× on weights), seeds 1-2 at each; and xrda in head/neuron
   mode (``structure="groups"``) at 10× with xrda's tuned setting, for the heads and neurons it
   removes. Tuned at the full budget, on validation perplexity (``policy.validation_score``):
-  at most 42 runs of 2,000 steps on two cores, each 21-24 minutes on one core beside another
+  at most 40 runs of 2,000 steps on two cores, each 21-24 minutes on one core beside another
   run (xrda's tune trials), about 15 core-hours. At 2 epochs the ramps run from the first step to
   the end of the first epoch, for both methods alike. The longer budget on a GPU: ``python -m
   benchmarks.sweeps --experiment lm_shakespeare_equal --epochs 20 --workers 1``, then ``python -m
