@@ -160,6 +160,9 @@ def _finished_transformers(archive: dict[str, dict]) -> None:
   lm["gmp_erk"]["tuned"]["chosen"] = 0.0005
   lm["xrda_target"]["points"] = points(0.0)
   lm["adamw"].update(front=[row(xrda_front[0], 7.2)])
+  lm["sgd"] = dict(front=[row(xrda_front[0], 9.8)], tuned={"chosen": 0.1},
+                   tune=[dict(setting=0.05, val_perplexity=11.0), dict(setting=0.1, val_perplexity=9.8),
+                         dict(setting=0.4, diverged="Training diverged in epoch 1")])
   groups = row(xrda_front[2], 11.1, dead_groups={"heads": [3, 16], "neurons": [900, 2048]})
   lm["xrda_groups"].update(front=[groups])
   archive["lm_shakespeare_equal"]["missing"] = []
@@ -187,6 +190,15 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   section = _transformers(archive)
   assert "xrda trails (3.00, spread 0.10)" in section  # each target's seeds, on perplexity
   assert "| dense (AdamW, at pruning's rate) | | 7.20 |" in section
+  assert "| dense (SGD with momentum, tuned) | 9.80 | |" in section
+  assert "dense\nSGD: 11.00 at 0.05, 9.80 at 0.1, diverged at 0.4." in section
+  flat = section.replace("\n", " ")
+  assert "it chose 0.1), reaches 9.80, against xrda's 10.34 at 2× and dense AdamW's 7.20:" in flat
+  assert "nearer xrda's than AdamW's" in flat  # 9.80 - 7.20 > 10.34 - 9.80
+  for sgd, word in ((10.5, "no better than xrda"), (8.0, "nearer AdamW's than xrda's")):
+    archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = sgd
+    assert word in _transformers(archive).replace("\n", " ")
+  archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = 9.8
   assert "3 of 16 heads and\n900 of 2048 neurons whole" in section
   assert "what separates the two is how far each optimizer gets" in section.replace("\n", " ")
   assert "under way" not in section
@@ -217,6 +229,7 @@ def test_the_transformers_reading_renders_while_their_sweeps_are_under_way():
   lm["methods"]["gmp_erk"]["front"] = [r for r in lm["methods"]["gmp_erk"]["front"]
                                        if r["knob_value"] == 0.9]
   del lm["methods"]["gmp_erk"]["points"], lm["methods"]["adamw"]["front"]
+  lm["methods"]["sgd"] = {"tune": [], "front": []}
   lm["methods"]["xrda_groups"]["front"] = []
   lm["missing"] = ["gmp_erk/pruning_sparsity=0.5_learning_rate=0.0005_seed=0"]
   archive["vit_cifar10_equal"]["methods"] = {
@@ -225,6 +238,7 @@ def test_the_transformers_reading_renders_while_their_sweeps_are_under_way():
   assert "(the sweep is under way: gradual pruning still training)" in section
   assert "| 10× | 10.92 | 7.70 |" in section and "| 2× | 10.34 | – |" in section
   assert "dense (AdamW)" not in section and "heads and\n" not in section
+  assert "SGD" not in section
   assert "xrda trails" not in section and "At 2:4" not in section
   del lm["methods"]["xrda_target"]["front"]  # its tuning reopened (a further edge trial)
   lm["missing"].append("xrda_target/l1_sparsity=0.9_learning_rate=2.0_seed=0")

@@ -543,15 +543,17 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
 def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
   """The byte-level language model (``models.lm``) on Shakespeare: validation perplexity
   against sparsity for xrda through the sparsity target and ERK gradual pruning with AdamW
-  (GPT-2's optimizer, decay 0.1; the dense line trains once, at pruning's tuned rate), at the same
-  kernel sparsities (2×, 5×, 10×, 20× on weights), seeds 1-2 at each; and xrda in head/neuron
-  mode (``structure="groups"``) at 10× with xrda's tuned setting, for the heads and neurons it
-  removes. Tuned at the full budget, on validation perplexity (``policy.validation_score``):
-  at most 40 runs of 2,000 steps on two cores, each 21-24 minutes on one core beside another
-  run (xrda's tune trials), about 15 core-hours. At 2 epochs the ramps run from the first step to
-  the end of the first epoch, for both methods alike. The longer budget on a GPU: ``python -m
-  benchmarks.sweeps --experiment lm_shakespeare_equal --epochs 20 --workers 1``, then ``python -m
-  benchmarks.report --experiment lm_shakespeare_equal --epochs 20``."""
+  (GPT-2's optimizer, decay 0.1; the dense AdamW line trains once, at pruning's tuned rate), at
+  the same kernel sparsities (2×, 5×, 10×, 20× on weights), seeds 1-2 at each; xrda in
+  head/neuron mode (``structure="groups"``) at 10× with xrda's tuned setting, for the heads and
+  neurons it removes; and dense SGD with momentum, tuned by the same rule, to tell the distance
+  of an SGD-type update from AdamW apart from xrda's own. Tuned at the full budget, on
+  validation perplexity (``policy.validation_score``): at most 48 runs of 2,000 steps on two
+  cores, each 16-24 minutes on one core beside another run, about 17 core-hours. At 2 epochs
+  the ramps run from the first step to the end of the first epoch, for both methods alike. The
+  longer budget on a GPU: ``python -m benchmarks.sweeps --experiment lm_shakespeare_equal
+  --epochs 20 --workers 1``, then ``python -m benchmarks.report --experiment
+  lm_shakespeare_equal --epochs 20``."""
   gradual = _gradual(epochs)
   targets = equal_targets(2, 5, 10, 20)  # 0.5, 0.8, 0.9, 0.95
   # At 2 epochs xrda chose 1.0 past this grid's edge (two extra trials); a longer budget
@@ -573,6 +575,12 @@ def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
       Method("adamw", "dense AdamW", dict(ADAMW, weight_decay=0.1), None, None, (), gmp.tune,
              seeds=(), refine=False, tuned_as=gmp.id,
              note="at ERK gradual pruning's tuned rate (same optimizer and model)"),
+      # Dense SGD with momentum, tuned by the same rule: whether xrda's distance from AdamW is
+      # that of an SGD-type update or xrda's own. Its grid sits a tenth below xrda's, as the
+      # CNNs' choices did (xrda 0.5-2.0, SGD 0.05-0.1).
+      Method("sgd", "dense SGD (momentum)", SGD, None, None, (),
+             ("learning_rate", (0.05, 0.1, 0.2, 0.4)), seeds=(),
+             note="tuned as xrda and pruning are, no sparsity"),
   )
   return Experiment(
       "lm_shakespeare_equal" + ("" if epochs == 2 else f"_{epochs}ep"),
