@@ -270,6 +270,8 @@ def _tuned(tuned: dict[str, Any]) -> str:
   if tuned.get("as"):
     return f"as {tuned['as']}" + ("" if chosen is None else f": {_setting(key, chosen)}")
   values = ", ".join(_value(v) for v in tuned["values"])
+  if chosen is None:  # its tuning has not finished (or begun)
+    return f"{_setting(key, '–')} (of [{values}], not chosen yet)"
   return f"{_setting(key, chosen)} (of [{values}]{_edge(tuned)})"
 
 

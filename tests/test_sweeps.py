@@ -1253,3 +1253,11 @@ def test_a_language_model_is_compared_by_perplexity_and_kept_out_of_the_error_he
   for p in (methods["xrda_target"]["points"][0], methods["gmp_erk"]["points"][0]):
     p["test_perplexity_mean"] = None  # an image model: by test error, into the headline
   assert comparison.metric(methods) == "test_error" and "trails" in report.equal_headline([summary])
+
+
+def test_a_tuning_under_way_names_no_setting():
+  tuned = {"key": "learning_rate", "chosen": None, "values": [0.05, 0.1]}
+  assert report._tuned(tuned) == (  # pylint: disable=protected-access
+      "learning_rate = – (of [0.05, 0.1], not chosen yet)")
+  assert report._tuned(dict(tuned, chosen=0.1)) == (  # pylint: disable=protected-access
+      "learning_rate = 0.1 (of [0.05, 0.1]; on the edge)")
