@@ -33,6 +33,14 @@ def _finish(experiment, trial, val, test, compression, epoch=2, **extra):
   path.write_text(json.dumps(dict(record, epoch=1)) + "\n" + json.dumps(record) + "\n")
 
 
+@pytest.fixture(autouse=True)
+def sources_nobody_edits(tmp_path_factory, monkeypatch):
+  """The runner's sources, as the runner watches them (a worker restarts when they change),
+  are an empty folder here: an edit to benchmarks/sweeps/ while the tests run is not one."""
+  monkeypatch.setattr(sweeps.engine, "SOURCES", tmp_path_factory.mktemp("sources"))
+  monkeypatch.setattr(sweeps.engine, "IMPORTED", sweeps.engine.sources_fingerprint())
+
+
 @pytest.fixture
 def experiment(tmp_path, monkeypatch):
   monkeypatch.setattr(sweeps.outcomes, "RUNS", tmp_path / "runs")
