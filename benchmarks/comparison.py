@@ -50,6 +50,31 @@ def versus(methods: dict[str, Any], a: str, b: str, key: str = "test_error"
           if (found := verdict(pa, pb, key)) is not None]
 
 
+# A published "115×" is the paper's 114.92×: a seeded target this near counts as its point.
+PUBLISHED_TOLERANCE = 1.05
+
+
+def against_published(methods: dict[str, Any], published: list[dict[str, Any]]
+                      ) -> list[tuple[dict, str, dict, tuple]]:
+  """Per published sparse point and per method with two seeds or more at a target within
+  ``PUBLISHED_TOLERANCE`` of its compression counted on weights (as the papers count it), in
+  the published points' order: (published point, method id, its seeded point, verdict against
+  the published error). A published figure has no spread: a gap is one beyond the seeds' std."""
+  found = []
+  for pub in published:
+    if pub["compression"] <= 1:  # a dense point is no target
+      continue
+    for key, entry in methods.items():
+      for point in entry.get("points", []):
+        c = point.get("compression_weights_mean")
+        if c is None or abs(math.log(c / pub["compression"])) >= math.log(PUBLISHED_TOLERANCE):
+          continue
+        word = verdict(point, {"test_error_mean": pub["error"], "test_error_std": 0.0})
+        if word is not None:
+          found.append((pub, key, point, word))
+  return found
+
+
 # A front point with over this many times its front's best error failed (e.g. 69% where the
 # front's best is 1.3%): a straight line to it is no trade-off to read a published point on.
 FAILED_FACTOR = 10.0

@@ -148,6 +148,23 @@ def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
           for value, pa, pb, (gap, spread, word) in comparison.versus(methods, a, b, metric)]
 
 
+def at_published(summary: Node, *keys: str) -> list[dict[str, Any]]:
+  """Per published point that is one of the targets (comparison.against_published: on weights,
+  as its paper counts it), by compression: its method, compression, error and source,
+  and ``rows``, the seeded ``keys`` there in the order given, each with its test error mean,
+  std, difference from the published error and the word for it ("leads": lower beyond the
+  seeds' std)."""
+  found: dict[int, dict[str, Any]] = {}
+  published = _raw(summary.published)
+  for pub, key, point, (gap, _, word) in comparison.against_published(
+      {k: _raw(summary.methods[k]) for k in keys}, published):
+    entry = found.setdefault(published.index(pub), dict(pub, rows={}))
+    entry["rows"][key] = {"a": point["test_error_mean"], "a_std": point["test_error_std"],
+                          "gap": gap, "word": word}
+  return [dict(entry, rows=[dict(entry["rows"][k], key=k) for k in keys if k in entry["rows"]])
+          for _, entry in sorted(found.items(), key=lambda item: item[1]["compression"])]
+
+
 _TRIALS: dict[str, dict] = {}  # <experiment>.trials.json, read once per render
 
 
@@ -350,7 +367,8 @@ def environment() -> jinja2.Environment:
   env.globals.update(front=front, at=at, published=published, record=record, config=config,
                      seeds=seeds, kernels=kernels, others=others, kept=kept,
                      rda_threshold=rda_threshold, share=share, density=density, better=better,
-                     worse=worse, unarchived=unarchived, paper=paper, versus=versus)
+                     worse=worse, unarchived=unarchived, paper=paper, versus=versus,
+                     at_published=at_published)
   return env
 
 

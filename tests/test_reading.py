@@ -245,3 +245,29 @@ def test_the_transformers_reading_renders_while_their_sweeps_are_under_way():
   section = _transformers(archive)
   assert "| 10× | – | 7.70 |" in section and "moves by" not in section
   assert "xrda and gradual pruning still training" in section
+
+
+def test_lenet5_at_equal_sparsity_reads_the_seeds_against_pruning_and_the_published_points():
+  # LeNet-5's seeds land over several sessions: once both have them, its paragraph gives the
+  # verdicts and each published point met at its own compression on weights.
+  archive = _archive()
+  methods = archive["lenet5_mnist"]["methods"]
+  assert "under way" in reading.render(archive=archive).split("On LeNet-5 (")[1][:400]
+
+  def point(value, compression, mean, std):
+    return dict(knob_value=value, seeds=[1, 2, 3], test_error_mean=mean, test_error_std=std,
+                compression_weights_mean=compression)
+
+  targets = ((0.9, 10.0), (0.99099, 111.0), (0.99565, 230.0), (0.99643, 280.0))
+  methods["xrda_target"]["points"] = [point(v, c, 0.8 + i / 10, 0.05)
+                                      for i, (v, c) in enumerate(targets)]
+  methods["gmp_erk"]["points"] = [point(v, c, 0.9, 0.05) for v, c in targets]
+  text = reading.render(archive=archive)
+  paragraph = text.split("On LeNet-5 (")[1].split("## Transformers")[0]
+  assert "under way" not in paragraph
+  assert "- 10× on weights: 0.80 ± 0.05% against\n  0.90 ± 0.05%, xrda within the spread" \
+         in paragraph
+  assert "- 111×, DNS's 0.91%, Fedorov & Rao (2018), table 1: xrda\n  0.90 ± 0.05%, level " \
+         "with it (-0.01); ERK gradual pruning\n  0.90 ± 0.05%, level with it (-0.01)." in paragraph
+  assert "- 280×, Sparse VD's 0.75%" in paragraph and "1.10 ± 0.05%, above it (0.35)" in paragraph
+  assert "78.1×" not in paragraph  # re-weighted l1's point is no target

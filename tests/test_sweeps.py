@@ -1269,3 +1269,27 @@ def test_a_tuning_under_way_names_no_setting():
       "learning_rate = – (of [0.05, 0.1], not chosen yet)")
   assert report._tuned(dict(tuned, chosen=0.1)) == (  # pylint: disable=protected-access
       "learning_rate = 0.1 (of [0.05, 0.1]; on the edge)")
+
+
+def test_seeded_targets_meet_the_published_points_of_their_compression_on_weights():
+  def point(compression, mean, std):
+    return dict(knob_value=1 - 1 / compression, seeds=[1, 2, 3], test_error_mean=mean,
+                test_error_std=std, compression_weights_mean=compression)
+
+  methods = {"x": {"points": [point(10.0, 1.3, 0.1), point(50.0, 1.5, 0.1)]},
+             "g": {"points": [point(50.0, 1.7, 0.02)]},
+             "w": {"points": [point(50.0, 1.6, 0.1)]},
+             "one_seed": {"points": [point(50.0, 1.0, None)]}}
+  published = [{"method": "dense", "error": 1.4, "compression": 1.0, "source": "s"},
+               {"method": "Han", "error": 1.59, "compression": 12.0, "source": "s"},  # 10×: no
+               {"method": "LOBSTER", "error": 1.65, "compression": 50.04, "source": "s"}]
+  found = comparison.against_published(methods, published)
+  assert [(pub["method"], key, word[2]) for pub, key, _, word in found] == [
+      ("LOBSTER", "x", "leads"), ("LOBSTER", "g", "trails"), ("LOBSTER", "w", "within the spread")]
+  gap, spread, _ = found[0][3]
+  assert math.isclose(gap, 1.5 - 1.65) and spread == 0.1  # the published point has no spread
+  summary = {"methods": {k: dict(v, label=k.upper()) for k, v in methods.items()},
+             "published": published}
+  table = report._seeded_at_published(summary)  # pylint: disable=protected-access
+  assert "| LOBSTER 50.04× @1.65% | s | X | 1, 2, 3 | 1.50 ± 0.10 | -0.15 | leads |" in table
+  assert report._seeded_at_published(dict(summary, published=published[:2])) == []  # pylint: disable=protected-access
