@@ -267,7 +267,8 @@ def test_lenet5_at_equal_sparsity_reads_the_seeds_against_pruning_and_the_publis
   assert "under way" not in paragraph
   assert "- 10× on weights: 0.80 ± 0.05% against\n  0.90 ± 0.05%, xrda within the spread" \
          in paragraph
-  assert "- 111×, DNS's 0.91%, Fedorov & Rao (2018), table 1: xrda\n  0.90 ± 0.05%, level " \
+  assert "- 111×, DNS's 0.91%, Fedorov & Rao (2018), table 1 (Guo et al. (2016) report " \
+         "108×): xrda\n  0.90 ± 0.05%, level " \
          "with it (-0.01); ERK gradual pruning\n  0.90 ± 0.05%, level with it (-0.01)." in paragraph
   assert "- 280×, Sparse VD's 0.75%" in paragraph and "1.10 ± 0.05%, above it (0.35)" in paragraph
   assert "78.1×" not in paragraph  # re-weighted l1's point is no target
