@@ -57,11 +57,11 @@ PUBLISHED_TOLERANCE = 1.05
 def against_published(methods: dict[str, Any], published: list[dict[str, Any]]
                       ) -> list[tuple[dict, str, dict, tuple]]:
   """Per published sparse point and per method with two seeds or more at a target within
-  ``PUBLISHED_TOLERANCE`` of its compression counted on weights (as the papers count it), in
-  the published points' order: (published point, method id, its seeded point, verdict against
+  ``PUBLISHED_TOLERANCE`` of its compression counted on weights (as the papers count it), by
+  compression: (published point, method id, its seeded point, verdict against
   the published error). A published figure has no spread: a gap is one beyond the seeds' std."""
   found = []
-  for pub in published:
+  for pub in sorted(published, key=lambda p: p["compression"]):
     if pub["compression"] <= 1:  # a dense point is no target
       continue
     for key, entry in methods.items():

@@ -142,6 +142,7 @@ def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
   methods = {key: _raw(summary.methods[key]) for key in (a, b)}
   metric = comparison.metric(methods)
   return [{"value": value, "compression_weights": pa["compression_weights_mean"],
+           "seeds": sorted({*pa["seeds"], *pb["seeds"]}),
            "metric": metric, "a": pa[f"{metric}_mean"], "a_std": pa[f"{metric}_std"],
            "b": pb[f"{metric}_mean"], "b_std": pb[f"{metric}_std"],
            "gap": gap, "spread": spread, "word": word}
@@ -306,6 +307,22 @@ def _sig(n: float, digits: int, zeros: bool = False) -> str:
   return f"{round(n, decimals):g}"
 
 
+def signed(v: Any, digits: int = 2) -> str:
+  """A difference with its sign: "+0.03", "-0.13", "0.00"."""
+  text = d(v, digits)
+  return text if text.startswith("-") or float(text) == 0 else "+" + text
+
+
+def seed_span(verdicts: list[dict[str, Any]]) -> str:
+  """The seeds behind ``versus``'s verdicts: "1-3" where consecutive, else "1, 3"."""
+  found = sorted({s for v in verdicts for s in v["seeds"]})
+  if len(found) > 2 and found == list(range(found[0], found[-1] + 1)):
+    return f"{found[0]}-{found[-1]}"
+  if len(found) == 2 and found[1] == found[0] + 1:
+    return f"{found[0]}-{found[1]}"
+  return ", ".join(map(str, found))
+
+
 def g(v: Any, digits: int = 3) -> str:
   """``digits`` significant digits, trailing zeros dropped: 9.9, 313."""
   return _sig(_number(v), digits)
@@ -362,7 +379,7 @@ def summaries() -> dict[str, Node]:
 def environment() -> jinja2.Environment:
   env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                            trim_blocks=True, lstrip_blocks=True, autoescape=False)
-  env.filters.update(d=d, g=g, x=x, pct=pct, target=target, about=about, sci=sci, of=of,
+  env.filters.update(d=d, signed=signed, seed_span=seed_span, g=g, x=x, pct=pct, target=target, about=about, sci=sci, of=of,
                      count=count, trained=trained)
   env.globals.update(front=front, at=at, published=published, record=record, config=config,
                      seeds=seeds, kernels=kernels, others=others, kept=kept,

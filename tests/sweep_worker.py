@@ -2,6 +2,7 @@
 STORAGE`` runs the toy experiment below on STORAGE with tests/sweep_trainer.py as the trainer."""
 
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,10 @@ def experiment() -> sweeps.Experiment:
 
 
 def main(runs: str, archive: str, storage: str) -> None:
+  # The sources it watches (a worker restarts when they change): an empty folder, so that an
+  # edit to benchmarks/sweeps/ while the tests run is not one.
+  sweeps.engine.SOURCES = Path(tempfile.mkdtemp(prefix="sweep-sources-"))
+  sweeps.engine.IMPORTED = sweeps.engine.sources_fingerprint()
   sweeps.outcomes.RUNS = Path(runs)
   sweeps.outcomes.ARCHIVE = Path(archive)
   sweeps.engine.TRAINER = [str(REPO / "tests" / "sweep_trainer.py")]

@@ -1293,3 +1293,7 @@ def test_seeded_targets_meet_the_published_points_of_their_compression_on_weight
   table = report._seeded_at_published(summary)  # pylint: disable=protected-access
   assert "| LOBSTER 50.04× @1.65% | s | X | 1, 2, 3 | 1.50 ± 0.10 | -0.15 | leads |" in table
   assert report._seeded_at_published(dict(summary, published=published[:2])) == []  # pylint: disable=protected-access
+  # Within 5% of the published compression (a paper's 114.92× is its 115×), not beyond.
+  for compression, met in ((52.5, True), (52.6, False), (47.7, True), (47.6, False)):
+    near = {"x": {"points": [point(compression, 1.5, 0.1)]}}
+    assert bool(comparison.against_published(near, published)) == met, compression
