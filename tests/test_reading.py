@@ -221,7 +221,7 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "xrda trails (5.00 points, spread 1.00)" in section  # the ViT, on test error
   assert "At 2:4 (seed 0): xrda 38.00% against gradual pruning's 36.00%." in section
   short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
-  assert "xrda trails at every target on test perplexity" in short
+  assert "xrda trails at 2×, 5.03×, 10× and 20.1× on test perplexity" in short
   assert "xrda trails against ERK\ngradual pruning with AdamW (40.00 ± 0.50% against" in short
 
   # Pruning's own perplexity climbing with sparsity past the gap: no claim that only the
