@@ -505,8 +505,8 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
   with their tuned settings, seed 0. xrda's rates (0.5, 1.0) reach the 1.0 that ResNet-20 and the
   LM chose beyond their grids (the refining and edge trials go further). The budget is
   what two cores afford: 16 tuning trials of 2 epochs at most and 8 runs of 10, about 112 ViT
-  epochs (an epoch about a third of ResNet-20's
-  on the CPU). The full budget on a GPU: ``python -m benchmarks.sweeps --experiment
+  epochs (277 s an epoch on one core beside another run, its first tune trial: some 8-9
+  core-hours). The full budget on a GPU: ``python -m benchmarks.sweeps --experiment
   vit_cifar10_equal --epochs 100 --workers 1``, then ``python -m benchmarks.report --experiment
   vit_cifar10_equal --epochs 100``."""
   gradual = _gradual(epochs)
