@@ -155,15 +155,14 @@ def at_published(summary: Node, *keys: str) -> list[dict[str, Any]]:
   and ``rows``, the seeded ``keys`` there in the order given, each with its test error mean,
   std, difference from the published error and the word for it ("leads": lower beyond the
   seeds' std)."""
-  found: dict[int, dict[str, Any]] = {}
-  published = _raw(summary.published)
+  found: dict[int, dict[str, Any]] = {}  # by the published point, in against_published's order
   for pub, key, point, (gap, _, word) in comparison.against_published(
-      {k: _raw(summary.methods[k]) for k in keys}, published):
-    entry = found.setdefault(published.index(pub), dict(pub, rows={}))
+      {k: _raw(summary.methods[k]) for k in keys}, _raw(summary.published)):
+    entry = found.setdefault(id(pub), dict(pub, rows={}))
     entry["rows"][key] = {"a": point["test_error_mean"], "a_std": point["test_error_std"],
                           "gap": gap, "word": word}
   return [dict(entry, rows=[dict(entry["rows"][k], key=k) for k in keys if k in entry["rows"]])
-          for _, entry in sorted(found.items(), key=lambda item: item[1]["compression"])]
+          for entry in found.values()]
 
 
 _TRIALS: dict[str, dict] = {}  # <experiment>.trials.json, read once per render
@@ -316,10 +315,8 @@ def signed(v: Any, digits: int = 2) -> str:
 def seed_span(verdicts: list[dict[str, Any]]) -> str:
   """The seeds behind ``versus``'s verdicts: "1-3" where consecutive, else "1, 3"."""
   found = sorted({s for v in verdicts for s in v["seeds"]})
-  if len(found) > 2 and found == list(range(found[0], found[-1] + 1)):
+  if len(found) > 1 and found == list(range(found[0], found[-1] + 1)):
     return f"{found[0]}-{found[-1]}"
-  if len(found) == 2 and found[1] == found[0] + 1:
-    return f"{found[0]}-{found[1]}"
   return ", ".join(map(str, found))
 
 
@@ -379,8 +376,8 @@ def summaries() -> dict[str, Node]:
 def environment() -> jinja2.Environment:
   env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                            trim_blocks=True, lstrip_blocks=True, autoescape=False)
-  env.filters.update(d=d, signed=signed, seed_span=seed_span, g=g, x=x, pct=pct, target=target, about=about, sci=sci, of=of,
-                     count=count, trained=trained)
+  env.filters.update(d=d, signed=signed, seed_span=seed_span, g=g, x=x, pct=pct, target=target,
+                     about=about, sci=sci, of=of, count=count, trained=trained)
   env.globals.update(front=front, at=at, published=published, record=record, config=config,
                      seeds=seeds, kernels=kernels, others=others, kept=kept,
                      rda_threshold=rda_threshold, share=share, density=density, better=better,
