@@ -49,7 +49,8 @@ LOWEST := .venv-lowest
 LIBRARY_TESTS := sparse_optax tests/test_math.py tests/test_optimizers_common.py \
   tests/test_optax_compat.py tests/test_errors.py tests/test_edge_cases.py tests/test_layouts.py \
   tests/test_compact.py tests/test_baselines.py tests/test_compressed_sensing.py \
-  tests/test_metrics_and_masking.py tests/test_dynamic_sparse.py
+  tests/test_metrics_and_masking.py tests/test_dynamic_sparse.py tests/test_target.py \
+  tests/test_nm.py tests/test_groups.py
 test-lowest:
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install -q $$($(PYTHON) .ci/lowest_requirements.py) pytest pytest-xdist
