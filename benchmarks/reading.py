@@ -383,6 +383,7 @@ def environment() -> jinja2.Environment:
                      rda_threshold=rda_threshold, share=share, density=density, better=better,
                      worse=worse, unarchived=unarchived, paper=paper, versus=versus,
                      at_published=at_published)
+  env.tests["finite"] = lambda v: math.isfinite(_number(v))  # a loss that overflowed
   return env
 
 

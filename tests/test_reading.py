@@ -167,6 +167,7 @@ def _finished_transformers(archive: dict[str, dict]) -> None:
   lm["adamw"].update(front=[row(xrda_front[0], 7.2)])
   lm["sgd"] = dict(front=[row(xrda_front[0], 9.8)], tuned={"chosen": 0.1},
                    tune=[dict(setting=0.05, val_perplexity=11.0), dict(setting=0.1, val_perplexity=9.8),
+                         dict(setting=0.2, val_perplexity=float("inf")),  # loss overflowed
                          dict(setting=0.4, diverged="Training diverged in epoch 1")])
   groups = row(xrda_front[2], 11.1, dead_groups={"heads": [3, 16], "neurons": [900, 2048]})
   lm["xrda_groups"].update(front=[groups])
@@ -196,7 +197,7 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "xrda trails (3.00, spread 0.10)" in section  # each target's seeds, on perplexity
   assert "| dense (AdamW, at pruning's rate) | | 7.20 |" in section
   assert "| dense (SGD with momentum, tuned) | 9.80 | |" in section
-  assert "dense\nSGD: 11.00 at 0.05, 9.80 at 0.1, diverged at 0.4." in section
+  assert "dense\nSGD: 11.00 at 0.05, 9.80 at 0.1, diverged at 0.2, diverged at 0.4." in section
   flat = section.replace("\n", " ")
   assert "(it chose 0.1), reaches 9.80 (seed 0, as the two below), against xrda's 10.34 at 2× " \
          "and dense AdamW's 7.20." in flat
