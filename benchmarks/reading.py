@@ -13,6 +13,9 @@ variable named by its id:
     {{ front(lenet5_mnist.methods.gmp_erk, 0.99).compression | x }}
     {{ worse(at(x5, 111, "compression_weights"), 0.91) | d(2) }}
 
+Export reports that `python -m train.export` wrote and the archive keeps
+(benchmarks/results/export_<name>_report.json) are ``exports["<name>"]``.
+
 A key, method or experiment the archive lacks raises ReadingError naming it and the template's
 line; so does a `better`/`worse` whose direction the archive
 contradicts, since the word around it would then be wrong. Figures the archive does not hold
@@ -373,6 +376,13 @@ def summaries() -> dict[str, Node]:
   return {p.stem: Node(json.loads(p.read_text()), p.stem) for p in paths}
 
 
+def exports() -> dict[str, Node]:
+  """Every archived export report (export_<name>_report.json), by name."""
+  return {p.stem.removeprefix("export_").removesuffix("_report"): Node(json.loads(p.read_text()),
+                                                                        p.name)
+          for p in sorted(RESULTS.glob("export_*_report.json"))}
+
+
 def environment() -> jinja2.Environment:
   env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                            trim_blocks=True, lstrip_blocks=True, autoescape=False)
@@ -394,7 +404,7 @@ def render(template: str | None = None, archive: dict[str, dict] | None = None) 
   text = TEMPLATE.read_text() if template is None else template
   found = summaries() if archive is None else {k: Node(v, k) for k, v in archive.items()}
   try:
-    return HEADER + environment().from_string(text).render(**found)
+    return HEADER + environment().from_string(text).render(exports=exports(), **found)
   except (ReadingError, jinja2.UndefinedError) as e:  # say where in the template
     lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == "<template>"]
     where = TEMPLATE.name if template is None else "template"

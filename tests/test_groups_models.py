@@ -250,6 +250,7 @@ def test_the_loop_trains_heads_and_neurons_as_groups_and_logs_the_dead_ones(tmp_
   assert report["flipped_predictions"] == 0 and report["max_abs_logit_difference"] < 1e-4
   assert report["test_accuracy"] == pytest.approx(record["test_accuracy"], abs=1e-6)
   assert report["params"] < report["params_dense"]
+  assert [(h["before"], h["after"]) for h in report["heads"]] == [(heads, 1)] * blocks
 
 
 def test_groups_need_a_model_that_declares_them():

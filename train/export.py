@@ -8,8 +8,8 @@ and its config (``train.run_folder``), makes the model compact and writes ``DIR/
   and CUDA (``--platforms``);
 * ``weights.npz``: its weights in argument order, BCOO layers as their data and indices;
 * ``report.json``: parameters, non-zeros, bytes in memory and on disk, FLOPs and latency
-  dense against compact, and the test accuracy re-measured from the artifact
-  (``train.export_report`` measures them).
+  dense against compact, the test accuracy re-measured from the artifact
+  (``train.export_report`` measures them), and the attention heads that thinning removed.
 
 Loading needs only jax and numpy, no flax and none of this repository: see :func:`load`.
 
@@ -240,6 +240,9 @@ def export(workdir: str | os.PathLike, format: str = "auto", *,  # pylint: disab
       "model": config["model"],
       "dataset": config["dataset"],
       "checkpoint_step": step,
+      # Attention layers' heads before and after, where the export thinned them.
+      "heads": [{"name": a.name, "before": a.heads_before, "after": a.heads_after}
+                for a in thinning.heads] if format in ("thin", "auto") else [],
       "platforms": list(platforms),
       "artifact_bytes": sum(files.values()),
       "artifact_files": files,
