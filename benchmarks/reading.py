@@ -152,6 +152,23 @@ def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
           for value, pa, pb, (gap, spread, word) in comparison.versus(methods, a, b, metric)]
 
 
+def update_distance(summary: Node, sparse: str, dense: str, baseline: str) -> dict[str, Any] | None:
+  """Where dense SGD (``dense``) lies between ``sparse``'s first target and a dense ``baseline``
+  (AdamW), seed 0, on test perplexity: ``s``, ``x``, ``a`` and ``case``: "further" (SGD no
+  better than xrda: xrda's distance is its kind of update's), "reaches" (SGD at AdamW: the
+  distance is xrda's own), "sgd" or "own" (nearer xrda or nearer AdamW), None where AdamW is not
+  ahead of xrda. None until all three are archived."""
+  methods = _raw(summary.methods)
+  firsts = [(methods.get(k) or {}).get("front") or [] for k in (dense, sparse, baseline)]
+  if not all(firsts):
+    return None
+  s, x, a = (f[0]["test_perplexity"] for f in firsts)
+  case = (None if a >= x else "further" if s >= x else "reaches" if s <= a
+          else "sgd" if s - a > x - s else "own")
+  return {"s": s, "x": x, "a": a, "case": case, "chosen": methods[dense]["tuned"]["chosen"],
+          "compression_weights": firsts[1][0]["compression_weights"]}
+
+
 def at_published(summary: Node, *keys: str) -> list[dict[str, Any]]:
   """Per published point that is one of the targets (comparison.against_published: on weights,
   as its paper counts it), by compression: its method, compression, error and source,
@@ -392,7 +409,7 @@ def environment() -> jinja2.Environment:
                      seeds=seeds, kernels=kernels, others=others, kept=kept,
                      rda_threshold=rda_threshold, share=share, density=density, better=better,
                      worse=worse, unarchived=unarchived, paper=paper, versus=versus,
-                     at_published=at_published)
+                     at_published=at_published, update_distance=update_distance)
   env.tests["finite"] = lambda v: math.isfinite(_number(v))  # a loss that overflowed
   return env
 

@@ -202,14 +202,24 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "(it chose 0.1), reaches 9.80 (seed 0, as the two below), against xrda's 10.34 at 2× " \
          "and dense AdamW's 7.20." in flat
   assert "It lies nearer xrda than AdamW" in flat  # 9.80 - 7.20 > 10.34 - 9.80
-  for sgd, word in ((10.5, "goes no further than xrda"), (8.0, "It lies nearer AdamW than xrda"),
-                    (7.0, "An SGD-type update reaches AdamW here")):
+  short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
+  assert "reaches 9.80 there (seed 0; dense AdamW 7.20, xrda at 2× 10.34): most of xrda's " \
+         "distance is an SGD-type update's" in short.replace("\n", " ")
+  for sgd, word, in_short in (
+      (10.5, "goes no further than xrda", "all of xrda's distance is an SGD-type update's"),
+      (8.0, "It lies nearer AdamW than xrda", None),
+      (7.0, "An SGD-type update reaches AdamW here", None)):
     archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = sgd
     assert word in _transformers(archive).replace("\n", " ")
+    short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
+    flat = short.replace("\n", " ")
+    assert (in_short in flat) if in_short else "SGD-type" not in flat, (sgd, flat)
   # AdamW behind xrda: no sentence on where the distance comes from.
   archive["lm_shakespeare_equal"]["methods"]["adamw"]["front"][0]["test_perplexity"] = 12.0
   flat = _transformers(archive).replace("\n", " ")
   assert "dense AdamW's 12.00." in flat and "distance" not in flat and "It lies" not in flat
+  assert "SGD-type" not in reading.render(archive=archive).split("## In short")[1].split(
+      "## At equal")[0]
   archive["lm_shakespeare_equal"]["methods"]["adamw"]["front"][0]["test_perplexity"] = 7.2
   archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = 9.8
   assert "3 of 16 heads and\n900 of 2048 neurons whole" in section
