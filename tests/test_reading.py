@@ -41,10 +41,21 @@ def test_check_exits_1_when_stale(tmp_path, monkeypatch):
     # A value the archive holds as None (dense SGD counted on weights) is no figure either.
     ("{{ lenet300100_mnist.methods.sgd.reference.compression_weights_mean }}",
      "compression_weights_mean"),
+    ("{{ exports.lenet5.no_such_key }}", "export_lenet5_report.json.no_such_key"),
 ])
 def test_a_placeholder_the_archive_cannot_answer_names_itself(placeholder, named):
   with pytest.raises((reading.ReadingError, jinja2.UndefinedError), match=re.escape(named)):
     reading.render(placeholder)
+
+
+def test_the_archived_lm_export_is_the_archived_head_neuron_run():
+  """The reading cites the LM export as that of the archived head/neuron run (retrained by its
+  command): the heads it removes and its test accuracy are that run's."""
+  report = reading.exports()["lm_groups"]
+  row = reading.summaries()["lm_shakespeare_equal"].methods.xrda_groups.front[0]
+  assert sum(h.before - h.after for h in report.heads) == row.dead_groups.heads[0]
+  assert 100 * (1 - report.test_accuracy) == pytest.approx(row.test_error, abs=1e-3)
+  assert report.flipped_predictions == 0 and report.params < report.params_dense
 
 
 def test_a_gap_whose_direction_the_archive_contradicts_raises():
