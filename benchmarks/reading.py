@@ -157,7 +157,8 @@ def update_distance(summary: Node, sparse: str, dense: str, baseline: str) -> di
   (AdamW), seed 0, on test perplexity: ``s``, ``x``, ``a`` and ``case``: "further" (SGD no
   better than xrda: xrda's distance is its kind of update's), "reaches" (SGD at AdamW: the
   distance is xrda's own), "sgd" or "own" (nearer xrda or nearer AdamW), None where AdamW is not
-  ahead of xrda. None until all three are archived."""
+  ahead of xrda; ``chosen``, dense's tuned rate, and ``compression_weights``, the target's. None
+  until all three are archived."""
   methods = _raw(summary.methods)
   firsts = [(methods.get(k) or {}).get("front") or [] for k in (dense, sparse, baseline)]
   if not all(firsts):
@@ -165,7 +166,7 @@ def update_distance(summary: Node, sparse: str, dense: str, baseline: str) -> di
   s, x, a = (f[0]["test_perplexity"] for f in firsts)
   case = (None if a >= x else "further" if s >= x else "reaches" if s <= a
           else "sgd" if s - a > x - s else "own")
-  return {"s": s, "x": x, "a": a, "case": case, "chosen": methods[dense]["tuned"]["chosen"],
+  return {"s": s, "x": x, "a": a, "case": case, "chosen": summary.methods[dense].tuned.chosen,
           "compression_weights": firsts[1][0]["compression_weights"]}
 
 

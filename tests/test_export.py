@@ -33,7 +33,7 @@ INPUT_SHAPE = (28, 28, 1)  # MNIST for every family: tiny data, and VGG/ResNet t
 FAMILIES = ("lenet300100_tiny", "lenet5_tiny", "vgg_tiny", "resnet_tiny")
 LOGGED_ACCURACY = 0.125  # written to metrics.jsonl for the checkpoint's step
 LENET5_RIGHT = 12  # test examples labelled with lenet5_tiny's prediction
-# The formats of any run; "nm", for runs with config.nm_pattern, is tested in tests/test_nm.py.
+# The formats of any run; "nm", for runs with config.nm_pattern, is tested in tests/test_nm_loop.py.
 FORMATS = tuple(fmt for fmt in export.FORMATS if fmt != "nm")
 
 

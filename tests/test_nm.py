@@ -121,6 +121,16 @@ def test_zero_threshold_keeps_the_n_largest_magnitudes():
                                 [[0.0, 5.0], [-3.0, 0.0], [0.0, -2.0], [3.0, 0.0]])
 
 
+def test_xrda_kernel_layout_places_the_groups_of_an_oihw_conv():
+  params = {"k": jax.random.normal(jax.random.key(7), (4, 8, 3, 3))}  # OIHW: groups along I
+  for kw in (dict(structure="channel"), dict(weights=so.uniform_l1_weights())):
+    tx = so.xrda(0.1, 0.5, l1=0.0, momentum_timescale=1.0, pattern="2:4", kernel_layout="OIHW",
+                 **kw)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    k = np.asarray(optax.apply_updates(params, updates)["k"])
+    np.testing.assert_array_equal(k != 0, np_keep(np.abs(np.asarray(params["k"])), 2, 4, (1,)))
+
+
 # ---------------------------------------------------------------------------------------------
 # The pattern after every step.
 
@@ -416,15 +426,6 @@ def test_violations_report_each_leaf_and_its_bad_groups():
   assert so.nm_violations(params, "2:4", axes={"w": None, "k": None, "ok": 1, "b": None}) == {}
 
 
-
-def test_xrda_kernel_layout_places_the_groups_of_an_oihw_conv():
-  params = {"k": jax.random.normal(jax.random.key(7), (4, 8, 3, 3))}  # OIHW: groups along I
-  for kw in (dict(structure="channel"), dict(weights=so.uniform_l1_weights())):
-    tx = so.xrda(0.1, 0.5, l1=0.0, momentum_timescale=1.0, pattern="2:4", kernel_layout="OIHW",
-                 **kw)
-    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-    k = np.asarray(optax.apply_updates(params, updates)["k"])
-    np.testing.assert_array_equal(k != 0, np_keep(np.abs(np.asarray(params["k"])), 2, 4, (1,)))
 
 # ---------------------------------------------------------------------------------------------
 # Bad inputs.

@@ -215,9 +215,10 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "It lies nearer xrda than AdamW" in flat  # 9.80 - 7.20 > 10.34 - 9.80
   short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
   assert "reaches 9.80 there (seed 0; dense AdamW 7.20, xrda at 2× 10.34): most of xrda's " \
-         "distance is an SGD-type update's" in short.replace("\n", " ")
+         "distance from dense AdamW is an SGD-type update's rather than" in short.replace("\n", " ")
   for sgd, word, in_short in (
-      (10.5, "goes no further than xrda", "all of xrda's distance is an SGD-type update's"),
+      (10.5, "goes no further than xrda",
+       "all of xrda's distance from dense AdamW is an SGD-type update's, not the sparsity's"),
       (8.0, "It lies nearer AdamW than xrda", None),
       (7.0, "An SGD-type update reaches AdamW here", None)):
     archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = sgd
