@@ -20,6 +20,7 @@ import sparse_optax as so
 from tests import numpy_reference as ref
 from tests.test_math import _f32
 from tests.test_math import run_steps as _run
+from tests.test_optimizers_common import _train
 
 REPO = Path(__file__).resolve().parents[1]
 D, H, HD, HIDDEN = 3, 2, 2, 4  # model width, heads, head dim, MLP hidden width
@@ -258,15 +259,7 @@ def test_whole_heads_and_neurons_die():
   n = 150
   tx = so.xrda(so.cosine_decay(0.1, n), so.cosine_averaging(n), 2e-2, momentum_timescale=2.0,
                maximum_factor=200.0, structure=_structure)
-  params, state = theta0, tx.init(theta0)
-
-  @jax.jit
-  def step(p, s):
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
-
-  for _ in range(n):
-    params, state = step(params, state)
+  params, _ = _train(tx, theta0, loss, n)
   out = so.group_sparsity(params, _structure)
   assert int(out["sets"]["attn/heads"]["zero_groups"]) == 1
   assert int(out["sets"]["mlp/neurons"]["zero_groups"]) == 2

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 import sparse_optax as so
+from tests.test_optimizers_common import _train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,15 +188,7 @@ def test_registered_transformers_thin_what_xrda_kills(name, shape):
   n = 40
   tx = so.xrda(so.cosine_decay(0.2, n), so.cosine_averaging(n), 0.01, momentum_timescale=2.0,
                structure=structure, mask=model.penalty_mask)
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(p, s):
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return optax.apply_updates(p, u), s
-
-  for _ in range(n):
-    params, opt_state = step(params, opt_state)
+  params, _ = _train(tx, params, loss, n)
   dead = so.group_sparsity(params, structure, mask=model.penalty_mask)
   dead = {k: int(v["zero_groups"]) for k, v in dead["sets"].items()}
   assert sum(dead.values()) > 0, dead
