@@ -199,6 +199,10 @@ def _transformers(archive: dict[str, dict]) -> str:
   return text.split("## Transformers")[1].split("## At the papers")[0]
 
 
+def _in_short(archive: dict[str, dict]) -> str:
+  return reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
+
+
 def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   # The runs land over several sessions: the template must render at every stage, the last
   # included, and then say what the archive says.
@@ -213,7 +217,7 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "(it chose 0.1), reaches 9.80 (seed 0, as the two below), against xrda's 10.34 at 2× " \
          "and dense AdamW's 7.20." in flat
   assert "It lies nearer xrda than AdamW" in flat  # 9.80 - 7.20 > 10.34 - 9.80
-  short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
+  short = _in_short(archive)
   assert "reaches 9.80 there (seed 0; dense AdamW 7.20, xrda at 2× 10.34): most of xrda's " \
          "distance from dense AdamW is an SGD-type update's rather than" in short.replace("\n", " ")
   for sgd, word, in_short in (
@@ -223,15 +227,14 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
       (7.0, "An SGD-type update reaches AdamW here", None)):
     archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = sgd
     assert word in _transformers(archive).replace("\n", " ")
-    short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
+    short = _in_short(archive)
     flat = short.replace("\n", " ")
     assert (in_short in flat) if in_short else "SGD-type" not in flat, (sgd, flat)
   # AdamW behind xrda: no sentence on where the distance comes from.
   archive["lm_shakespeare_equal"]["methods"]["adamw"]["front"][0]["test_perplexity"] = 12.0
   flat = _transformers(archive).replace("\n", " ")
   assert "dense AdamW's 12.00." in flat and "distance" not in flat and "It lies" not in flat
-  assert "SGD-type" not in reading.render(archive=archive).split("## In short")[1].split(
-      "## At equal")[0]
+  assert "SGD-type" not in _in_short(archive)
   archive["lm_shakespeare_equal"]["methods"]["adamw"]["front"][0]["test_perplexity"] = 7.2
   archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = 9.8
   assert "3 of 16 heads and\n900 of 2048 neurons whole" in section
@@ -243,7 +246,7 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   assert "largest that trains" not in _transformers(archive)
   assert "xrda trails (5.00 points, spread 1.00)" in section  # the ViT, on test error
   assert "At 2:4 (seed 0): xrda 38.00% against gradual pruning's 36.00%." in section
-  short = reading.render(archive=archive).split("## In short")[1].split("## At equal")[0]
+  short = _in_short(archive)
   assert "xrda trails at 2×, 5.03×, 10× and 20.1× on test perplexity" in short
   assert "xrda trails against ERK\ngradual pruning with AdamW (40.00 ± 0.50% against" in short
 
