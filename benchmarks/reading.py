@@ -154,16 +154,19 @@ def versus(summary: Node, a: str, b: str) -> list[dict[str, Any]]:
 
 def update_distance(summary: Node, sparse: str, dense: str, baseline: str) -> dict[str, Any] | None:
   """Where dense SGD (``dense``) lies between ``sparse``'s first target and a dense ``baseline``
-  (AdamW), seed 0, on test perplexity: ``s``, ``x``, ``a`` and ``case``: "further" (SGD no
+  (AdamW), seed 0, on what the experiment is judged by (a language model's test perplexity, else
+  the test error in %, lower better): ``s``, ``x``, ``a`` and ``case``: "further" (SGD no
   better than xrda: xrda's distance is its kind of update's), "reaches" (SGD at AdamW: the
   distance is xrda's own), "sgd" or "own" (nearer xrda or nearer AdamW), None where AdamW is not
   ahead of xrda; ``chosen``, dense's tuned rate, and ``compression_weights``, the target's. None
   until all three are archived."""
-  methods = _raw(summary.methods)
+  raw = _raw(summary)
+  methods = raw["methods"]
+  key = comparison.judged_by(raw)[0]
   firsts = [(methods.get(k) or {}).get("front") or [] for k in (dense, sparse, baseline)]
   if not all(firsts):
     return None
-  s, x, a = (f[0]["test_perplexity"] for f in firsts)
+  s, x, a = (f[0][key] for f in firsts)
   case = (None if a >= x else "further" if s >= x else "reaches" if s <= a
           else "sgd" if s - a > x - s else "own")
   return {"s": s, "x": x, "a": a, "case": case, "chosen": summary.methods[dense].tuned.chosen,

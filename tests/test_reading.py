@@ -191,6 +191,10 @@ def _finished_transformers(archive: dict[str, dict]) -> None:
                            "points": [dict(knob_value=0.9, seeds=[1, 2],
                                            test_error_mean=error, test_error_std=0.5,
                                            compression_weights_mean=10.0)]}
+  for key, error in (("adamw", 30.0), ("sgd", 39.0)):
+    vit["methods"][key] = {"front": [{"knob_value": None, "test_error": error,
+                                      "compression_weights": 1.0}]}
+  vit["methods"]["sgd"]["tuned"] = {"chosen": 0.1}
   archive["vit_cifar10_equal"] = vit
 
 
@@ -226,15 +230,14 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
       (8.0, "It lies nearer AdamW than xrda", None),
       (7.0, "An SGD-type update reaches AdamW here", None)):
     archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = sgd
-    assert word in _transformers(archive).replace("\n", " ")
-    short = _in_short(archive)
-    flat = short.replace("\n", " ")
+    assert word in _transformers(archive).split("A ViT")[0].replace("\n", " ")
+    flat = _in_short(archive).split("On a ViT")[0].replace("\n", " ")  # the LM's
     assert (in_short in flat) if in_short else "SGD-type" not in flat, (sgd, flat)
   # AdamW behind xrda: no sentence on where the distance comes from.
   archive["lm_shakespeare_equal"]["methods"]["adamw"]["front"][0]["test_perplexity"] = 12.0
-  flat = _transformers(archive).replace("\n", " ")
+  flat = _transformers(archive).split("A ViT")[0].replace("\n", " ")  # the LM's
   assert "dense AdamW's 12.00." in flat and "distance" not in flat and "It lies" not in flat
-  assert "SGD-type" not in _in_short(archive)
+  assert "SGD-type" not in _in_short(archive).split("On a ViT")[0]
   archive["lm_shakespeare_equal"]["methods"]["adamw"]["front"][0]["test_perplexity"] = 7.2
   archive["lm_shakespeare_equal"]["methods"]["sgd"]["front"][0]["test_perplexity"] = 9.8
   assert "3 of 16 heads and\n900 of 2048 neurons whole" in section
@@ -249,6 +252,17 @@ def test_the_transformers_reading_renders_once_their_sweeps_have_finished():
   short = _in_short(archive)
   assert "xrda trails at 2×, 5.03×, 10× and 20.1× on test perplexity" in short
   assert "xrda trails against ERK\ngradual pruning with AdamW (40.00 ± 0.50% against" in short
+  # The ViT's dense lines, on test error: SGD 39 lies nearer xrda's 40 than AdamW's 30.
+  flat = section.replace("\n", " ")
+  assert "Dense, seed 0: AdamW at pruning's rate reaches 30.00%, and SGD with momentum, its rate " \
+         "tuned alike (it chose 0.1), 39.00%, against xrda's 40.00% at 10×. It lies nearer xrda" in flat
+  assert "reaches 39.00% there (seed 0; dense AdamW 30.00%, xrda at 10× 40.00%): most of xrda's" \
+         in short.replace("\n", " ")
+  vit = archive["vit_cifar10_equal"]["methods"]
+  vit["sgd"]["front"][0]["test_error"] = 31.0
+  assert "It lies nearer AdamW than xrda" in _transformers(archive).split("A ViT")[1]
+  assert "39.00%" not in _in_short(archive) and "31.00%" not in _in_short(archive)
+  vit["sgd"]["front"][0]["test_error"] = 39.0
 
   # Pruning's own perplexity climbing with sparsity past the gap: no claim that only the
   # optimizer separates them.

@@ -502,10 +502,11 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
   beyond either end), tuned as
   resnet20_cifar10_equal at a quarter of the budget, seeds 1-2 besides; and both at 2:4 (at most
   2 non-zeros in every 4 weights along a kernel's input, the pattern sparse tensor cores take)
-  with their tuned settings, seed 0. xrda's rates (0.5, 1.0) reach the 1.0 that ResNet-20 and the
+  with their tuned settings, seed 0; dense AdamW at pruning's rate and dense SGD with momentum,
+  tuned alike, seed 0, as the LM's dense lines. xrda's rates (0.5, 1.0) reach the 1.0 that ResNet-20 and the
   LM chose beyond their grids (the refining and edge trials go further). The budget is
-  what two cores afford: 16 tuning trials of 2 epochs at most and 8 runs of 10, about 112 ViT
-  epochs (277 s an epoch on one core beside another run, its first tune trial: some 8-9
+  what two cores afford: 22 tuning trials of 2 epochs at most and 10 runs of 10, about 144 ViT
+  epochs (277 s an epoch on one core beside another run, its first tune trial: some 11
   core-hours). The full budget on a GPU: ``python -m benchmarks.sweeps --experiment
   vit_cifar10_equal --epochs 100 --workers 1``, then ``python -m benchmarks.report --experiment
   vit_cifar10_equal --epochs 100``."""
@@ -531,6 +532,14 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
              "pruning_sparsity", 0.5, (0.5,), gmp.tune, tuned_as=gmp.id,
              note="2:4 from the first pruning step, at ERK pruning's tuned rate", seeds=(),
              refine=False),
+      # Dense lines, as the LM's: where the model goes without sparsity, and whether xrda's
+      # distance from AdamW is an SGD-type update's or its own.
+      Method("adamw", "dense AdamW", dict(ADAMW, weight_decay=0.05), None, None, (), gmp.tune,
+             seeds=(), refine=False, tuned_as=gmp.id,
+             note="at ERK gradual pruning's tuned rate (same optimizer and model)"),
+      Method("sgd", "dense SGD (momentum)", SGD, None, None, (),
+             ("learning_rate", (0.05, 0.1, 0.2, 0.4)), seeds=(),
+             note="tuned as xrda and pruning are, no sparsity"),
   )
   experiment = Experiment(
       "vit_cifar10_equal" + ("" if epochs == 10 else f"_{epochs}ep"),
