@@ -494,6 +494,19 @@ def _resnet20_cifar10_equal(epochs: int = 20, tuned_apart: bool = True) -> Exper
 TRANSFORMER_EDGE_TRIALS = 3
 
 
+def _dense_lines(gmp: Method, weight_decay: float) -> tuple[Method, Method]:
+  """A Transformer's two dense lines, context rather than compared methods: dense AdamW, once,
+  at AdamW pruning's (``gmp``) tuned rate and decay, and dense SGD with momentum tuned by the
+  same rule, which tells whether xrda's distance from AdamW is an SGD-type update's or its own.
+  SGD's grid sits a tenth below xrda's, as the CNNs' choices did (xrda 0.5-2.0, SGD 0.05-0.1)."""
+  return (Method("adamw", "dense AdamW", dict(ADAMW, weight_decay=weight_decay), None, None, (),
+                 gmp.tune, seeds=(), refine=False, tuned_as=gmp.id,
+                 note="at ERK gradual pruning's tuned rate (same optimizer and model)"),
+          Method("sgd", "dense SGD (momentum)", SGD, None, None, (),
+                 ("learning_rate", (0.05, 0.1, 0.2, 0.4)), seeds=(),
+                 note="tuned as xrda and pruning are, no sparsity"))
+
+
 def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment:
   """The ViT (``models.vit``, about ResNet-20's FLOPs) on CIFAR-10 at 90% kernel sparsity (10×
   on weights): xrda through the sparsity target and ERK gradual pruning with AdamW (DeiT's
@@ -532,14 +545,7 @@ def _vit_cifar10_equal(epochs: int = 10, tuned_apart: bool = True) -> Experiment
              "pruning_sparsity", 0.5, (0.5,), gmp.tune, tuned_as=gmp.id,
              note="2:4 from the first pruning step, at ERK pruning's tuned rate", seeds=(),
              refine=False),
-      # Dense lines, as the LM's: where the model goes without sparsity, and whether xrda's
-      # distance from AdamW is an SGD-type update's or its own.
-      Method("adamw", "dense AdamW", dict(ADAMW, weight_decay=0.05), None, None, (), gmp.tune,
-             seeds=(), refine=False, tuned_as=gmp.id,
-             note="at ERK gradual pruning's tuned rate (same optimizer and model)"),
-      Method("sgd", "dense SGD (momentum)", SGD, None, None, (),
-             ("learning_rate", (0.05, 0.1, 0.2, 0.4)), seeds=(),
-             note="tuned as xrda and pruning are, no sparsity"),
+      *_dense_lines(gmp, 0.05),
   )
   experiment = Experiment(
       "vit_cifar10_equal" + ("" if epochs == 10 else f"_{epochs}ep"),
@@ -583,16 +589,7 @@ def _lm_shakespeare_equal(epochs: int = 2) -> Experiment:
              "l1_sparsity", targets[2], (targets[2],), xrda.tune, tuned_as=xrda.id, seeds=(),
              refine=False, note="log-l1 weights shared by each attention head and MLP neuron, "
                                 "at xrda's tuned setting"),
-      # The dense line is context, not a compared method: it trains once, at pruning's rate.
-      Method("adamw", "dense AdamW", dict(ADAMW, weight_decay=0.1), None, None, (), gmp.tune,
-             seeds=(), refine=False, tuned_as=gmp.id,
-             note="at ERK gradual pruning's tuned rate (same optimizer and model)"),
-      # Dense SGD with momentum, tuned by the same rule: whether xrda's distance from AdamW is
-      # that of an SGD-type update or xrda's own. Its grid sits a tenth below xrda's, as the
-      # CNNs' choices did (xrda 0.5-2.0, SGD 0.05-0.1).
-      Method("sgd", "dense SGD (momentum)", SGD, None, None, (),
-             ("learning_rate", (0.05, 0.1, 0.2, 0.4)), seeds=(),
-             note="tuned as xrda and pruning are, no sparsity"),
+      *_dense_lines(gmp, 0.1),
   )
   return Experiment(
       "lm_shakespeare_equal" + ("" if epochs == 2 else f"_{epochs}ep"),
