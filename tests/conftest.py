@@ -1,6 +1,13 @@
 """Test-wide JAX settings: silent rank broadcasting is the classic bug of per-kernel code."""
 
-import jax
+import os
+
+from tests import xla_flags
+
+# Before JAX starts its backend, and inherited by the processes the tests start.
+os.environ["XLA_FLAGS"] = xla_flags.flags()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # The tests compare exact transformations at float32 tolerances; GPUs default to TF32 dots and

@@ -8,7 +8,9 @@ import functools
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+from tests import xla_flags
+
+os.environ["XLA_FLAGS"] = xla_flags.flags(8)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -17,6 +17,8 @@ from pathlib import Path
 import ml_collections
 import pytest
 
+from tests import xla_flags
+
 REPO = Path(__file__).resolve().parents[1]
 _LAUNCH_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -145,7 +147,7 @@ def launch(worker_args: list[str], num_processes: int = 2, devices_per_process: 
       fields = dict(coordinator_address=address, num_processes=num_processes, process_id=index)
       env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
       env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+                 XLA_FLAGS=xla_flags.flags(devices_per_process, fast=True))
       args = list(worker_args)
       if via == "env":
         env.update(zip(_LAUNCH_ENV, map(str, fields.values())))

@@ -18,6 +18,7 @@ import pytest
 
 import sparse_optax as so
 from tests import numpy_reference as ref
+from tests import xla_flags
 from tests.test_math import _f32
 from tests.test_math import run_steps as _run
 from tests.test_optimizers_common import _train
@@ -361,7 +362,7 @@ def test_tied_refuses_bad_arguments():
 def test_fsdp_gives_the_replicated_params_on_8_devices():
   """Params and state split over a (data, model) mesh, heads and neurons across devices: the
   same params as on one device (this file's worker, in a process with 8 CPU devices)."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
              JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=600)

@@ -79,7 +79,10 @@ def test_a_string_structure_leaves_3d_attention_kernels_unstructured():
   params = {"attention": jnp.asarray(RNG.normal(size=(4, 8, 8)), jnp.float32)}
   kernel = _run(so.xrda(**KW, structure="kernel"), params, _grads)
   plain = _run(so.xrda(**KW), params, _grads)
-  np.testing.assert_array_equal(kernel["attention"], plain["attention"])
+  # Two programs computing the same thing: equal to float32 rounding, which differs between
+  # them at XLA's -O0 under JAX 0.6 (3.5e-7); a kernel structure would zero other weights.
+  np.testing.assert_array_equal(kernel["attention"] == 0, plain["attention"] == 0)
+  np.testing.assert_allclose(kernel["attention"], plain["attention"], rtol=1e-6, atol=1e-6)
 
 
 def test_structures_that_do_not_fit_the_leaf():

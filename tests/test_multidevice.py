@@ -6,13 +6,14 @@ import pathlib
 import subprocess
 import sys
 
+from tests import xla_flags
 from tests.optimizer_table import IDS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_every_optimizer_single_mesh_pmap_fsdp_agree():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-m", "tests.multidevice_check"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)

@@ -19,6 +19,7 @@ import optax
 import pytest
 
 import sparse_optax as so
+from tests import xla_flags
 from tests.test_optimizers_common import _find, _step
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -384,7 +385,7 @@ MULTIDEVICE = textwrap.dedent("""
 
 
 def test_sharded_equals_replicated_on_8_devices():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", MULTIDEVICE], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)

@@ -25,7 +25,8 @@ def test_fsdp_axis():
 
 
 def test_fsdp_gives_the_replicated_params_on_8_devices(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  from tests import xla_flags
+  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
              JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)
