@@ -4,7 +4,6 @@ dead-group count, sharding, checkpoints and bad inputs (export and the loop:
 tests/test_groups_models.py)."""
 
 import math
-import os
 import re
 import subprocess
 import sys
@@ -362,8 +361,7 @@ def test_tied_refuses_bad_arguments():
 def test_fsdp_gives_the_replicated_params_on_8_devices():
   """Params and state split over a (data, model) mesh, heads and neurons across devices: the
   same params as on one device (this file's worker, in a process with 8 CPU devices)."""
-  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
-             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+  env = xla_flags.env(8, PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -1,7 +1,6 @@
 """Same result on one device, on a data mesh of 8 fake CPUs under jax.jit, under jax.pmap, and
 with params and state sharded over a 2-D mesh (FSDP-style)."""
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -13,8 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_every_optimizer_single_mesh_pmap_fsdp_agree():
-  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
-             JAX_PLATFORMS="cpu")
+  env = xla_flags.env(8)
   proc = subprocess.run([sys.executable, "-m", "tests.multidevice_check"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout + proc.stderr

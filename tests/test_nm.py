@@ -5,7 +5,6 @@ loop and export: tests/test_nm_loop.py)."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -385,8 +384,7 @@ MULTIDEVICE = textwrap.dedent("""
 
 
 def test_sharded_equals_replicated_on_8_devices():
-  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
-             JAX_PLATFORMS="cpu")
+  env = xla_flags.env(8)
   proc = subprocess.run([sys.executable, "-c", MULTIDEVICE], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout + proc.stderr

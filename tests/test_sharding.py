@@ -26,8 +26,7 @@ def test_fsdp_axis():
 
 def test_fsdp_gives_the_replicated_params_on_8_devices(tmp_path):
   from tests import xla_flags
-  env = dict(os.environ, XLA_FLAGS=xla_flags.flags(8),
-             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+  env = xla_flags.env(8, PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-5000:]

@@ -284,8 +284,7 @@ def test_one_device_vs_four_devices(tmp_path):
   # at -O0, whose rounding differs by more than the tolerance below.
   from tests import xla_flags
   for devices in (1, 4):
-    env = dict(os.environ, XLA_FLAGS=xla_flags.flags(devices), JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO))
+    env = xla_flags.env(devices, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, __file__, str(tmp_path / str(devices)), str(devices)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]

@@ -27,3 +27,9 @@ def flags(devices: int | None = None, fast: bool = False) -> str:
   if not any(f.startswith("--xla_backend_optimization_level=") for f in kept):
     kept.append(FAST_COMPILE)
   return " ".join(kept)
+
+
+def env(devices: int, **extra: str) -> dict[str, str]:
+  """The environment for a process on ``devices`` CPU devices at the default level (``flags``),
+  with ``extra`` variables."""
+  return dict(os.environ, XLA_FLAGS=flags(devices), JAX_PLATFORMS="cpu", **extra)
